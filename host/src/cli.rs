@@ -1,0 +1,282 @@
+//! Command-line flags. These structs hold validated input only; `app` opens files and runs.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::data::{Lang, Split};
+use crate::losses::{KdVariant, Method};
+use crate::student::Preset;
+
+/// otkd: distil a tiny multilingual retriever from an English teacher, with optimal transport
+/// or classic knowledge distillation, and ship it to microcontrollers.
+#[derive(Debug, Parser)]
+#[command(name = "otkd", version, propagate_version = true)]
+pub struct Cli {
+    /// Inputs shared by every command.
+    #[command(flatten)]
+    pub inputs: Inputs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where data, teacher and cache live.
+#[derive(Debug, Args)]
+pub struct Inputs {
+    /// Multi30k directory [env: OTKD_DATA; default: ../shared/data/multi30k]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// Teacher model directory in Hugging Face layout [env: OTKD_TEACHER; default: ../shared/models/all-MiniLM-L6-v2]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub teacher: Option<PathBuf>,
+    /// Cache directory for teacher outputs [env: OTKD_CACHE; default: .otkd-cache]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub cache: Option<PathBuf>,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Inspect and validate the Multi30k data.
+    #[command(subcommand)]
+    Data(DataCommand),
+    /// Run the frozen English teacher.
+    #[command(subcommand)]
+    Teacher(TeacherCommand),
+    /// Lower bounds on test_2016_flickr: teacher zero-shot on X and character n-gram TF-IDF.
+    Baseline(BaselineArgs),
+    /// Distil a student from the teacher over en-X bitext with OT or KD; dev R@1 every
+    /// --eval-every steps into metrics.jsonl, test metrics of the last and best-dev checkpoints
+    /// into final.json. Ctrl-C saves a checkpoint and exits; --resume continues bit for bit.
+    Train(Box<TrainArgs>),
+    /// Benchmarks that print ratios against a baseline measured in the same run.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+/// `otkd data ...`
+#[derive(Debug, Subcommand)]
+pub enum DataCommand {
+    /// Validate every file (line counts, UTF-8, image ids, feature header) and print a table
+    /// split x language of pairs, skipped pairs and mean words; exits non-zero on any defect.
+    Check(JsonFlag),
+}
+
+/// A `--json` switch.
+#[derive(Debug, Args)]
+pub struct JsonFlag {
+    /// Print machine-readable JSON instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `otkd teacher ...`
+#[derive(Debug, Subcommand)]
+pub enum TeacherCommand {
+    /// Encode every English caption of the given splits into the cache (sentence embeddings f32,
+    /// token states f16); reports sentences per second. Entries already cached are reused.
+    Encode(EncodeArgs),
+    /// Print the tokens and sentence embedding of the given sentences.
+    Embed(EmbedArgs),
+}
+
+/// Flags of `otkd teacher encode`.
+#[derive(Debug, Args)]
+pub struct EncodeArgs {
+    /// Splits to encode.
+    #[arg(long, value_delimiter = ',', default_values_t = [Split::Train, Split::Val, Split::Test2016Flickr])]
+    pub splits: Vec<Split>,
+    /// Sentences per batch (sentences of equal token length are batched together).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub batch: u32,
+    /// Print a JSON summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Flags of `otkd teacher embed`.
+#[derive(Debug, Args)]
+pub struct EmbedArgs {
+    /// Sentences to embed.
+    #[arg(required = true)]
+    pub sentences: Vec<String>,
+    /// Also print the last-layer token states.
+    #[arg(long)]
+    pub states: bool,
+    /// Print JSON (full vectors) instead of a summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Flags of `otkd baseline`.
+#[derive(Debug, Args)]
+pub struct BaselineArgs {
+    /// Languages X to evaluate against English.
+    #[arg(long, value_delimiter = ',', default_values_t = [Lang::De, Lang::Fr, Lang::Es, Lang::Cs, Lang::Ay, Lang::Gn, Lang::Qu])]
+    pub langs: Vec<Lang>,
+    /// Teacher batch size.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub batch: u32,
+    /// Print machine-readable JSON instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// How many training pairs to use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PairsArg {
+    /// Every pair.
+    All,
+    /// A seeded subset of this many pairs.
+    Count(usize),
+}
+
+impl std::str::FromStr for PairsArg {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "all" => Ok(Self::All),
+            n => match n.parse::<usize>() {
+                Ok(0) | Err(_) => Err(format!("{s:?} is neither \"all\" nor a positive number of pairs")),
+                Ok(n) => Ok(Self::Count(n)),
+            },
+        }
+    }
+}
+
+/// Flags of `otkd train`.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Distillation method: ot (Sinkhorn token alignment + lambda x KD) or kd (embedding MSE).
+    #[arg(long, value_enum)]
+    pub method: Method,
+    /// Language X (trained against English).
+    #[arg(long, default_value_t = Lang::Ay)]
+    pub lang: Lang,
+    /// Student size: micro (<= 1.5 M parameters, the device preset: 8192 buckets x 128, 1 layer)
+    /// or small (<= 8 M: 32768 buckets x 192, 2 layers).
+    #[arg(long, value_enum, default_value_t = Preset::Micro)]
+    pub preset: Preset,
+    /// Optimiser steps.
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub steps: u32,
+    /// Pairs per step.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(2..=4096))]
+    pub batch: u32,
+    /// Peak learning rate (AdamW; linear warmup, then cosine decay to 10%).
+    #[arg(long, default_value_t = 2e-3)]
+    pub lr: f64,
+    /// Warmup steps.
+    #[arg(long, default_value_t = 100)]
+    pub warmup: u32,
+    /// AdamW weight decay (matrices only).
+    #[arg(long, default_value_t = 0.01)]
+    pub weight_decay: f64,
+    /// Global gradient-norm clip.
+    #[arg(long, default_value_t = 1.0)]
+    pub clip_norm: f64,
+    /// Seed of initialisation, bitext subset and batch order.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Training pairs: all, or a seeded subset of N (e.g. 1000, 5000) to simulate scarcer data.
+    #[arg(long, default_value = "all")]
+    pub pairs: PairsArg,
+    /// Steps between dev (val) evaluations.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub eval_every: u32,
+    /// Sentence-level KD term: mse, or mse + in-batch similarity KL, or mse + InfoNCE.
+    #[arg(long, value_enum, default_value_t = KdVariant::Mse)]
+    pub kd_variant: KdVariant,
+    /// Temperature of the kl and infonce variants.
+    #[arg(long, default_value_t = 0.05)]
+    pub temperature: f64,
+    /// OT only: weight lambda of the KD sentence term added to the OT loss.
+    #[arg(long, default_value_t = 1.0)]
+    pub ot_kd_weight: f64,
+    /// OT only: Sinkhorn entropic regularisation epsilon.
+    #[arg(long, default_value_t = 0.05)]
+    pub epsilon: f32,
+    /// OT only: Sinkhorn iteration cap.
+    #[arg(long, default_value_t = 100)]
+    pub sinkhorn_iterations: u32,
+    /// OT only: stop Sinkhorn once the marginal error (L1 of row sums) is below this.
+    #[arg(long, default_value_t = 1e-3)]
+    pub sinkhorn_tolerance: f32,
+    /// OT only: backpropagate through the unrolled Sinkhorn iterations (ablation) instead of
+    /// holding the plan constant.
+    #[arg(long)]
+    pub ot_unrolled: bool,
+    /// Run directory [default: runs/<method>-<lang>-<preset>-s<seed>].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Continue the run in --out from its last checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+    /// Teacher batch size when the cache must be filled.
+    #[arg(long, default_value_t = 64)]
+    pub teacher_batch: u32,
+    /// Print final.json instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `otkd bench ...`
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Teacher encoding throughput (sentences/second) at several batch sizes, on val English
+    /// captions, with the ratio to batch size 1 measured in the same run.
+    Teacher(BenchTeacherArgs),
+}
+
+/// Flags of `otkd bench teacher`.
+#[derive(Debug, Args)]
+pub struct BenchTeacherArgs {
+    /// How many val captions to encode per measurement.
+    #[arg(long, default_value_t = 1014, value_parser = clap::value_parser!(u32).range(1..=1014))]
+    pub sentences: u32,
+    /// Batch sizes to measure.
+    #[arg(long, value_delimiter = ',', default_values_t = [1u32, 32, 128])]
+    pub batch_sizes: Vec<u32>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_languages_and_global_paths() {
+        let cli =
+            Cli::try_parse_from(["otkd", "baseline", "--langs", "ay,cs", "--data", "/d", "--json"]).unwrap();
+        assert_eq!(cli.inputs.data, Some(PathBuf::from("/d")));
+        let Command::Baseline(args) = cli.command else { panic!("not baseline") };
+        assert_eq!(args.langs, vec![Lang::Ay, Lang::Cs]);
+        assert!(args.json);
+    }
+
+    #[test]
+    fn train_defaults_and_pairs() {
+        let cli = Cli::try_parse_from(["otkd", "train", "--method", "ot", "--pairs", "1000"]).unwrap();
+        let Command::Train(args) = cli.command else { panic!("not train") };
+        assert_eq!(args.method, Method::Ot);
+        assert_eq!(args.pairs, PairsArg::Count(1000));
+        assert_eq!(args.lang, Lang::Ay);
+        assert!(Cli::try_parse_from(["otkd", "train", "--method", "kd", "--pairs", "0"]).is_err());
+        assert!(Cli::try_parse_from(["otkd", "train", "--method", "xx"]).is_err());
+    }
+
+    #[test]
+    fn rejects_unknown_language_and_zero_batch() {
+        assert!(Cli::try_parse_from(["otkd", "baseline", "--langs", "xx"]).is_err());
+        assert!(Cli::try_parse_from(["otkd", "teacher", "encode", "--batch", "0"]).is_err());
+    }
+}

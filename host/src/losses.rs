@@ -1,0 +1,288 @@
+//! The two distillation losses (definitions in DESIGN.md).
+//!
+//! - **KD** (Reimers & Gurevych 2020): `‖S(en) − T(en)‖² + ‖S(x) − T(en)‖²` per pair (squared L2
+//!   distance of the normalised sentence embeddings, averaged over the batch). Variants add an
+//!   in-batch term: similarity KL or InfoNCE, both at a temperature.
+//! - **OT** (OPTICAL-style): cost `C_ij = 1 − cos(t_i, s_j)` between the teacher's English token
+//!   states and the student's word states for language X; the entropic plan `P*` from
+//!   log-domain Sinkhorn is held constant, loss = `Σ P* ⊙ C` per pair, averaged; plus λ × the KD
+//!   term so both methods share a retrieval head. `--ot-unrolled` backpropagates through the
+//!   Sinkhorn iterations instead.
+
+use candle_core::{D, Tensor};
+use otkd_kernels::{SinkhornConfig, sinkhorn_log_domain, sinkhorn_log_domain_unrolled};
+use serde::{Deserialize, Serialize};
+
+/// Training method.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// Optimal-transport token alignment + λ × KD.
+    Ot,
+    /// Teacher-student KD on sentence embeddings.
+    Kd,
+}
+
+/// The sentence-level KD term.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum KdVariant {
+    /// Embedding MSE only.
+    Mse,
+    /// MSE + KL(softmax(T·Tᵀ/τ) ‖ softmax(S(x)·Tᵀ/τ)) over the batch.
+    Kl,
+    /// MSE + InfoNCE of S(x) against T(en) over the batch, both directions.
+    Infonce,
+}
+
+/// Loss settings.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LossConfig {
+    /// OT or KD.
+    pub method: Method,
+    /// The KD term.
+    pub kd_variant: KdVariant,
+    /// Temperature of the KL and InfoNCE variants.
+    pub temperature: f64,
+    /// Weight λ of the KD term in the OT loss.
+    pub ot_kd_weight: f64,
+    /// Sinkhorn ε.
+    pub epsilon: f32,
+    /// Sinkhorn iteration cap.
+    pub sinkhorn_iterations: u32,
+    /// Sinkhorn marginal-error tolerance.
+    pub sinkhorn_tolerance: f32,
+    /// Backpropagate through the Sinkhorn iterations (ablation).
+    pub ot_unrolled: bool,
+}
+
+impl LossConfig {
+    /// The Sinkhorn settings.
+    pub fn sinkhorn(&self) -> SinkhornConfig {
+        SinkhornConfig {
+            epsilon: self.epsilon,
+            max_iterations: self.sinkhorn_iterations,
+            tolerance: self.sinkhorn_tolerance,
+        }
+    }
+}
+
+/// One step's loss and its parts.
+pub struct LossValue {
+    /// What is minimised.
+    pub total: Tensor,
+    /// The KD term's value.
+    pub kd: f32,
+    /// The OT term's value (OT only).
+    pub ot: Option<f32>,
+    /// Mean Sinkhorn iterations over the batch (OT only).
+    pub sinkhorn_iterations: Option<f32>,
+    /// Largest final marginal error over the batch (OT only).
+    pub sinkhorn_marginal_error: Option<f32>,
+}
+
+/// KD on sentence embeddings `[b, d]` (all L2-normalised).
+pub fn kd_loss(
+    student_en: &Tensor,
+    student_x: &Tensor,
+    teacher_en: &Tensor,
+    variant: KdVariant,
+    temperature: f64,
+) -> candle_core::Result<Tensor> {
+    let squared = |s: &Tensor| -> candle_core::Result<Tensor> { (s - teacher_en)?.sqr()?.sum(1)?.mean(0) };
+    let mse = (squared(student_en)? + squared(student_x)?)?;
+    match variant {
+        KdVariant::Mse => Ok(mse),
+        KdVariant::Kl => {
+            let target =
+                candle_nn::ops::softmax(&(teacher_en.matmul(&teacher_en.t()?)? / temperature)?, D::Minus1)?;
+            let logits = (student_x.matmul(&teacher_en.t()?)? / temperature)?;
+            let log_q = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+            let log_p = (target.clone() + 1e-12)?.log()?;
+            let kl = (target * (log_p - log_q)?)?.sum(1)?.mean(0)?;
+            mse + kl
+        }
+        KdVariant::Infonce => {
+            let logits = (student_x.matmul(&teacher_en.t()?)? / temperature)?;
+            let n = logits.dim(0)?;
+            let targets = Tensor::arange(0u32, n as u32, logits.device())?;
+            let forward = candle_nn::loss::cross_entropy(&logits, &targets)?;
+            let backward = candle_nn::loss::cross_entropy(&logits.t()?, &targets)?;
+            mse + ((forward + backward)? * 0.5)?
+        }
+    }
+}
+
+/// Cosine cost `1 − cos` between `[b, n, d]` teacher and `[b, m, d]` student states: `[b, n, m]`.
+pub fn cosine_cost(teacher: &Tensor, student: &Tensor) -> candle_core::Result<Tensor> {
+    let unit = |x: &Tensor| -> candle_core::Result<Tensor> {
+        x.broadcast_div(&(x.sqr()?.sum_keepdim(D::Minus1)?.sqrt()? + 1e-6)?)
+    };
+    let similarity = unit(teacher)?.matmul(&unit(student)?.transpose(1, 2)?.contiguous()?)?;
+    similarity.affine(-1.0, 1.0)
+}
+
+/// `Σ P ⊙ C` per item, averaged over the items that have tokens on both sides.
+pub fn transport_cost(plan: &Tensor, cost: &Tensor, nonempty_items: usize) -> candle_core::Result<Tensor> {
+    (plan * cost)?.sum_all()? / nonempty_items.max(1) as f64
+}
+
+/// The OT term and the solver's statistics.
+pub struct OtTerm {
+    /// `Σ P ⊙ C`, averaged over non-empty items.
+    pub loss: Tensor,
+    /// Iterations per item.
+    pub iterations: Vec<u32>,
+    /// Final marginal error per item.
+    pub marginal_error: Vec<f32>,
+}
+
+/// OT distillation between padded teacher states `[b, n, d]` (`teacher_lengths` real rows) and
+/// student states `[b, m, d]` (`student_lengths` real rows).
+pub fn ot_term(
+    teacher: &Tensor,
+    teacher_lengths: &[usize],
+    student: &Tensor,
+    student_lengths: &[usize],
+    config: &LossConfig,
+) -> anyhow::Result<OtTerm> {
+    let cost = cosine_cost(teacher, student)?;
+    let nonempty = teacher_lengths.iter().zip(student_lengths).filter(|(a, b)| **a > 0 && **b > 0).count();
+    let sinkhorn = config.sinkhorn();
+    if config.ot_unrolled {
+        let plan = sinkhorn_log_domain_unrolled(&cost, teacher_lengths, student_lengths, &sinkhorn)?;
+        let loss = transport_cost(&plan, &cost, nonempty)?;
+        let iterations = vec![config.sinkhorn_iterations; teacher_lengths.len()];
+        let marginal_error = row_marginal_error(&plan, teacher_lengths, student_lengths)?;
+        return Ok(OtTerm { loss, iterations, marginal_error });
+    }
+    let solved = sinkhorn_log_domain(&cost.detach(), teacher_lengths, student_lengths, &sinkhorn)?;
+    let loss = transport_cost(&solved.plan, &cost, nonempty)?;
+    Ok(OtTerm { loss, iterations: solved.iterations, marginal_error: solved.marginal_error })
+}
+
+/// `Σ_i |Σ_j P_ij − 1/n|` per item, the kernel's marginal-error definition, for the unrolled plan.
+fn row_marginal_error(plan: &Tensor, rows: &[usize], cols: &[usize]) -> candle_core::Result<Vec<f32>> {
+    let sums: Vec<Vec<f32>> = plan.sum(2)?.to_vec2()?;
+    Ok(sums
+        .iter()
+        .zip(rows.iter().zip(cols))
+        .map(|(row_sums, (&n, &m))| {
+            if n == 0 || m == 0 {
+                return 0.0;
+            }
+            row_sums[..n].iter().map(|s| (s - 1.0 / n as f32).abs()).sum()
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    fn random(seed: u64, shape: &[usize]) -> Vec<f32> {
+        crate::rng::SplitMix64::new(seed, "loss-test").normal_vec(shape.iter().product(), 1.0)
+    }
+
+    /// Central finite differences of `f` at `x` against candle's gradient, on every element.
+    fn check_gradient(x: &[f32], shape: &[usize], f: impl Fn(&Tensor) -> Tensor) {
+        let var = Var::from_vec(x.to_vec(), shape, &Device::Cpu).unwrap();
+        let grads = f(var.as_tensor()).backward().unwrap();
+        let analytic: Vec<f32> =
+            grads.get(var.as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let h = 1e-2f32;
+        for i in 0..x.len() {
+            let eval = |delta: f32| {
+                let mut y = x.to_vec();
+                y[i] += delta;
+                let t = Tensor::from_vec(y, shape, &Device::Cpu).unwrap();
+                f64::from(f(&t).to_scalar::<f32>().unwrap())
+            };
+            let numeric = (eval(h) - eval(-h)) / (2.0 * f64::from(h));
+            let a = f64::from(analytic[i]);
+            assert!(
+                (a - numeric).abs() <= 2e-2 * (1.0 + numeric.abs()),
+                "element {i}: analytic {a}, numeric {numeric}"
+            );
+        }
+    }
+
+    fn unit_rows(v: Vec<f32>, rows: usize, dim: usize) -> Tensor {
+        let t = Tensor::from_vec(v, (rows, dim), &Device::Cpu).unwrap();
+        t.broadcast_div(&t.sqr().unwrap().sum_keepdim(1).unwrap().sqrt().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn kd_gradients_match_finite_differences() {
+        let (b, d) = (3, 5);
+        let teacher = unit_rows(random(1, &[b, d]), b, d);
+        let student_en = unit_rows(random(2, &[b, d]), b, d);
+        for variant in [KdVariant::Mse, KdVariant::Kl, KdVariant::Infonce] {
+            check_gradient(&random(3, &[b, d]), &[b, d], |x| {
+                kd_loss(&student_en, x, &teacher, variant, 0.5).unwrap()
+            });
+        }
+    }
+
+    #[test]
+    fn kd_mse_is_zero_at_the_teacher_and_positive_elsewhere() {
+        let t = unit_rows(random(4, &[4, 6]), 4, 6);
+        let zero = kd_loss(&t, &t, &t, KdVariant::Mse, 0.05).unwrap().to_scalar::<f32>().unwrap();
+        assert!(zero.abs() < 1e-6);
+        let s = unit_rows(random(5, &[4, 6]), 4, 6);
+        assert!(kd_loss(&s, &s, &t, KdVariant::Mse, 0.05).unwrap().to_scalar::<f32>().unwrap() > 0.1);
+    }
+
+    #[test]
+    fn ot_gradient_with_the_plan_held_constant_matches_finite_differences() {
+        let (b, n, m, d) = (2, 3, 4, 5);
+        let teacher = Tensor::from_vec(random(6, &[b, n, d]), (b, n, d), &Device::Cpu).unwrap();
+        let student = random(7, &[b, m, d]);
+        let student_t = Tensor::from_vec(student.clone(), (b, m, d), &Device::Cpu).unwrap();
+        let cost = cosine_cost(&teacher, &student_t).unwrap();
+        let plan = sinkhorn_log_domain(&cost, &[3, 2], &[4, 3], &SinkhornConfig::default()).unwrap().plan;
+        check_gradient(&student, &[b, m, d], |s| {
+            transport_cost(&plan, &cosine_cost(&teacher, s).unwrap(), 2).unwrap()
+        });
+    }
+
+    #[test]
+    fn unrolled_ot_gradient_matches_finite_differences() {
+        let (b, n, m, d) = (1, 3, 3, 4);
+        let teacher = Tensor::from_vec(random(8, &[b, n, d]), (b, n, d), &Device::Cpu).unwrap();
+        let config = SinkhornConfig { epsilon: 0.5, max_iterations: 20, tolerance: 0.0 };
+        check_gradient(&random(9, &[b, m, d]), &[b, m, d], |s| {
+            let cost = cosine_cost(&teacher, s).unwrap();
+            let plan = sinkhorn_log_domain_unrolled(&cost, &[3], &[3], &config).unwrap();
+            transport_cost(&plan, &cost, 1).unwrap()
+        });
+    }
+
+    #[test]
+    fn aligned_tokens_cost_less_than_shuffled_ones() {
+        let (n, d) = (4, 8);
+        let t = random(10, &[n, d]);
+        let teacher = Tensor::from_vec(t.clone(), (1, n, d), &Device::Cpu).unwrap();
+        let mut shuffled = t.clone();
+        shuffled.rotate_left(d);
+        let config = LossConfig {
+            method: Method::Ot,
+            kd_variant: KdVariant::Mse,
+            temperature: 0.05,
+            ot_kd_weight: 1.0,
+            epsilon: 0.05,
+            sinkhorn_iterations: 200,
+            sinkhorn_tolerance: 1e-4,
+            ot_unrolled: false,
+        };
+        // The same tokens in another order: OT aligns them, so the cost stays near zero.
+        let permuted = Tensor::from_vec(shuffled, (1, n, d), &Device::Cpu).unwrap();
+        let aligned = ot_term(&teacher, &[n], &permuted, &[n], &config).unwrap();
+        let other = Tensor::from_vec(random(11, &[n, d]), (1, n, d), &Device::Cpu).unwrap();
+        let unrelated = ot_term(&teacher, &[n], &other, &[n], &config).unwrap();
+        let (a, u) = (aligned.loss.to_scalar::<f32>().unwrap(), unrelated.loss.to_scalar::<f32>().unwrap());
+        assert!(a < 0.1 && u > 0.5, "aligned {a}, unrelated {u}");
+        assert!(aligned.marginal_error[0] < 1e-4);
+    }
+}

@@ -1,0 +1,462 @@
+//! The student encoder, trained on the host with candle.
+//!
+//! Input is the runtime tokenizer's hashed features, so the device computes the same words:
+//! word vector = mean of its feature embeddings (an embedding bag) + a learned position vector,
+//! then pre-LayerNorm transformer layers, a final LayerNorm and a projection to the teacher's
+//! width. One output row per word ("token states", for the OT loss); the sentence embedding is
+//! their mean, L2-normalised. Every operation is one the int8 runtime can do: gather, mean,
+//! matmul, add, layer norm, softmax, GELU.
+
+use candle_core::{D, DType, Device, Tensor, Var};
+use otkd_runtime::{Feature, TokenizeReport, TokenizerConfig, tokenize};
+use serde::{Deserialize, Serialize};
+
+use crate::rng::SplitMix64;
+
+/// Masked attention logits: finite, so gradients stay finite even for an all-padding row.
+const MASKED_LOGIT: f64 = -1e4;
+/// LayerNorm epsilon of the student.
+pub const LAYER_NORM_EPS: f32 = 1e-5;
+
+/// Named model sizes. Parameter budgets: `micro` <= 1.5 M (the device preset), `small` <= 8 M.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Preset {
+    /// <= 1.5 M parameters: 8192 buckets x 128, 1 layer, 4 heads, FFN 256 (about 1.24 M).
+    Micro,
+    /// <= 8 M parameters: 32768 buckets x 192, 2 layers, 4 heads, FFN 768 (about 7.3 M).
+    Small,
+}
+
+impl Preset {
+    /// The architecture of this preset, projecting to `out_dim` (the teacher's width).
+    pub fn config(self, out_dim: usize) -> StudentConfig {
+        let (buckets, dim, layers, heads, ffn) = match self {
+            Preset::Micro => (8192, 128, 1, 4, 256),
+            Preset::Small => (32768, 192, 2, 4, 768),
+        };
+        let tokenizer = TokenizerConfig { buckets, ..TokenizerConfig::DEFAULT };
+        StudentConfig {
+            tokenizer,
+            dim,
+            layers,
+            heads,
+            ffn,
+            max_words: usize::from(tokenizer.max_words),
+            out_dim,
+        }
+    }
+
+    /// The largest parameter count this preset may have.
+    pub fn budget(self) -> usize {
+        match self {
+            Preset::Micro => 1_500_000,
+            Preset::Small => 8_000_000,
+        }
+    }
+}
+
+/// The architecture of a student.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StudentConfig {
+    /// The runtime tokenizer's settings (its bucket count is the embedding table's height).
+    pub tokenizer: TokenizerConfig,
+    /// Width inside the encoder.
+    pub dim: usize,
+    /// Transformer layers.
+    pub layers: usize,
+    /// Attention heads per layer.
+    pub heads: usize,
+    /// Feed-forward width.
+    pub ffn: usize,
+    /// Words per sentence (positions learned).
+    pub max_words: usize,
+    /// Output width (the teacher's, 384).
+    pub out_dim: usize,
+}
+
+/// One sentence through the runtime tokenizer.
+#[derive(Clone, Debug, Default)]
+pub struct TokenizedSentence {
+    /// Features grouped by word.
+    pub features: Vec<Feature>,
+    /// Number of words.
+    pub words: usize,
+    /// What the tokenizer's caps dropped.
+    pub report: TokenizeReport,
+}
+
+/// Tokenizes with the runtime tokenizer (the code the device runs).
+pub fn tokenize_sentence(config: &TokenizerConfig, text: &str) -> TokenizedSentence {
+    let mut out = heapless::Vec::<Feature, 4096>::new();
+    let report = tokenize(config, text, out.as_mut_view());
+    TokenizedSentence { features: out.to_vec(), words: usize::from(report.words), report }
+}
+
+/// Ordered, named trainable tensors. The order is fixed, so norms, optimizer steps and files are
+/// computed identically on every run.
+#[derive(Default)]
+pub struct ParamStore {
+    names: Vec<String>,
+    vars: Vec<Var>,
+}
+
+impl ParamStore {
+    fn add(&mut self, name: String, tensor: Tensor) -> candle_core::Result<Var> {
+        let var = Var::from_tensor(&tensor)?;
+        self.names.push(name);
+        self.vars.push(var.clone());
+        Ok(var)
+    }
+
+    /// `(name, variable)` in creation order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Var)> {
+        self.names.iter().map(String::as_str).zip(&self.vars)
+    }
+
+    /// The variables in creation order.
+    pub fn vars(&self) -> &[Var] {
+        &self.vars
+    }
+
+    /// Total number of scalars.
+    pub fn count(&self) -> usize {
+        self.vars.iter().map(|v| v.elem_count()).sum()
+    }
+}
+
+struct Init<'a> {
+    store: &'a mut ParamStore,
+    rng: SplitMix64,
+}
+
+impl Init<'_> {
+    fn normal(&mut self, name: String, shape: (usize, usize), std: f64) -> candle_core::Result<Var> {
+        let data = self.rng.normal_vec(shape.0 * shape.1, std);
+        self.store.add(name, Tensor::from_vec(data, shape, &Device::Cpu)?)
+    }
+
+    fn constant(&mut self, name: String, len: usize, value: f32) -> candle_core::Result<Var> {
+        self.store.add(name, Tensor::from_vec(vec![value; len], len, &Device::Cpu)?)
+    }
+
+    fn dense(&mut self, name: &str, fan_in: usize, fan_out: usize, scale: f64) -> candle_core::Result<Dense> {
+        let weight =
+            self.normal(format!("{name}.weight"), (fan_in, fan_out), scale / (fan_in as f64).sqrt())?;
+        Ok(Dense { weight, bias: self.constant(format!("{name}.bias"), fan_out, 0.0)? })
+    }
+
+    fn norm(&mut self, name: &str, dim: usize) -> candle_core::Result<Norm> {
+        Ok(Norm {
+            weight: self.constant(format!("{name}.weight"), dim, 1.0)?,
+            bias: self.constant(format!("{name}.bias"), dim, 0.0)?,
+        })
+    }
+}
+
+/// `[in, out]` weight, so activations multiply it without a transpose.
+struct Dense {
+    weight: Var,
+    bias: Var,
+}
+
+impl Dense {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        x.matmul(self.weight.as_tensor())?.broadcast_add(self.bias.as_tensor())
+    }
+}
+
+struct Norm {
+    weight: Var,
+    bias: Var,
+}
+
+impl Norm {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        // The fused candle layer norm has no backward pass; this one is built from ops.
+        candle_nn::ops::layer_norm_slow(x, self.weight.as_tensor(), self.bias.as_tensor(), LAYER_NORM_EPS)
+    }
+}
+
+struct Layer {
+    attention_norm: Norm,
+    query: Dense,
+    key: Dense,
+    value: Dense,
+    attention_out: Dense,
+    ffn_norm: Norm,
+    ffn_in: Dense,
+    ffn_out: Dense,
+}
+
+impl Layer {
+    /// `x`: `[batch, words, dim]`; `attention_bias`: `[batch, 1, 1, words]` (0 or a large negative).
+    fn forward(&self, x: &Tensor, attention_bias: &Tensor, heads: usize) -> candle_core::Result<Tensor> {
+        let (batch, words, dim) = x.dims3()?;
+        let head_dim = dim / heads;
+        let flat = x.reshape((batch * words, dim))?;
+        let h = self.attention_norm.forward(&flat)?;
+        let split = |t: Tensor| -> candle_core::Result<Tensor> {
+            t.reshape((batch, words, heads, head_dim))?.transpose(1, 2)?.contiguous()
+        };
+        let q = split((self.query.forward(&h)? / (head_dim as f64).sqrt())?)?;
+        let k = split(self.key.forward(&h)?)?;
+        let v = split(self.value.forward(&h)?)?;
+        let scores = q.matmul(&k.t()?.contiguous()?)?.broadcast_add(attention_bias)?;
+        let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
+        let context = probs.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((batch * words, dim))?;
+        let flat = (flat + self.attention_out.forward(&context)?)?;
+        let ffn = self.ffn_out.forward(
+            &otkd_kernels::gelu_erf(&self.ffn_in.forward(&self.ffn_norm.forward(&flat)?)?)
+                .map_err(candle_core::Error::wrap)?,
+        )?;
+        (flat + ffn)?.reshape((batch, words, dim))
+    }
+}
+
+/// A batch of tokenized sentences as tensors, padded to its longest sentence.
+pub struct StudentBatch {
+    feature_ids: Tensor,
+    feature_slots: Tensor,
+    feature_weights: Tensor,
+    word_mask: Tensor,
+    attention_bias: Tensor,
+    /// Words per sentence (0 for a sentence with no word).
+    pub lengths: Vec<usize>,
+    /// Padded word count.
+    pub words: usize,
+}
+
+impl StudentBatch {
+    /// Packs sentences; words past `max_words` were already dropped by the tokenizer.
+    pub fn new(sentences: &[&TokenizedSentence], max_words: usize) -> candle_core::Result<Self> {
+        let batch = sentences.len();
+        let words = sentences.iter().map(|s| s.words).max().unwrap_or(0).clamp(1, max_words);
+        let total: usize = sentences.iter().map(|s| s.features.len()).sum();
+        let (mut ids, mut slots, mut weights) =
+            (Vec::with_capacity(total), Vec::with_capacity(total), Vec::with_capacity(total));
+        let mut mask = vec![0f32; batch * words];
+        let mut lengths = Vec::with_capacity(batch);
+        for (b, s) in sentences.iter().enumerate() {
+            let mut per_word = vec![0u32; words];
+            for f in &s.features {
+                if let Some(c) = per_word.get_mut(usize::from(f.word)) {
+                    *c += 1;
+                }
+            }
+            for f in &s.features {
+                let w = usize::from(f.word);
+                if w < words {
+                    ids.push(f.id);
+                    slots.push((b * words + w) as u32);
+                    weights.push(1.0 / per_word[w] as f32);
+                }
+            }
+            let len = s.words.min(words);
+            mask[b * words..b * words + len].iter_mut().for_each(|m| *m = 1.0);
+            lengths.push(len);
+        }
+        let bias: Vec<f32> = mask.iter().map(|&m| if m > 0.0 { 0.0 } else { MASKED_LOGIT as f32 }).collect();
+        let n = ids.len();
+        let cpu = &Device::Cpu;
+        Ok(Self {
+            feature_ids: Tensor::from_vec(ids, n, cpu)?,
+            feature_slots: Tensor::from_vec(slots, n, cpu)?,
+            feature_weights: Tensor::from_vec(weights, (n, 1), cpu)?,
+            word_mask: Tensor::from_vec(mask, (batch, words), cpu)?,
+            attention_bias: Tensor::from_vec(bias, (batch, 1, 1, words), cpu)?,
+            lengths,
+            words,
+        })
+    }
+
+    /// Number of sentences.
+    pub fn len(&self) -> usize {
+        self.lengths.len()
+    }
+
+    /// Whether the batch holds no sentence.
+    pub fn is_empty(&self) -> bool {
+        self.lengths.is_empty()
+    }
+
+    /// `[batch, words]`, 1 on real words.
+    pub fn word_mask(&self) -> &Tensor {
+        &self.word_mask
+    }
+}
+
+/// What the student computes for a batch.
+pub struct StudentOutput {
+    /// `[batch, words, out_dim]`, one row per word (padding rows are not meaningful).
+    pub token_states: Tensor,
+    /// `[batch, out_dim]`, L2-normalised mean of the real words' states (zero for an empty sentence).
+    pub sentence: Tensor,
+}
+
+/// The student encoder.
+pub struct Student {
+    config: StudentConfig,
+    params: ParamStore,
+    embeddings: Var,
+    positions: Var,
+    layers: Vec<Layer>,
+    final_norm: Norm,
+    projection: Dense,
+}
+
+impl Student {
+    /// A freshly initialised student; the same seed gives the same weights.
+    pub fn new(config: StudentConfig, seed: u64) -> candle_core::Result<Self> {
+        let mut params = ParamStore::default();
+        let mut init = Init { store: &mut params, rng: SplitMix64::new(seed, "student-init") };
+        let d = config.dim;
+        let residual_scale = 1.0 / (2.0 * config.layers.max(1) as f64).sqrt();
+        let embeddings = init.normal("embeddings".into(), (config.tokenizer.buckets as usize, d), 0.1)?;
+        let positions = init.normal("positions".into(), (config.max_words, d), 0.02)?;
+        let layers = (0..config.layers)
+            .map(|i| {
+                let p = |s: &str| format!("layers.{i}.{s}");
+                Ok(Layer {
+                    attention_norm: init.norm(&p("attention_norm"), d)?,
+                    query: init.dense(&p("query"), d, d, 1.0)?,
+                    key: init.dense(&p("key"), d, d, 1.0)?,
+                    value: init.dense(&p("value"), d, d, 1.0)?,
+                    attention_out: init.dense(&p("attention_out"), d, d, residual_scale)?,
+                    ffn_norm: init.norm(&p("ffn_norm"), d)?,
+                    ffn_in: init.dense(&p("ffn_in"), d, config.ffn, 1.0)?,
+                    ffn_out: init.dense(&p("ffn_out"), config.ffn, d, residual_scale)?,
+                })
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let final_norm = init.norm("final_norm", d)?;
+        let projection = init.dense("projection", d, config.out_dim, 1.0)?;
+        Ok(Self { config, params, embeddings, positions, layers, final_norm, projection })
+    }
+
+    /// The architecture.
+    pub fn config(&self) -> &StudentConfig {
+        &self.config
+    }
+
+    /// The trainable tensors, in a fixed order.
+    pub fn params(&self) -> &ParamStore {
+        &self.params
+    }
+
+    /// Tokenizes with this student's tokenizer settings.
+    pub fn tokenize(&self, text: &str) -> TokenizedSentence {
+        tokenize_sentence(&self.config.tokenizer, text)
+    }
+
+    /// Runs the encoder on a batch.
+    pub fn forward(&self, batch: &StudentBatch) -> candle_core::Result<StudentOutput> {
+        let (n, words, d) = (batch.len(), batch.words, self.config.dim);
+        let gathered = self
+            .embeddings
+            .as_tensor()
+            .index_select(&batch.feature_ids, 0)?
+            .broadcast_mul(&batch.feature_weights)?;
+        let bags = Tensor::zeros((n * words, d), DType::F32, &Device::Cpu)?
+            .index_add(&batch.feature_slots, &gathered, 0)?
+            .reshape((n, words, d))?;
+        let mut x = bags.broadcast_add(&self.positions.as_tensor().narrow(0, 0, words)?)?;
+        for layer in &self.layers {
+            x = layer.forward(&x, &batch.attention_bias, self.config.heads)?;
+        }
+        let flat = self.final_norm.forward(&x.reshape((n * words, d))?)?;
+        let token_states = self.projection.forward(&flat)?.reshape((n, words, self.config.out_dim))?;
+        let mask = batch.word_mask.unsqueeze(2)?;
+        let counts: Vec<f32> = batch.lengths.iter().map(|&l| l.max(1) as f32).collect();
+        let counts = Tensor::from_vec(counts, (n, 1), &Device::Cpu)?;
+        let mean = token_states.broadcast_mul(&mask)?.sum(1)?.broadcast_div(&counts)?;
+        let norm = (mean.sqr()?.sum_keepdim(1)?.sqrt()? + 1e-6)?;
+        Ok(StudentOutput { sentence: mean.broadcast_div(&norm)?, token_states })
+    }
+
+    /// Sentence embeddings of many tokenized sentences, `[n, out_dim]` row-major, without gradients.
+    pub fn embed(&self, sentences: &[TokenizedSentence], batch_size: usize) -> candle_core::Result<Vec<f32>> {
+        let mut out = Vec::with_capacity(sentences.len() * self.config.out_dim);
+        let refs: Vec<&TokenizedSentence> = sentences.iter().collect();
+        for chunk in refs.chunks(batch_size.max(1)) {
+            let batch = StudentBatch::new(chunk, self.config.max_words)?;
+            let emb = self.forward(&batch)?.sentence.detach();
+            out.extend(emb.flatten_all()?.to_vec1::<f32>()?);
+        }
+        Ok(out)
+    }
+
+    /// Replaces every weight with the tensor of the same name (e.g. from a checkpoint).
+    pub fn load_weights(&self, tensors: &std::collections::HashMap<String, Tensor>) -> Result<(), String> {
+        for (name, var) in self.params.iter() {
+            let t = tensors.get(name).ok_or_else(|| format!("tensor {name:?} missing"))?;
+            if t.dims() != var.dims() {
+                return Err(format!(
+                    "tensor {name:?} has shape {:?}, the model needs {:?}",
+                    t.dims(),
+                    var.dims()
+                ));
+            }
+            let t = t.to_dtype(DType::F32).map_err(|e| e.to_string())?;
+            let finite = t
+                .flatten_all()
+                .and_then(|f| f.to_vec1::<f32>())
+                .map_err(|e| e.to_string())?
+                .iter()
+                .all(|v| v.is_finite());
+            if !finite {
+                return Err(format!("tensor {name:?} holds NaN or Inf"));
+            }
+            var.set(&t).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_fit_their_parameter_budgets() {
+        for preset in [Preset::Micro, Preset::Small] {
+            let student = Student::new(preset.config(384), 0).unwrap();
+            let count = student.params().count();
+            assert!(count <= preset.budget(), "{preset:?}: {count} > {}", preset.budget());
+            assert!(count > preset.budget() / 2, "{preset:?} wastes its budget: {count}");
+        }
+    }
+
+    #[test]
+    fn embeddings_are_unit_length_and_padding_does_not_change_them() {
+        let student = Student::new(Preset::Micro.config(384), 1).unwrap();
+        let short = student.tokenize("a dog");
+        let long = student.tokenize("a brown dog runs across the green field");
+        let alone = student.embed(std::slice::from_ref(&short), 8).unwrap();
+        let padded = student.embed(&[short, long], 8).unwrap();
+        let norm: f32 = alone.iter().map(|v| v * v).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-4, "{norm}");
+        let diff = alone.iter().zip(&padded[..384]).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(diff < 1e-5, "padding changed the embedding by {diff}");
+    }
+
+    #[test]
+    fn empty_sentence_gives_a_finite_zero_embedding() {
+        let student = Student::new(Preset::Micro.config(384), 1).unwrap();
+        let empty = student.tokenize("  ... ");
+        assert_eq!(empty.words, 0);
+        let emb = student.embed(&[empty], 4).unwrap();
+        assert!(emb.iter().all(|v| v.is_finite() && v.abs() < 1e-3));
+    }
+
+    #[test]
+    fn same_seed_same_weights() {
+        let a = Student::new(Preset::Micro.config(384), 5).unwrap();
+        let b = Student::new(Preset::Micro.config(384), 5).unwrap();
+        let c = Student::new(Preset::Micro.config(384), 6).unwrap();
+        let first =
+            |s: &Student| s.params().vars()[0].as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(first(&a), first(&b));
+        assert_ne!(first(&a), first(&c));
+    }
+}

@@ -1,0 +1,415 @@
+//! The frozen English teacher: all-MiniLM-L6-v2 (BERT, 6 layers, width 384) on candle.
+//!
+//! Loads any directory in Hugging Face layout (`config.json`, `model.safetensors`, `tokenizer.json`).
+//! Sentences are grouped by exact token length before batching, so a batch never holds padding:
+//! no attention mask is needed and no work is spent on pad positions.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::VarBuilder;
+use serde::Deserialize;
+use tokenizers::{Tokenizer, TruncationParams};
+
+/// Longest input the teacher sees, in WordPiece tokens including `[CLS]` and `[SEP]`.
+/// `tokenizer.json` fixes 128; the model card's `max_seq_length` is 256.
+pub const MAX_TOKENS: usize = 256;
+
+/// Errors while loading or running the teacher; each names the file or input it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum TeacherError {
+    /// The teacher directory does not exist.
+    #[error("teacher directory {0} does not exist (pass --teacher DIR or set OTKD_TEACHER)")]
+    MissingDir(PathBuf),
+    /// A file the teacher needs is missing from its directory.
+    #[error(
+        "teacher file {0} is missing (a Hugging Face model directory needs config.json, model.safetensors, tokenizer.json)"
+    )]
+    MissingFile(PathBuf),
+    /// `config.json` could not be read or does not describe a BERT model otkd can run.
+    #[error("teacher config {path}: {reason}")]
+    BadConfig {
+        /// The config file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// `tokenizer.json` could not be loaded.
+    #[error("teacher tokenizer {path}: {reason}")]
+    BadTokenizer {
+        /// The tokenizer file.
+        path: PathBuf,
+        /// What the tokenizers library reported.
+        reason: String,
+    },
+    /// The weights could not be loaded (missing tensor, wrong shape, corrupt file).
+    #[error("teacher weights {path}: {source}")]
+    BadWeights {
+        /// The safetensors file.
+        path: PathBuf,
+        /// The underlying error.
+        source: candle_core::Error,
+    },
+    /// Tokenizing an input failed.
+    #[error("tokenizing sentence {index}: {reason}")]
+    Tokenize {
+        /// Index of the sentence in the input list.
+        index: usize,
+        /// What the tokenizers library reported.
+        reason: String,
+    },
+    /// A tensor operation failed during encoding.
+    #[error("teacher forward pass: {0}")]
+    Forward(#[from] candle_core::Error),
+}
+
+/// The subset of `config.json` the encoder needs.
+#[derive(Clone, Debug, Deserialize)]
+pub struct BertConfig {
+    /// WordPiece vocabulary size.
+    pub vocab_size: usize,
+    /// Width of every hidden state.
+    pub hidden_size: usize,
+    /// Number of transformer layers.
+    pub num_hidden_layers: usize,
+    /// Attention heads per layer.
+    pub num_attention_heads: usize,
+    /// Width of the feed-forward layer.
+    pub intermediate_size: usize,
+    /// Number of learned absolute positions.
+    pub max_position_embeddings: usize,
+    /// Number of token types (segment ids).
+    pub type_vocab_size: usize,
+    /// LayerNorm epsilon (1e-12 for MiniLM).
+    pub layer_norm_eps: f64,
+    /// Activation; only the exact (erf) GELU is supported.
+    pub hidden_act: String,
+}
+
+/// A linear layer stored as `[in, out]` so a 2-D activation multiplies it without a transpose.
+struct Dense {
+    weight_t: Tensor,
+    bias: Tensor,
+}
+
+impl Dense {
+    fn load(vb: VarBuilder, in_dim: usize, out_dim: usize) -> candle_core::Result<Self> {
+        let weight = vb.get((out_dim, in_dim), "weight")?;
+        Ok(Self { weight_t: weight.t()?.contiguous()?, bias: vb.get(out_dim, "bias")? })
+    }
+
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        x.matmul(&self.weight_t)?.broadcast_add(&self.bias)
+    }
+}
+
+struct Norm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f32,
+}
+
+impl Norm {
+    fn load(vb: VarBuilder, dim: usize, eps: f64) -> candle_core::Result<Self> {
+        Ok(Self { weight: vb.get(dim, "weight")?, bias: vb.get(dim, "bias")?, eps: eps as f32 })
+    }
+
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        candle_nn::ops::layer_norm(x, &self.weight, &self.bias, self.eps)
+    }
+}
+
+struct Layer {
+    query: Dense,
+    key: Dense,
+    value: Dense,
+    attention_out: Dense,
+    attention_norm: Norm,
+    intermediate: Dense,
+    output: Dense,
+    output_norm: Norm,
+}
+
+impl Layer {
+    fn load(vb: VarBuilder, c: &BertConfig) -> candle_core::Result<Self> {
+        let h = c.hidden_size;
+        let attn = vb.pp("attention");
+        Ok(Self {
+            query: Dense::load(attn.pp("self").pp("query"), h, h)?,
+            key: Dense::load(attn.pp("self").pp("key"), h, h)?,
+            value: Dense::load(attn.pp("self").pp("value"), h, h)?,
+            attention_out: Dense::load(attn.pp("output").pp("dense"), h, h)?,
+            attention_norm: Norm::load(attn.pp("output").pp("LayerNorm"), h, c.layer_norm_eps)?,
+            intermediate: Dense::load(vb.pp("intermediate").pp("dense"), h, c.intermediate_size)?,
+            output: Dense::load(vb.pp("output").pp("dense"), c.intermediate_size, h)?,
+            output_norm: Norm::load(vb.pp("output").pp("LayerNorm"), h, c.layer_norm_eps)?,
+        })
+    }
+
+    /// `x`: `[batch * tokens, hidden]`, every sentence of the batch `tokens` long.
+    fn forward(&self, x: &Tensor, batch: usize, tokens: usize, heads: usize) -> candle_core::Result<Tensor> {
+        let hidden = x.dim(1)?;
+        let head_dim = hidden / heads;
+        let split_heads = |t: Tensor| -> candle_core::Result<Tensor> {
+            t.reshape((batch, tokens, heads, head_dim))?.transpose(1, 2)?.contiguous()
+        };
+        let q = split_heads((self.query.forward(x)? / (head_dim as f64).sqrt())?)?;
+        let k = split_heads(self.key.forward(x)?)?;
+        let v = split_heads(self.value.forward(x)?)?;
+        let scores = q.matmul(&k.t()?.contiguous()?)?;
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let context = probs.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((batch * tokens, hidden))?;
+        let x = self.attention_norm.forward(&(self.attention_out.forward(&context)? + x)?)?;
+        let ffn = self.output.forward(
+            &otkd_kernels::gelu_erf(&self.intermediate.forward(&x)?).map_err(candle_core::Error::wrap)?,
+        )?;
+        self.output_norm.forward(&(ffn + x)?)
+    }
+}
+
+/// One tokenized sentence.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TeacherTokens {
+    /// WordPiece ids, `[CLS]` first and `[SEP]` last.
+    pub ids: Vec<u32>,
+    /// The WordPiece strings of `ids`.
+    pub tokens: Vec<String>,
+}
+
+/// Teacher outputs for a list of sentences, in input order.
+#[derive(Clone, Debug)]
+pub struct TeacherOutputs {
+    /// Width of embeddings and token states (384).
+    pub dim: usize,
+    /// L2-normalised mean-pooled sentence embeddings, `[sentences, dim]` row-major.
+    pub embeddings: Vec<f32>,
+    /// Last-layer token states (including `[CLS]` and `[SEP]`), when asked for.
+    pub token_states: Option<TokenStates>,
+}
+
+/// Variable-length token states of many sentences, concatenated.
+#[derive(Clone, Debug)]
+pub struct TokenStates {
+    /// `offsets[i]..offsets[i + 1]` are the rows of sentence `i`; `offsets.len() == sentences + 1`.
+    pub offsets: Vec<usize>,
+    /// `[total_tokens, dim]` row-major, stored as f16 (the values reach about ±6; f16 keeps ~3 digits).
+    pub states: Vec<half::f16>,
+}
+
+impl TokenStates {
+    /// The `[tokens, dim]` rows of sentence `i`.
+    pub fn sentence(&self, i: usize, dim: usize) -> &[half::f16] {
+        &self.states[self.offsets[i] * dim..self.offsets[i + 1] * dim]
+    }
+}
+
+/// The frozen English teacher.
+pub struct Teacher {
+    tokenizer: Tokenizer,
+    config: BertConfig,
+    word_embeddings: candle_nn::Embedding,
+    position_embeddings: Tensor,
+    token_type_embedding: Tensor,
+    embedding_norm: Norm,
+    layers: Vec<Layer>,
+    device: Device,
+    dir: PathBuf,
+}
+
+impl Teacher {
+    /// Loads the teacher from a Hugging Face model directory.
+    pub fn load(dir: &Path) -> Result<Self, TeacherError> {
+        if !dir.is_dir() {
+            return Err(TeacherError::MissingDir(dir.to_path_buf()));
+        }
+        let file = |name: &str| -> Result<PathBuf, TeacherError> {
+            let path = dir.join(name);
+            if path.is_file() { Ok(path) } else { Err(TeacherError::MissingFile(path)) }
+        };
+        let config_path = file("config.json")?;
+        let weights_path = file("model.safetensors")?;
+        let tokenizer_path = file("tokenizer.json")?;
+
+        let bad_config = |reason: String| TeacherError::BadConfig { path: config_path.clone(), reason };
+        let text = std::fs::read_to_string(&config_path).map_err(|e| bad_config(e.to_string()))?;
+        let config: BertConfig = serde_json::from_str(&text).map_err(|e| bad_config(e.to_string()))?;
+        if config.hidden_act != "gelu" {
+            return Err(bad_config(format!(
+                "hidden_act {:?} is not supported (only \"gelu\", erf)",
+                config.hidden_act
+            )));
+        }
+        if config.num_attention_heads == 0 || config.hidden_size % config.num_attention_heads != 0 {
+            return Err(bad_config(format!(
+                "hidden_size {} is not a multiple of num_attention_heads {}",
+                config.hidden_size, config.num_attention_heads
+            )));
+        }
+
+        let mut tokenizer = Tokenizer::from_file(&tokenizer_path).map_err(|e| {
+            TeacherError::BadTokenizer { path: tokenizer_path.clone(), reason: e.to_string() }
+        })?;
+        // tokenizer.json pads and truncates at 128; padding would leak into the mean pool.
+        tokenizer.with_padding(None);
+        tokenizer
+            .with_truncation(Some(TruncationParams { max_length: MAX_TOKENS, ..Default::default() }))
+            .map_err(|e| TeacherError::BadTokenizer {
+                path: tokenizer_path.clone(),
+                reason: e.to_string(),
+            })?;
+
+        let device = Device::Cpu;
+        let bad_weights = |source| TeacherError::BadWeights { path: weights_path.clone(), source };
+        // SAFETY: the file is mapped read-only and not modified while the teacher lives
+        // (the model directory is treated as immutable input).
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights_path], DType::F32, &device) }
+            .map_err(bad_weights)?;
+        let load = || -> candle_core::Result<_> {
+            let h = config.hidden_size;
+            let emb = vb.pp("embeddings");
+            let word = emb.pp("word_embeddings").get((config.vocab_size, h), "weight")?;
+            let position_embeddings =
+                emb.pp("position_embeddings").get((config.max_position_embeddings, h), "weight")?;
+            let token_type_embedding =
+                emb.pp("token_type_embeddings").get((config.type_vocab_size, h), "weight")?.get(0)?;
+            let embedding_norm = Norm::load(emb.pp("LayerNorm"), h, config.layer_norm_eps)?;
+            let layers = (0..config.num_hidden_layers)
+                .map(|i| Layer::load(vb.pp("encoder").pp("layer").pp(i), &config))
+                .collect::<candle_core::Result<Vec<_>>>()?;
+            Ok((
+                candle_nn::Embedding::new(word, h),
+                position_embeddings,
+                token_type_embedding,
+                embedding_norm,
+                layers,
+            ))
+        };
+        let (word_embeddings, position_embeddings, token_type_embedding, embedding_norm, layers) =
+            load().map_err(bad_weights)?;
+        Ok(Self {
+            tokenizer,
+            config,
+            word_embeddings,
+            position_embeddings,
+            token_type_embedding,
+            embedding_norm,
+            layers,
+            device,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// The directory the teacher was loaded from.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Width of the teacher's states and embeddings.
+    pub fn dim(&self) -> usize {
+        self.config.hidden_size
+    }
+
+    /// WordPiece-tokenizes sentences (`[CLS] … [SEP]`, truncated at [`MAX_TOKENS`]).
+    pub fn tokenize<S: AsRef<str> + Sync>(
+        &self,
+        sentences: &[S],
+    ) -> Result<Vec<TeacherTokens>, TeacherError> {
+        use rayon::prelude::*;
+        sentences
+            .par_iter()
+            .enumerate()
+            .map(|(index, s)| {
+                let enc = self
+                    .tokenizer
+                    .encode(s.as_ref(), true)
+                    .map_err(|e| TeacherError::Tokenize { index, reason: e.to_string() })?;
+                Ok(TeacherTokens { ids: enc.get_ids().to_vec(), tokens: enc.get_tokens().to_vec() })
+            })
+            .collect()
+    }
+
+    /// Last-layer states of sentences that all have the same token count: `[batch, tokens, dim]`.
+    pub fn forward_equal_length(&self, ids: &[&[u32]]) -> Result<Tensor, TeacherError> {
+        let batch = ids.len();
+        let tokens = ids.first().map_or(0, |s| s.len());
+        assert!(ids.iter().all(|s| s.len() == tokens), "forward_equal_length needs sentences of one length");
+        let flat: Vec<u32> = ids.iter().flat_map(|s| s.iter().copied()).collect();
+        let ids = Tensor::from_vec(flat, batch * tokens, &self.device)?;
+        let positions = self.position_embeddings.narrow(0, 0, tokens)?;
+        let x = self
+            .word_embeddings
+            .forward(&ids)?
+            .reshape((batch, tokens, self.dim()))?
+            .broadcast_add(&positions)?
+            .broadcast_add(&self.token_type_embedding)?
+            .reshape((batch * tokens, self.dim()))?;
+        let mut x = self.embedding_norm.forward(&x)?;
+        for layer in &self.layers {
+            x = layer.forward(&x, batch, tokens, self.config.num_attention_heads)?;
+        }
+        Ok(x.reshape((batch, tokens, self.dim()))?)
+    }
+
+    /// Encodes sentences in batches of at most `batch_size` equal-length sentences.
+    /// `progress` is called with the number of sentences finished after each batch.
+    pub fn encode<S: AsRef<str> + Sync>(
+        &self,
+        sentences: &[S],
+        batch_size: usize,
+        keep_token_states: bool,
+        mut progress: impl FnMut(usize),
+    ) -> Result<TeacherOutputs, TeacherError> {
+        let tokens = self.tokenize(sentences)?;
+        let ids: Vec<&[u32]> = tokens.iter().map(|t| t.ids.as_slice()).collect();
+        self.encode_ids(&ids, batch_size, keep_token_states, &mut progress)
+    }
+
+    /// [`Teacher::encode`] for already tokenized sentences.
+    pub fn encode_ids(
+        &self,
+        ids: &[&[u32]],
+        batch_size: usize,
+        keep_token_states: bool,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<TeacherOutputs, TeacherError> {
+        let dim = self.dim();
+        let n = ids.len();
+        let mut embeddings = vec![0f32; n * dim];
+        let mut offsets = vec![0usize; n + 1];
+        for (i, s) in ids.iter().enumerate() {
+            offsets[i + 1] = offsets[i] + s.len();
+        }
+        let mut states = if keep_token_states { vec![half::f16::ZERO; offsets[n] * dim] } else { Vec::new() };
+
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by_key(|&i| (ids[i].len(), i));
+        let batch_size = batch_size.max(1);
+        let mut done = 0;
+        for group in order.chunk_by(|&a, &b| ids[a].len() == ids[b].len()) {
+            for batch in group.chunks(batch_size) {
+                let batch_ids: Vec<&[u32]> = batch.iter().map(|&i| ids[i]).collect();
+                let hidden = self.forward_equal_length(&batch_ids)?;
+                let pooled = hidden.mean(1)?;
+                let norm = pooled.sqr()?.sum_keepdim(1)?.sqrt()?;
+                let pooled: Vec<Vec<f32>> = pooled.broadcast_div(&norm)?.to_vec2()?;
+                let hidden: Vec<f32> =
+                    if keep_token_states { hidden.flatten_all()?.to_vec1()? } else { Vec::new() };
+                let len = batch_ids[0].len();
+                for (row, &i) in batch.iter().enumerate() {
+                    embeddings[i * dim..(i + 1) * dim].copy_from_slice(&pooled[row]);
+                    if keep_token_states {
+                        let src = &hidden[row * len * dim..(row + 1) * len * dim];
+                        let dst = &mut states[offsets[i] * dim..offsets[i + 1] * dim];
+                        for (d, s) in dst.iter_mut().zip(src) {
+                            *d = half::f16::from_f32(*s);
+                        }
+                    }
+                }
+                done += batch.len();
+                progress(done);
+            }
+        }
+        let token_states = keep_token_states.then_some(TokenStates { offsets, states });
+        Ok(TeacherOutputs { dim, embeddings, token_states })
+    }
+}

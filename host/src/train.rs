@@ -1,0 +1,665 @@
+//! The training loop shared by both methods: same student, bitext, optimiser and step budget;
+//! only the loss differs.
+//!
+//! A run directory holds `config.json`, `train_lines.json` (the seeded bitext subset),
+//! `metrics.jsonl` (one dev evaluation per line), `checkpoint-last.safetensors` (weights,
+//! optimiser and progress: `--resume` continues from it bit for bit),
+//! `checkpoint-best.safetensors` (best dev R@1) and, at the end, `final.json` (test metrics of
+//! the last and the best-dev checkpoint).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use candle_core::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint;
+use crate::data::{Bitext, Lang};
+use crate::losses::{LossConfig, Method, kd_loss, ot_term};
+use crate::metrics::{BothDirections, both_directions};
+use crate::optim::{AdamW, AdamWConfig};
+use crate::paths::write_atomically;
+use crate::rng::SplitMix64;
+use crate::student::{Preset, Student, StudentBatch, StudentConfig, TokenizedSentence};
+use crate::teacher::TeacherOutputs;
+
+/// Everything that defines a run; stored in `config.json` and in every checkpoint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// OT or KD.
+    pub method: Method,
+    /// Language X (paired with English).
+    pub lang: Lang,
+    /// Named student size.
+    pub preset: Preset,
+    /// The student's architecture (from the preset).
+    pub student: StudentConfig,
+    /// Optimiser steps.
+    pub steps: usize,
+    /// Pairs per step.
+    pub batch: usize,
+    /// Optimiser and schedule.
+    pub optimizer: AdamWConfig,
+    /// Loss settings.
+    pub loss: LossConfig,
+    /// Seed of initialisation, subset and batch order.
+    pub seed: u64,
+    /// Training pairs used (`None`: all).
+    pub pairs: Option<usize>,
+    /// Steps between dev evaluations.
+    pub eval_every: usize,
+}
+
+/// Dev and test material, prepared once.
+pub struct EvalSet {
+    /// Student tokens of the X side.
+    pub x: Vec<TokenizedSentence>,
+    /// Teacher embeddings of the English side, one row per pair.
+    pub en: Vec<f32>,
+}
+
+/// Training material, prepared once.
+pub struct TrainData {
+    /// Caption lines of the pairs used (the seeded subset).
+    pub lines: Vec<usize>,
+    /// Student tokens of the X side of each pair.
+    pub x: Vec<TokenizedSentence>,
+    /// Student tokens of the English side of each pair.
+    pub en: Vec<TokenizedSentence>,
+    /// Teacher outputs for every English training caption (indexed by caption line).
+    pub teacher: TeacherOutputs,
+    /// Dev (val) set.
+    pub dev: EvalSet,
+    /// Test set (test_2016_flickr).
+    pub test: EvalSet,
+}
+
+impl TrainData {
+    /// Tokenizes and selects the seeded subset of training pairs.
+    pub fn prepare(
+        config: &TrainConfig,
+        train: &Bitext,
+        teacher: TeacherOutputs,
+        dev: (&Bitext, &TeacherOutputs),
+        test: (&Bitext, &TeacherOutputs),
+    ) -> Result<Self> {
+        if teacher.token_states.is_none() && config.method == Method::Ot {
+            bail!("OT training needs the teacher's token states (run `otkd teacher encode`)");
+        }
+        let mut order: Vec<usize> = (0..train.pairs.len()).collect();
+        if let Some(n) = config.pairs {
+            if n > order.len() {
+                bail!("--pairs {n}: only {} training pairs exist for {}", order.len(), train.lang);
+            }
+            SplitMix64::new(config.seed, "pairs").shuffle(&mut order);
+            order.truncate(n);
+            order.sort_unstable();
+        }
+        let tok = &config.student.tokenizer;
+        let tokenize = |texts: Vec<&str>| -> Vec<TokenizedSentence> {
+            use rayon::prelude::*;
+            texts.par_iter().map(|t| crate::student::tokenize_sentence(tok, t)).collect()
+        };
+        let pairs: Vec<_> = order.iter().map(|&i| &train.pairs[i]).collect();
+        let eval_set = |(bitext, outputs): (&Bitext, &TeacherOutputs)| EvalSet {
+            x: tokenize(bitext.x()),
+            en: bitext
+                .lines()
+                .iter()
+                .flat_map(|&l| outputs.embeddings[l * outputs.dim..(l + 1) * outputs.dim].iter().copied())
+                .collect(),
+        };
+        Ok(Self {
+            lines: pairs.iter().map(|p| p.line).collect(),
+            x: tokenize(pairs.iter().map(|p| p.x.as_str()).collect()),
+            en: tokenize(pairs.iter().map(|p| p.en.as_str()).collect()),
+            teacher,
+            dev: eval_set(dev),
+            test: eval_set(test),
+        })
+    }
+}
+
+/// Loss statistics accumulated between two evaluations.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+struct Interval {
+    steps: usize,
+    loss: f64,
+    kd: f64,
+    ot: f64,
+    sinkhorn_iterations: f64,
+    sinkhorn_marginal_error: f64,
+}
+
+/// The dev result of the best checkpoint so far.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BestDev {
+    /// Step of the checkpoint.
+    pub step: usize,
+    /// Dev X->en R@1.
+    pub r1: f64,
+    /// Dev X->en MRR.
+    pub mrr: f64,
+}
+
+/// Progress saved in checkpoints.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct RunState {
+    config: TrainConfig,
+    step: usize,
+    elapsed_seconds: f64,
+    best: Option<BestDev>,
+    interval: Interval,
+}
+
+/// One line of `metrics.jsonl`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EvalRecord {
+    /// Optimiser steps done.
+    pub step: usize,
+    /// Training wall-clock seconds so far (evaluation excluded).
+    pub elapsed_seconds: f64,
+    /// Learning rate of the last step.
+    pub lr: f64,
+    /// Mean loss since the previous evaluation (absent at step 0).
+    pub loss: Option<f64>,
+    /// Mean KD term since the previous evaluation.
+    pub kd: Option<f64>,
+    /// Mean OT term since the previous evaluation (OT only).
+    pub ot: Option<f64>,
+    /// Mean Sinkhorn iterations used (OT only).
+    pub sinkhorn_iterations: Option<f64>,
+    /// Mean final marginal error (OT only).
+    pub sinkhorn_marginal_error: Option<f64>,
+    /// Dev X->en R@1.
+    pub dev_r1: f64,
+    /// Dev X->en MRR.
+    pub dev_mrr: f64,
+}
+
+/// Test results of one checkpoint.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CheckpointResult {
+    /// Which checkpoint: "last" or "best-dev".
+    pub label: String,
+    /// Its step.
+    pub step: usize,
+    /// Its dev X->en R@1.
+    pub dev_r1: f64,
+    /// test_2016_flickr retrieval, both directions (documents: teacher English embeddings).
+    pub test: BothDirections,
+}
+
+/// `final.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FinalReport {
+    /// The run's configuration.
+    pub config: TrainConfig,
+    /// Student parameters.
+    pub parameters: usize,
+    /// Training wall-clock seconds.
+    pub elapsed_seconds: f64,
+    /// Training pairs per second (both sides encoded per pair).
+    pub pairs_per_second: f64,
+    /// The last checkpoint, then the best-dev one.
+    pub checkpoints: Vec<CheckpointResult>,
+}
+
+/// How a call to [`train`] ended.
+pub enum Outcome {
+    /// All steps done; `final.json` written.
+    Finished(Box<FinalReport>),
+    /// Interrupted; the last checkpoint holds the progress (`--resume` continues).
+    Interrupted {
+        /// Steps done.
+        step: usize,
+    },
+}
+
+/// File names inside a run directory.
+pub mod files {
+    /// The run's configuration.
+    pub const CONFIG: &str = "config.json";
+    /// The seeded subset of caption lines.
+    pub const TRAIN_LINES: &str = "train_lines.json";
+    /// Dev evaluations.
+    pub const METRICS: &str = "metrics.jsonl";
+    /// Latest state.
+    pub const LAST: &str = "checkpoint-last.safetensors";
+    /// Best dev R@1.
+    pub const BEST: &str = "checkpoint-best.safetensors";
+    /// Test results.
+    pub const FINAL: &str = "final.json";
+}
+
+/// Callbacks for progress display.
+pub trait Progress {
+    /// After every optimiser step.
+    fn step(&mut self, step: usize, loss: f64);
+    /// After every dev evaluation.
+    fn eval(&mut self, record: &EvalRecord);
+}
+
+/// A run of [`train`].
+pub struct Trainer<'a> {
+    config: TrainConfig,
+    data: &'a TrainData,
+    student: Student,
+    optimizer: AdamW,
+    out: PathBuf,
+}
+
+impl<'a> Trainer<'a> {
+    /// A new run in `out` (must not hold a run), or the run in `out` continued when `resume`.
+    pub fn open(
+        config: TrainConfig,
+        data: &'a TrainData,
+        out: &Path,
+        resume: bool,
+    ) -> Result<(Self, RunStart)> {
+        let student = Student::new(config.student, config.seed)?;
+        let optimizer = AdamW::new(student.params().vars(), config.optimizer)?;
+        let mut trainer = Self { config, data, student, optimizer, out: out.to_path_buf() };
+        let last = out.join(files::LAST);
+        if resume {
+            let ckpt: checkpoint::Checkpoint<RunState> = checkpoint::load(&last)?;
+            if ckpt.state.config != trainer.config {
+                bail!(
+                    "--resume: {} was written with another configuration; rerun with the same flags (saved: {})",
+                    last.display(),
+                    serde_json::to_string(&ckpt.state.config)?
+                );
+            }
+            trainer
+                .student
+                .load_weights(&ckpt.tensors)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", last.display()))?;
+            let names: Vec<String> = trainer.param_names().iter().map(|n| n.to_string()).collect();
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            trainer
+                .optimizer
+                .load_state(&names, &ckpt.tensors, ckpt.state.step)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", last.display()))?;
+            truncate_metrics(&out.join(files::METRICS), ckpt.state.step)?;
+            let state = ckpt.state;
+            return Ok((
+                trainer,
+                RunStart {
+                    step: state.step,
+                    elapsed: state.elapsed_seconds,
+                    best: state.best,
+                    interval: state.interval,
+                },
+            ));
+        }
+        if last.exists() || out.join(files::FINAL).exists() {
+            bail!(
+                "{} already holds a run; pass --resume to continue it or choose another --out",
+                out.display()
+            );
+        }
+        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+        let json = serde_json::to_string_pretty(&trainer.config)?;
+        write_atomically(&out.join(files::CONFIG), |tmp| std::fs::write(tmp, &json))?;
+        let lines = serde_json::to_string(&data.lines)?;
+        write_atomically(&out.join(files::TRAIN_LINES), |tmp| std::fs::write(tmp, &lines))?;
+        let _ = std::fs::remove_file(out.join(files::METRICS));
+        Ok((trainer, RunStart::default()))
+    }
+
+    fn param_names(&self) -> Vec<&str> {
+        self.student.params().iter().map(|(n, _)| n).collect()
+    }
+
+    /// The student being trained.
+    pub fn student(&self) -> &Student {
+        &self.student
+    }
+
+    fn save(&self, path: &Path, state: &RunState, with_optimizer: bool) -> Result<()> {
+        for (name, var) in self.student.params().iter() {
+            let finite = var.as_tensor().flatten_all()?.to_vec1::<f32>()?.iter().all(|v| v.is_finite());
+            if !finite {
+                bail!(
+                    "weight {name:?} became NaN or Inf by step {}; not saving it over {}",
+                    state.step,
+                    path.display()
+                );
+            }
+        }
+        let mut tensors: Vec<(String, Tensor)> =
+            self.student.params().iter().map(|(n, v)| (n.to_string(), v.as_tensor().clone())).collect();
+        if with_optimizer {
+            let mut moments: Vec<_> = self.optimizer.state_tensors(&self.param_names()).into_iter().collect();
+            moments.sort_by(|a, b| a.0.cmp(&b.0));
+            tensors.extend(moments);
+        }
+        Ok(checkpoint::save(path, &tensors, state)?)
+    }
+
+    /// Dev X->en R@1 and MRR of the current student.
+    fn evaluate_dev(&self) -> Result<(f64, f64)> {
+        let m = evaluate(&self.student, &self.data.dev)?;
+        Ok((m.x_to_en.r1, m.x_to_en.mrr))
+    }
+
+    fn step_loss(&self, step: usize) -> Result<(Tensor, Interval)> {
+        let data = self.data;
+        let (n, batch) = (data.x.len(), self.config.batch);
+        let indices: Vec<usize> =
+            (0..batch).map(|k| batch_index(self.config.seed, n, step * batch + k)).collect();
+        let x_batch = StudentBatch::new(
+            &indices.iter().map(|&i| &data.x[i]).collect::<Vec<_>>(),
+            self.config.student.max_words,
+        )?;
+        let en_batch = StudentBatch::new(
+            &indices.iter().map(|&i| &data.en[i]).collect::<Vec<_>>(),
+            self.config.student.max_words,
+        )?;
+        let out_x = self.student.forward(&x_batch)?;
+        let out_en = self.student.forward(&en_batch)?;
+        let dim = data.teacher.dim;
+        let teacher_rows: Vec<f32> = indices
+            .iter()
+            .flat_map(|&i| {
+                data.teacher.embeddings[data.lines[i] * dim..(data.lines[i] + 1) * dim].iter().copied()
+            })
+            .collect();
+        let teacher_en = Tensor::from_vec(teacher_rows, (batch, dim), &Device::Cpu)?;
+        let loss_cfg = &self.config.loss;
+        let kd = kd_loss(
+            &out_en.sentence,
+            &out_x.sentence,
+            &teacher_en,
+            loss_cfg.kd_variant,
+            loss_cfg.temperature,
+        )?;
+        let kd_value = f64::from(kd.to_scalar::<f32>()?);
+        let mut interval = Interval { steps: 1, kd: kd_value, ..Interval::default() };
+        let total = match self.config.method {
+            Method::Kd => kd,
+            Method::Ot => {
+                let (states, lengths) = self.teacher_token_states(&indices)?;
+                let ot = ot_term(&states, &lengths, &out_x.token_states, &x_batch.lengths, loss_cfg)?;
+                interval.ot = f64::from(ot.loss.to_scalar::<f32>()?);
+                interval.sinkhorn_iterations = ot.iterations.iter().map(|&i| f64::from(i)).sum::<f64>()
+                    / ot.iterations.len().max(1) as f64;
+                interval.sinkhorn_marginal_error =
+                    ot.marginal_error.iter().map(|&e| f64::from(e)).sum::<f64>()
+                        / ot.marginal_error.len().max(1) as f64;
+                (ot.loss + (kd * loss_cfg.ot_kd_weight)?)?
+            }
+        };
+        interval.loss = f64::from(total.to_scalar::<f32>()?);
+        Ok((total, interval))
+    }
+
+    /// Teacher token states of the batch without `[CLS]` and `[SEP]` (they carry no word),
+    /// padded to `[batch, longest, dim]`, and the real lengths.
+    fn teacher_token_states(&self, indices: &[usize]) -> Result<(Tensor, Vec<usize>)> {
+        let teacher = &self.data.teacher;
+        let states = teacher.token_states.as_ref().context("teacher token states missing")?;
+        let dim = teacher.dim;
+        let lengths: Vec<usize> = indices
+            .iter()
+            .map(|&i| {
+                let line = self.data.lines[i];
+                (states.offsets[line + 1] - states.offsets[line]).saturating_sub(2)
+            })
+            .collect();
+        let longest = lengths.iter().copied().max().unwrap_or(0).max(1);
+        let mut padded = vec![0f32; indices.len() * longest * dim];
+        for (b, (&i, &len)) in indices.iter().zip(&lengths).enumerate() {
+            let rows = states.sentence(self.data.lines[i], dim);
+            let words = &rows[dim..(len + 1) * dim];
+            for (dst, src) in padded[b * longest * dim..].iter_mut().zip(words) {
+                *dst = src.to_f32();
+            }
+        }
+        Ok((Tensor::from_vec(padded, (indices.len(), longest, dim), &Device::Cpu)?, lengths))
+    }
+
+    /// Trains until the step budget is spent or `interrupt` is set.
+    pub fn run(
+        &mut self,
+        start: RunStart,
+        interrupt: &AtomicBool,
+        progress: &mut dyn Progress,
+    ) -> Result<Outcome> {
+        let RunStart { mut step, elapsed, mut best, mut interval } = start;
+        let metrics_path = self.out.join(files::METRICS);
+        let clock = Instant::now();
+        let mut eval_seconds = 0.0;
+        let elapsed_now = |eval_seconds: f64| elapsed + clock.elapsed().as_secs_f64() - eval_seconds;
+        if step == 0 {
+            let t = Instant::now();
+            let (r1, mrr) = self.evaluate_dev()?;
+            eval_seconds += t.elapsed().as_secs_f64();
+            let record = EvalRecord {
+                step: 0,
+                elapsed_seconds: 0.0,
+                lr: 0.0,
+                loss: None,
+                kd: None,
+                ot: None,
+                sinkhorn_iterations: None,
+                sinkhorn_marginal_error: None,
+                dev_r1: r1,
+                dev_mrr: mrr,
+            };
+            append_metrics(&metrics_path, &record)?;
+            progress.eval(&record);
+        }
+        while step < self.config.steps {
+            let (loss, stats) = self.step_loss(step)?;
+            if !stats.loss.is_finite() {
+                bail!(
+                    "the loss became {} at step {} (kd {}, ot {}); stopped without saving: {} still holds step {}",
+                    stats.loss,
+                    step + 1,
+                    stats.kd,
+                    stats.ot,
+                    self.out.join(files::LAST).display(),
+                    step - step % self.config.eval_every
+                );
+            }
+            let lr = self.optimizer.step(&loss.backward()?)?.lr;
+            step += 1;
+            interval = add(interval, stats);
+            progress.step(step, stats.loss);
+
+            let interrupted = interrupt.load(Ordering::SeqCst);
+            if step % self.config.eval_every == 0 || step == self.config.steps {
+                let t = Instant::now();
+                let (r1, mrr) = self.evaluate_dev()?;
+                eval_seconds += t.elapsed().as_secs_f64();
+                let mean = |v: f64| v / interval.steps.max(1) as f64;
+                let is_ot = self.config.method == Method::Ot;
+                let record = EvalRecord {
+                    step,
+                    elapsed_seconds: elapsed_now(eval_seconds),
+                    lr,
+                    loss: Some(mean(interval.loss)),
+                    kd: Some(mean(interval.kd)),
+                    ot: is_ot.then(|| mean(interval.ot)),
+                    sinkhorn_iterations: is_ot.then(|| mean(interval.sinkhorn_iterations)),
+                    sinkhorn_marginal_error: is_ot.then(|| mean(interval.sinkhorn_marginal_error)),
+                    dev_r1: r1,
+                    dev_mrr: mrr,
+                };
+                interval = Interval::default();
+                if best.is_none_or(|b| r1 > b.r1) {
+                    best = Some(BestDev { step, r1, mrr });
+                    let state = RunState {
+                        config: self.config.clone(),
+                        step,
+                        elapsed_seconds: record.elapsed_seconds,
+                        best,
+                        interval,
+                    };
+                    self.save(&self.out.join(files::BEST), &state, false)?;
+                }
+                append_metrics(&metrics_path, &record)?;
+                let state = RunState {
+                    config: self.config.clone(),
+                    step,
+                    elapsed_seconds: record.elapsed_seconds,
+                    best,
+                    interval,
+                };
+                self.save(&self.out.join(files::LAST), &state, true)?;
+                progress.eval(&record);
+            } else if interrupted {
+                let state = RunState {
+                    config: self.config.clone(),
+                    step,
+                    elapsed_seconds: elapsed_now(eval_seconds),
+                    best,
+                    interval,
+                };
+                self.save(&self.out.join(files::LAST), &state, true)?;
+            }
+            if interrupted && step < self.config.steps {
+                return Ok(Outcome::Interrupted { step });
+            }
+        }
+        let report = self.finish()?;
+        Ok(Outcome::Finished(Box::new(report)))
+    }
+
+    /// Test metrics of the last and the best-dev checkpoints, written to `final.json`.
+    fn finish(&self) -> Result<FinalReport> {
+        let last: checkpoint::Checkpoint<RunState> = checkpoint::load(&self.out.join(files::LAST))?;
+        let best_dev = last.state.best.context("no dev evaluation recorded")?;
+        let last_dev = read_metrics(&self.out.join(files::METRICS))?.last().map_or(0.0, |r| r.dev_r1);
+        let mut checkpoints = vec![CheckpointResult {
+            label: "last".into(),
+            step: last.state.step,
+            dev_r1: last_dev,
+            test: evaluate(&self.student, &self.data.test)?,
+        }];
+        let best: checkpoint::Checkpoint<RunState> = checkpoint::load(&self.out.join(files::BEST))?;
+        let best_student = Student::new(self.config.student, self.config.seed)?;
+        best_student.load_weights(&best.tensors).map_err(|e| anyhow::anyhow!("{}: {e}", files::BEST))?;
+        checkpoints.push(CheckpointResult {
+            label: "best-dev".into(),
+            step: best_dev.step,
+            dev_r1: best_dev.r1,
+            test: evaluate(&best_student, &self.data.test)?,
+        });
+        let elapsed_seconds = last.state.elapsed_seconds;
+        let report = FinalReport {
+            config: self.config.clone(),
+            parameters: self.student.params().count(),
+            elapsed_seconds,
+            pairs_per_second: (self.config.steps * self.config.batch) as f64 / elapsed_seconds.max(1e-9),
+            checkpoints,
+        };
+        let json = serde_json::to_string_pretty(&report)?;
+        write_atomically(&self.out.join(files::FINAL), |tmp| std::fs::write(tmp, &json))?;
+        Ok(report)
+    }
+}
+
+/// Where a run starts: fresh (all zero) or from a checkpoint.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RunStart {
+    /// Steps already done.
+    pub step: usize,
+    /// Seconds already spent.
+    pub elapsed: f64,
+    /// Best dev result so far.
+    pub best: Option<BestDev>,
+    interval: Interval,
+}
+
+fn add(a: Interval, b: Interval) -> Interval {
+    Interval {
+        steps: a.steps + b.steps,
+        loss: a.loss + b.loss,
+        kd: a.kd + b.kd,
+        ot: a.ot + b.ot,
+        sinkhorn_iterations: a.sinkhorn_iterations + b.sinkhorn_iterations,
+        sinkhorn_marginal_error: a.sinkhorn_marginal_error + b.sinkhorn_marginal_error,
+    }
+}
+
+/// The training pair at global sample position `position`: epochs are seeded permutations, so
+/// the batch of any step is known without replaying the ones before (resume needs only the step).
+fn batch_index(seed: u64, pairs: usize, position: usize) -> usize {
+    thread_local! {
+        static EPOCH: std::cell::RefCell<(u64, usize, usize, Vec<usize>)> = const { std::cell::RefCell::new((0, 0, usize::MAX, Vec::new())) };
+    }
+    let epoch = position / pairs;
+    EPOCH.with(|cell| {
+        let mut cached = cell.borrow_mut();
+        if cached.0 != seed || cached.1 != pairs || cached.2 != epoch {
+            let mut order: Vec<usize> = (0..pairs).collect();
+            SplitMix64::new(seed ^ (epoch as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15), "batch-order")
+                .shuffle(&mut order);
+            *cached = (seed, pairs, epoch, order);
+        }
+        cached.3[position % pairs]
+    })
+}
+
+/// Retrieval of the test or dev pairs: X queries by the student against teacher English documents.
+pub fn evaluate(student: &Student, set: &EvalSet) -> Result<BothDirections> {
+    let x = student.embed(&set.x, 256)?;
+    Ok(both_directions(&x, &set.en, student.config().out_dim))
+}
+
+fn append_metrics(path: &Path, record: &EvalRecord) -> Result<()> {
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    writeln!(file, "{}", serde_json::to_string(record)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// Reads `metrics.jsonl`; a malformed line is an error naming its number.
+pub fn read_metrics(path: &Path) -> Result<Vec<EvalRecord>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| serde_json::from_str(l).with_context(|| format!("{} line {}", path.display(), i + 1)))
+        .collect()
+}
+
+/// Drops evaluations after `step` (they belong to steps the resumed run will redo).
+fn truncate_metrics(path: &Path, step: usize) -> Result<()> {
+    if !path.exists() {
+        return Ok(());
+    }
+    let kept: Vec<String> = read_metrics(path)?
+        .into_iter()
+        .filter(|r| r.step <= step)
+        .map(|r| serde_json::to_string(&r))
+        .collect::<Result<_, _>>()?;
+    let text = kept.iter().map(|l| format!("{l}\n")).collect::<String>();
+    write_atomically(path, |tmp| std::fs::write(tmp, &text))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_order_is_a_permutation_per_epoch_and_changes_between_epochs() {
+        let first: Vec<usize> = (0..10).map(|p| batch_index(1, 10, p)).collect();
+        let second: Vec<usize> = (10..20).map(|p| batch_index(1, 10, p)).collect();
+        let mut sorted = first.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..10).collect::<Vec<_>>());
+        assert_ne!(first, second);
+        assert_eq!(batch_index(1, 10, 3), first[3], "recomputing an epoch gives the same order");
+    }
+}

@@ -1,0 +1,236 @@
+//! Training on a small synthetic bitext: both methods learn, a resumed run equals an
+//! uninterrupted one bit for bit, and bad states stop with clear errors.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+use otkd::data::{Bitext, Lang, Pair, Split};
+use otkd::losses::{KdVariant, LossConfig, Method};
+use otkd::optim::AdamWConfig;
+use otkd::rng::SplitMix64;
+use otkd::student::{Preset, StudentConfig};
+use otkd::teacher::{TeacherOutputs, TokenStates};
+use otkd::train::{EvalRecord, Outcome, Progress, TrainConfig, TrainData, Trainer, files, read_metrics};
+use otkd_runtime::TokenizerConfig;
+
+const DIM: usize = 16;
+const WORDS: [&str; 24] = [
+    "dog", "cat", "man", "woman", "child", "ball", "red", "blue", "green", "runs", "sits", "jumps", "park",
+    "street", "water", "grass", "big", "small", "old", "young", "bike", "car", "tree", "house",
+];
+
+/// English sentences of 3-6 words; language X spells each word backwards with a suffix (a
+/// regular "translation" the student can learn from character n-grams). The teacher's token
+/// states are fixed random word vectors and its embedding their normalised mean.
+fn synthetic(pairs: usize, seed: u64, split: Split) -> (Bitext, TeacherOutputs) {
+    let mut rng = SplitMix64::new(seed, "synthetic");
+    let word_vectors = SplitMix64::new(99, "words").normal_vec(WORDS.len() * DIM, 1.0);
+    let (mut list, mut embeddings, mut states, mut offsets) = (Vec::new(), Vec::new(), Vec::new(), vec![0]);
+    for line in 0..pairs {
+        let words: Vec<usize> = (0..3 + rng.below(4)).map(|_| rng.below(WORDS.len())).collect();
+        let en = words.iter().map(|&w| WORDS[w]).collect::<Vec<_>>().join(" ");
+        let x = words
+            .iter()
+            .map(|&w| format!("{}ka", WORDS[w].chars().rev().collect::<String>()))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut mean = vec![0f32; DIM];
+        // [CLS], the words, [SEP]: the trainer drops the first and last row.
+        let rows: Vec<&[f32]> = std::iter::once(&word_vectors[..DIM])
+            .chain(words.iter().map(|&w| &word_vectors[w * DIM..(w + 1) * DIM]))
+            .chain(std::iter::once(&word_vectors[..DIM]))
+            .collect();
+        for row in &rows {
+            mean.iter_mut().zip(*row).for_each(|(m, v)| *m += v);
+            states.extend(row.iter().map(|&v| half::f16::from_f32(v)));
+        }
+        let norm = mean.iter().map(|v| v * v).sum::<f32>().sqrt();
+        embeddings.extend(mean.iter().map(|v| v / norm));
+        offsets.push(offsets.last().unwrap() + rows.len());
+        list.push(Pair { line, en, x });
+    }
+    let bitext = Bitext { split, lang: Lang::Ay, pairs: list, skipped: vec![], total_lines: pairs };
+    let outputs =
+        TeacherOutputs { dim: DIM, embeddings, token_states: Some(TokenStates { offsets, states }) };
+    (bitext, outputs)
+}
+
+fn config(method: Method, steps: usize) -> TrainConfig {
+    let tokenizer = TokenizerConfig { buckets: 2048, ..TokenizerConfig::DEFAULT };
+    TrainConfig {
+        method,
+        lang: Lang::Ay,
+        preset: Preset::Micro,
+        student: StudentConfig {
+            tokenizer,
+            dim: 32,
+            layers: 1,
+            heads: 2,
+            ffn: 64,
+            max_words: 16,
+            out_dim: DIM,
+        },
+        steps,
+        batch: 16,
+        optimizer: AdamWConfig {
+            lr: 1e-2,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.01,
+            warmup_steps: 5,
+            total_steps: steps,
+            clip_norm: 1.0,
+        },
+        loss: LossConfig {
+            method,
+            kd_variant: KdVariant::Mse,
+            temperature: 0.05,
+            ot_kd_weight: 1.0,
+            epsilon: 0.05,
+            sinkhorn_iterations: 100,
+            sinkhorn_tolerance: 1e-3,
+            ot_unrolled: false,
+        },
+        seed: 3,
+        pairs: Some(150),
+        eval_every: 10,
+    }
+}
+
+fn data(config: &TrainConfig) -> TrainData {
+    let (train, train_teacher) = synthetic(200, 1, Split::Train);
+    let (dev, dev_teacher) = synthetic(60, 2, Split::Val);
+    let (test, test_teacher) = synthetic(60, 3, Split::Test2016Flickr);
+    TrainData::prepare(config, &train, train_teacher, (&dev, &dev_teacher), (&test, &test_teacher)).unwrap()
+}
+
+fn run_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("otkd-train-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// Stops the run (through the interrupt flag) once it reaches `stop_at`.
+struct StopAt<'a> {
+    stop_at: usize,
+    flag: &'a AtomicBool,
+}
+
+impl Progress for StopAt<'_> {
+    fn step(&mut self, step: usize, _loss: f64) {
+        if step >= self.stop_at {
+            self.flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    fn eval(&mut self, _: &EvalRecord) {}
+}
+
+fn train(config: &TrainConfig, data: &TrainData, out: &Path, resume: bool, stop_at: usize) -> Outcome {
+    let flag = AtomicBool::new(false);
+    let (mut trainer, start) = Trainer::open(config.clone(), data, out, resume).unwrap();
+    trainer.run(start, &flag, &mut StopAt { stop_at, flag: &flag }).unwrap()
+}
+
+fn weights(path: &Path) -> Vec<(String, Vec<f32>)> {
+    let ckpt: otkd::checkpoint::Checkpoint<serde_json::Value> = otkd::checkpoint::load(path).unwrap();
+    let mut out: Vec<(String, Vec<f32>)> =
+        ckpt.tensors.iter().map(|(n, t)| (n.clone(), t.flatten_all().unwrap().to_vec1().unwrap())).collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+fn without_time(records: Vec<EvalRecord>) -> Vec<EvalRecord> {
+    records.into_iter().map(|r| EvalRecord { elapsed_seconds: 0.0, ..r }).collect()
+}
+
+#[test]
+fn both_methods_learn_the_synthetic_language() {
+    for method in [Method::Kd, Method::Ot] {
+        let config = config(method, 60);
+        let data = data(&config);
+        let out = run_dir(&format!("learn-{method:?}"));
+        let Outcome::Finished(report) = train(&config, &data, &out, false, usize::MAX) else {
+            panic!("interrupted")
+        };
+        let metrics = read_metrics(&out.join(files::METRICS)).unwrap();
+        let (before, after) = (metrics[0].dev_r1, metrics.last().unwrap().dev_r1);
+        assert!(after > before + 0.2, "{method:?}: dev R@1 {before} -> {after}");
+        assert_eq!(metrics.len(), 7, "evaluations at steps 0, 10, ..., 60");
+        if method == Method::Ot {
+            let last = metrics.last().unwrap();
+            assert!(last.ot.is_some() && last.sinkhorn_iterations.unwrap() >= 1.0);
+        }
+        assert_eq!(report.checkpoints.len(), 2);
+        assert!(report.checkpoints.iter().all(|c| c.test.x_to_en.queries == 60));
+        let best = &report.checkpoints[1];
+        assert!(best.dev_r1 >= metrics.iter().map(|r| r.dev_r1).fold(0.0, f64::max) - 1e-12);
+        assert!(out.join(files::FINAL).exists() && out.join(files::BEST).exists());
+        std::fs::remove_dir_all(out).unwrap();
+    }
+}
+
+#[test]
+fn resumed_run_equals_uninterrupted_run() {
+    let config = config(Method::Ot, 30);
+    let data = data(&config);
+    let straight = run_dir("straight");
+    assert!(matches!(train(&config, &data, &straight, false, usize::MAX), Outcome::Finished(_)));
+
+    let resumed = run_dir("resumed");
+    // Interrupted between two evaluations: the checkpoint holds a mid-interval state.
+    let Outcome::Interrupted { step } = train(&config, &data, &resumed, false, 13) else {
+        panic!("not interrupted")
+    };
+    assert_eq!(step, 13);
+    assert!(matches!(train(&config, &data, &resumed, true, usize::MAX), Outcome::Finished(_)));
+
+    assert_eq!(weights(&straight.join(files::LAST)), weights(&resumed.join(files::LAST)));
+    assert_eq!(
+        without_time(read_metrics(&straight.join(files::METRICS)).unwrap()),
+        without_time(read_metrics(&resumed.join(files::METRICS)).unwrap())
+    );
+    std::fs::remove_dir_all(straight).unwrap();
+    std::fs::remove_dir_all(resumed).unwrap();
+}
+
+#[test]
+fn bad_states_give_clear_errors() {
+    let config = config(Method::Kd, 20);
+    let data = data(&config);
+    let out = run_dir("bad");
+    train(&config, &data, &out, false, 10);
+
+    // A run directory is never silently overwritten.
+    let err = Trainer::open(config.clone(), &data, &out, false).err().unwrap().to_string();
+    assert!(err.contains("--resume"), "{err}");
+    // Resuming with other flags is refused, naming the checkpoint.
+    let other = TrainConfig { seed: 4, ..config.clone() };
+    let err = Trainer::open(other, &data, &out, true).err().unwrap().to_string();
+    assert!(err.contains(files::LAST) && err.contains("configuration"), "{err}");
+    // A corrupt checkpoint is named, not a panic.
+    let last = out.join(files::LAST);
+    let bytes = std::fs::read(&last).unwrap();
+    std::fs::write(&last, &bytes[..bytes.len() - 100]).unwrap();
+    let err = Trainer::open(config.clone(), &data, &out, true).err().unwrap().to_string();
+    assert!(err.contains(last.to_str().unwrap()) && err.contains("corrupt"), "{err}");
+    std::fs::remove_dir_all(&out).unwrap();
+
+    // A diverging run stops with the step, and what it saved stays loadable.
+    let diverging = TrainConfig {
+        optimizer: AdamWConfig { lr: 1e30, warmup_steps: 1, clip_norm: 1e30, ..config.optimizer },
+        ..config
+    };
+    let flag = AtomicBool::new(false);
+    let (mut trainer, start) = Trainer::open(diverging, &data, &out, false).unwrap();
+    let err = trainer
+        .run(start, &flag, &mut StopAt { stop_at: usize::MAX, flag: &flag })
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("step") && (err.contains("NaN") || err.contains("inf")), "{err}");
+    if out.join(files::LAST).exists() {
+        otkd::checkpoint::load::<serde_json::Value>(&out.join(files::LAST)).unwrap();
+    }
+    std::fs::remove_dir_all(&out).unwrap();
+}

@@ -1,0 +1,55 @@
+//! The one error type of the kernels crate.
+
+use candle_core::DType;
+
+/// Everything a kernel entry point can reject. Fields are `&'static str` names and numbers, no
+/// formatted strings, so callers can match on them.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KernelError {
+    /// A tensor or slice has the wrong rank or extent (`what` names it).
+    #[error("shape mismatch in {what}: expected {expected}, got {got}")]
+    ShapeMismatch {
+        /// Which quantity was checked, e.g. `"cost rank"` or `"row_lengths.len() (batch)"`.
+        what: &'static str,
+        /// The value the contract requires.
+        expected: usize,
+        /// The value that was passed.
+        got: usize,
+    },
+    /// A per-item length is larger than the padded extent it indexes.
+    #[error("{what}[{item}] = {length} exceeds the padded extent {max}")]
+    LengthOutOfRange {
+        /// `"row_lengths"` or `"col_lengths"`.
+        what: &'static str,
+        /// The batch item.
+        item: usize,
+        /// The length that was passed.
+        length: usize,
+        /// The padded extent (`n` for rows, `m` for columns).
+        max: usize,
+    },
+    /// The kernel has no implementation for this dtype (Sinkhorn: f32 only).
+    #[error("unsupported dtype {dtype:?} (expected f32)")]
+    UnsupportedDtype {
+        /// The dtype that was passed.
+        dtype: DType,
+    },
+    /// The tensor lives on a device whose backend is not implemented yet.
+    #[error("no cuda implementation for {op}")]
+    NoCudaImplementation {
+        /// The kernel's name, e.g. `"sinkhorn_log_domain"`.
+        op: &'static str,
+    },
+    /// A configuration value is out of its domain.
+    #[error("bad config: {field} {reason}")]
+    BadConfig {
+        /// The offending field.
+        field: &'static str,
+        /// What the field must satisfy.
+        reason: &'static str,
+    },
+    /// An error from candle (tensor construction, copies, differentiable ops).
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}

@@ -1,0 +1,33 @@
+//! otkd kernels: the numerical hot spots of OT distillation.
+//!
+//! Roles: each kernel = one contract, a CPU reference and (feature `cuda`, later) a CUDA
+//! implementation. The contract lives in the kernel's module docs; the CPU reference is the
+//! ground truth that the CUDA implementation is tested against; a backend that does not exist
+//! yet is the named error [`KernelError::NoCudaImplementation`], never a silent fallback.
+//!
+//! - [`sinkhorn`]: batched, masked, log-domain entropic OT ([`sinkhorn_log_domain`]), plus the
+//!   same maths from differentiable candle ops ([`sinkhorn_log_domain_unrolled`]) for the
+//!   `--ot-unrolled` ablation.
+//! - [`gelu`]: the exact (erf) GELU of the teacher and the student, with its backward pass.
+//!
+//! ```
+//! use candle_core::{Device, Tensor};
+//! use otkd_kernels::{sinkhorn_log_domain, SinkhornConfig};
+//!
+//! // One batch item, 2 teacher tokens x 3 student tokens, the last student token is padding.
+//! let cost = Tensor::new(&[[[0.0f32, 1.0, 0.3], [1.0, 0.0, 0.7]]], &Device::Cpu)?;
+//! let out = sinkhorn_log_domain(&cost, &[2], &[2], &SinkhornConfig::default())?;
+//! let plan = out.plan.to_vec3::<f32>()?;
+//! assert_eq!(plan[0][0][2], 0.0); // padding column is exactly zero
+//! assert!(out.marginal_error[0] < 1e-3);
+//! # Ok::<(), otkd_kernels::KernelError>(())
+//! ```
+#![deny(missing_docs)]
+
+pub mod error;
+pub mod gelu;
+pub mod sinkhorn;
+
+pub use error::KernelError;
+pub use gelu::gelu_erf;
+pub use sinkhorn::{SinkhornConfig, SinkhornPlan, sinkhorn_log_domain, sinkhorn_log_domain_unrolled};
