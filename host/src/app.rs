@@ -11,8 +11,8 @@ use serde::Serialize;
 use crate::baseline::{self, LanguageBaselines};
 use crate::cache::{CacheStatus, TeacherCache};
 use crate::cli::{
-    BaselineArgs, BenchCommand, BenchTeacherArgs, Cli, Command, DataCommand, EmbedArgs, EncodeArgs, Inputs,
-    PairsArg, TeacherCommand, TrainArgs,
+    BaselineArgs, BenchCommand, BenchTeacherArgs, BenchTrainArgs, Cli, Command, DataCommand, EmbedArgs,
+    EncodeArgs, Inputs, PairsArg, TeacherCommand, TrainArgs,
 };
 use crate::data::{Lang, Multi30k, Split, resolve_data_dir};
 use crate::losses::LossConfig;
@@ -30,6 +30,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Baseline(args) => run_baseline(&cli.inputs, &args),
         Command::Train(args) => run_train(&cli.inputs, &args),
         Command::Bench(BenchCommand::Teacher(args)) => bench_teacher(&cli.inputs, &args),
+        Command::Bench(BenchCommand::Train(args)) => bench_train(&cli.inputs, &args),
     }
 }
 
@@ -201,6 +202,13 @@ fn run_baseline(inputs: &Inputs, args: &BaselineArgs) -> Result<()> {
     let batch = args.batch as usize;
     let (_, en_test, _) = cached_english(&teacher, &cache, &data, Split::Test2016Flickr, batch, false)?;
     let dim = en_test.dim;
+    let ridge_inputs = if args.ridge {
+        let (_, train_en, _) = cached_english(&teacher, &cache, &data, Split::Train, batch, false)?;
+        let (_, val_en, _) = cached_english(&teacher, &cache, &data, Split::Val, batch, false)?;
+        Some((train_en, val_en))
+    } else {
+        None
+    };
     let mut rows = Vec::new();
     for &lang in &args.langs {
         if lang == Lang::En {
@@ -226,19 +234,41 @@ fn run_baseline(inputs: &Inputs, args: &BaselineArgs) -> Result<()> {
             .collect();
         let teacher_zero_shot = baseline::teacher_zero_shot(&x_out.embeddings, &en_rows, dim);
         let tfidf = baseline::tfidf_both_directions(&train, &test);
-        if test.skipped.len() > 0 && !args.json {
+        if !test.skipped.is_empty() && !args.json {
             eprintln!(
                 "{lang}: skipped {} test pair(s) with an empty side (lines {:?}, 1-based)",
                 test.skipped.len(),
                 test.skipped.iter().map(|l| l + 1).collect::<Vec<_>>()
             );
         }
+        let ridge = match &ridge_inputs {
+            Some((train_en, val_en)) => {
+                let val = data.bitext(Split::Val, lang)?;
+                let config = crate::ridge::RidgeConfig::default();
+                let fit = crate::ridge::fit(
+                    &config,
+                    &train,
+                    &train_en.embeddings,
+                    &val,
+                    &val_en.embeddings,
+                    dim,
+                    |_| {},
+                );
+                Some(baseline::RidgeBaseline {
+                    parameters: fit.student.parameters(),
+                    lambda: fit.student.lambda,
+                    test: crate::ridge::evaluate(&fit.student, &test, &en_test.embeddings),
+                })
+            }
+            None => None,
+        };
         rows.push(LanguageBaselines {
             lang,
             pairs: test.pairs.len(),
             skipped: test.skipped.len(),
             teacher_zero_shot,
             tfidf,
+            ridge,
         });
     }
     if args.json {
@@ -464,4 +494,83 @@ pub fn render_final(report: &FinalReport) -> String {
         ));
     }
     out
+}
+
+#[derive(Serialize)]
+struct TrainBenchRow {
+    method: crate::losses::Method,
+    steps: usize,
+    batch: usize,
+    seconds: f64,
+    pairs_per_second: f64,
+    seconds_per_29k_pairs: f64,
+    cost_relative_to_kd: f64,
+}
+
+fn bench_train(inputs: &Inputs, args: &BenchTrainArgs) -> Result<()> {
+    use crate::losses::Method;
+    let data = open_data(inputs)?;
+    let teacher = open_teacher(inputs)?;
+    let cache = open_cache(inputs, &teacher)?;
+    let (_, train_teacher, _) = cached_english(&teacher, &cache, &data, Split::Train, 64, true)?;
+    let (_, val_teacher, _) = cached_english(&teacher, &cache, &data, Split::Val, 64, false)?;
+    let train = data.bitext(Split::Train, args.lang)?;
+    let val = data.bitext(Split::Val, args.lang)?;
+    let config_for = |method| {
+        let cli = <Cli as clap::Parser>::try_parse_from(["otkd", "train", "--method", "kd"])
+            .expect("static arguments");
+        let Command::Train(mut train_args) = cli.command else { unreachable!("parsed a train command") };
+        train_args.method = method;
+        train_args.lang = args.lang;
+        train_args.preset = args.preset;
+        train_args.batch = args.batch;
+        train_config(&train_args, teacher.dim())
+    };
+    let prepared = TrainData::prepare(
+        &config_for(Method::Ot),
+        &train,
+        train_teacher,
+        (&val, &val_teacher),
+        (&val, &val_teacher),
+    )?;
+    let mut rows: Vec<TrainBenchRow> = Vec::new();
+    for method in [Method::Kd, Method::Ot] {
+        let dir = std::env::temp_dir().join(format!("otkd-bench-train-{}-{method:?}", std::process::id()));
+        let (mut trainer, _) = Trainer::open(config_for(method), &prepared, &dir, false)?;
+        trainer.timed_steps(5)?;
+        let seconds = trainer.timed_steps(args.steps as usize)?;
+        let _ = std::fs::remove_dir_all(&dir);
+        let pairs_per_second = (args.steps * args.batch) as f64 / seconds;
+        let kd_seconds = rows.first().map_or(seconds, |r| r.seconds);
+        rows.push(TrainBenchRow {
+            method,
+            steps: args.steps as usize,
+            batch: args.batch as usize,
+            seconds,
+            pairs_per_second,
+            seconds_per_29k_pairs: 29_000.0 / pairs_per_second,
+            cost_relative_to_kd: seconds / kd_seconds,
+        });
+    }
+    if args.json {
+        return print_json(&rows);
+    }
+    println!(
+        "training throughput, {} student, {}-en, batch {}, {} rayon threads",
+        format!("{:?}", args.preset).to_lowercase(),
+        args.lang,
+        args.batch,
+        rayon::current_num_threads()
+    );
+    println!("method  pairs/s  s per 29k pairs  cost vs kd");
+    for r in &rows {
+        println!(
+            "{:<6}  {:>7.0}  {:>15.1}  {:>9.2}x",
+            format!("{:?}", r.method).to_lowercase(),
+            r.pairs_per_second,
+            r.seconds_per_29k_pairs,
+            r.cost_relative_to_kd
+        );
+    }
+    Ok(())
 }

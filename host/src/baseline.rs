@@ -25,6 +25,20 @@ pub struct LanguageBaselines {
     pub teacher_zero_shot: BothDirections,
     /// Character n-gram TF-IDF cosine, fitted on train X + en.
     pub tfidf: BothDirections,
+    /// The closed-form ridge student (`--ridge`): hashed n-gram features -> teacher embeddings.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ridge: Option<RidgeBaseline>,
+}
+
+/// The ridge student's result.
+#[derive(Clone, Debug, Serialize)]
+pub struct RidgeBaseline {
+    /// Parameters of the linear map.
+    pub parameters: usize,
+    /// Ridge penalty chosen on val.
+    pub lambda: f32,
+    /// test_2016_flickr retrieval (queries ridge(X), documents teacher(en)).
+    pub test: BothDirections,
 }
 
 /// A fitted TF-IDF model: inverse document frequencies of hashed character n-grams.
@@ -137,7 +151,10 @@ pub fn render_table(rows: &[LanguageBaselines]) -> String {
         "lang  pairs  method             X->en R@1   R@5  R@10   MRR | en->X R@1   R@5  R@10   MRR\n",
     );
     for r in rows {
-        for (method, m) in [("teacher zero-shot", &r.teacher_zero_shot), ("char TF-IDF", &r.tfidf)] {
+        let ridge = r.ridge.as_ref().map(|b| ("ridge student", &b.test));
+        for (method, m) in
+            [("teacher zero-shot", &r.teacher_zero_shot), ("char TF-IDF", &r.tfidf)].into_iter().chain(ridge)
+        {
             out.push_str(&format!(
                 "{:<4}  {:>5}  {:<17}  {:>9.3} {:>5.3} {:>5.3} {:>5.3} | {:>9.3} {:>5.3} {:>5.3} {:>5.3}\n",
                 r.lang.code(),

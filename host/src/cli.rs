@@ -44,7 +44,8 @@ pub enum Command {
     /// Run the frozen English teacher.
     #[command(subcommand)]
     Teacher(TeacherCommand),
-    /// Lower bounds on test_2016_flickr: teacher zero-shot on X and character n-gram TF-IDF.
+    /// Lower bounds on test_2016_flickr: teacher zero-shot on X, character n-gram TF-IDF and
+    /// (--ridge) the closed-form ridge student.
     Baseline(BaselineArgs),
     /// Distil a student from the teacher over en-X bitext with OT or KD; dev R@1 every
     /// --eval-every steps into metrics.jsonl, test metrics of the last and best-dev checkpoints
@@ -118,6 +119,11 @@ pub struct BaselineArgs {
     /// Teacher batch size.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub batch: u32,
+    /// Also fit the closed-form ridge student (4096 hashed n-gram buckets -> the teacher's 384-d
+    /// English embeddings, about 1.57 M parameters, penalty chosen on val): the bar a trained
+    /// student has to clear.
+    #[arg(long)]
+    pub ridge: bool,
     /// Print machine-readable JSON instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -227,6 +233,29 @@ pub enum BenchCommand {
     /// Teacher encoding throughput (sentences/second) at several batch sizes, on val English
     /// captions, with the ratio to batch size 1 measured in the same run.
     Teacher(BenchTeacherArgs),
+    /// Training throughput (pairs/second) of kd and ot on the same student, bitext and batch,
+    /// with the ot/kd cost ratio measured in the same run.
+    Train(BenchTrainArgs),
+}
+
+/// Flags of `otkd bench train`.
+#[derive(Debug, Args)]
+pub struct BenchTrainArgs {
+    /// Language X.
+    #[arg(long, default_value_t = Lang::Ay)]
+    pub lang: Lang,
+    /// Student size.
+    #[arg(long, value_enum, default_value_t = Preset::Micro)]
+    pub preset: Preset,
+    /// Pairs per step.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(2..=4096))]
+    pub batch: u32,
+    /// Steps timed per method (after 5 warm-up steps).
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+    pub steps: u32,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Flags of `otkd bench teacher`.

@@ -170,7 +170,8 @@ mod tests {
     #[test]
     fn minimises_a_quadratic_and_clips() {
         let x = Var::from_vec(vec![3f32, -4.0], 2, &Device::Cpu).unwrap();
-        let mut opt = AdamW::new(&[x.clone()], AdamWConfig { total_steps: 300, ..config() }).unwrap();
+        let mut opt =
+            AdamW::new(std::slice::from_ref(&x), AdamWConfig { total_steps: 300, ..config() }).unwrap();
         let first = opt.step(&x.as_tensor().sqr().unwrap().sum_all().unwrap().backward().unwrap()).unwrap();
         assert!((first.grad_norm - 10.0).abs() < 1e-4, "{}", first.grad_norm);
         for _ in 0..299 {

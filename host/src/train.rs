@@ -422,6 +422,17 @@ impl<'a> Trainer<'a> {
         Ok((Tensor::from_vec(padded, (indices.len(), longest, dim), &Device::Cpu)?, lengths))
     }
 
+    /// Runs `steps` optimiser steps from step 0 with no evaluation or checkpoint, for benchmarks;
+    /// returns the seconds they took.
+    pub fn timed_steps(&mut self, steps: usize) -> Result<f64> {
+        let start = Instant::now();
+        for step in 0..steps {
+            let (loss, _) = self.step_loss(step)?;
+            self.optimizer.step(&loss.backward()?)?;
+        }
+        Ok(start.elapsed().as_secs_f64())
+    }
+
     /// Trains until the step budget is spent or `interrupt` is set.
     pub fn run(
         &mut self,

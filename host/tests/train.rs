@@ -34,7 +34,7 @@ fn synthetic(pairs: usize, seed: u64, split: Split) -> (Bitext, TeacherOutputs) 
             .map(|&w| format!("{}ka", WORDS[w].chars().rev().collect::<String>()))
             .collect::<Vec<_>>()
             .join(" ");
-        let mut mean = vec![0f32; DIM];
+        let mut mean = [0f32; DIM];
         // [CLS], the words, [SEP]: the trainer drops the first and last row.
         let rows: Vec<&[f32]> = std::iter::once(&word_vectors[..DIM])
             .chain(words.iter().map(|&w| &word_vectors[w * DIM..(w + 1) * DIM]))
