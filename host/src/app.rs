@@ -404,16 +404,18 @@ fn run_train(inputs: &Inputs, args: &TrainArgs) -> Result<()> {
     if args.lang == Lang::En {
         bail!("--lang en: the student learns language X against English; pick another language");
     }
+    let out = args.out.clone().unwrap_or_else(|| {
+        PathBuf::from("runs")
+            .join(format!("{:?}-{}-{:?}-s{}", args.method, args.lang, args.preset, args.seed).to_lowercase())
+    });
+    let last = out.join(crate::train::files::LAST);
+    if args.resume && !last.is_file() {
+        bail!("--resume: {} does not exist; nothing to continue", last.display());
+    }
     let data = open_data(inputs)?;
     let teacher = open_teacher(inputs)?;
     let cache = open_cache(inputs, &teacher)?;
     let config = train_config(args, teacher.dim());
-    let out = args.out.clone().unwrap_or_else(|| {
-        PathBuf::from("runs").join(
-            format!("{:?}-{}-{:?}-s{}", config.method, config.lang, config.preset, config.seed)
-                .to_lowercase(),
-        )
-    });
     let batch = args.teacher_batch as usize;
     let (_, train_teacher, _) = cached_english(&teacher, &cache, &data, Split::Train, batch, true)?;
     let (_, val_teacher, _) = cached_english(&teacher, &cache, &data, Split::Val, batch, false)?;

@@ -310,6 +310,16 @@ impl<'a> Trainer<'a> {
         Ok((trainer, RunStart::default()))
     }
 
+    fn run_state(
+        &self,
+        step: usize,
+        elapsed_seconds: f64,
+        best: Option<BestDev>,
+        interval: Interval,
+    ) -> RunState {
+        RunState { config: self.config.clone(), step, elapsed_seconds, best, interval }
+    }
+
     fn param_names(&self) -> Vec<&str> {
         self.student.params().iter().map(|(n, _)| n).collect()
     }
@@ -504,33 +514,15 @@ impl<'a> Trainer<'a> {
                 interval = Interval::default();
                 if best.is_none_or(|b| r1 > b.r1) {
                     best = Some(BestDev { step, r1, mrr });
-                    let state = RunState {
-                        config: self.config.clone(),
-                        step,
-                        elapsed_seconds: record.elapsed_seconds,
-                        best,
-                        interval,
-                    };
+                    let state = self.run_state(step, record.elapsed_seconds, best, interval);
                     self.save(&self.out.join(files::BEST), &state, false)?;
                 }
                 append_metrics(&metrics_path, &record)?;
-                let state = RunState {
-                    config: self.config.clone(),
-                    step,
-                    elapsed_seconds: record.elapsed_seconds,
-                    best,
-                    interval,
-                };
+                let state = self.run_state(step, record.elapsed_seconds, best, interval);
                 self.save(&self.out.join(files::LAST), &state, true)?;
                 progress.eval(&record);
             } else if interrupted {
-                let state = RunState {
-                    config: self.config.clone(),
-                    step,
-                    elapsed_seconds: elapsed_now(eval_seconds),
-                    best,
-                    interval,
-                };
+                let state = self.run_state(step, elapsed_now(eval_seconds), best, interval);
                 self.save(&self.out.join(files::LAST), &state, true)?;
             }
             if interrupted && step < self.config.steps {

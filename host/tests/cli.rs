@@ -1,0 +1,109 @@
+//! The `otkd` binary on bad input: a clear error naming the file, line or field, exit code 2,
+//! never a panic.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn otkd(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_otkd"))
+        .args(args)
+        .env_remove("OTKD_DATA")
+        .env_remove("OTKD_TEACHER")
+        .env_remove("OTKD_CACHE")
+        .output()
+        .expect("otkd runs")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn assert_clean_failure(out: &Output, needles: &[&str]) {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(2), "exit status {:?}; stderr: {err}", out.status);
+    assert!(!err.contains("panicked"), "{err}");
+    for needle in needles {
+        assert!(err.contains(needle), "stderr lacks {needle:?}: {err}");
+    }
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("otkd-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn write_gz(path: &Path, lines: &[&str]) {
+    let file = std::fs::File::create(path).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(file, flate2::Compression::fast());
+    for line in lines {
+        writeln!(gz, "{line}").unwrap();
+    }
+    gz.finish().unwrap();
+}
+
+#[test]
+fn every_subcommand_has_help() {
+    for args in [
+        &["--help"][..],
+        &["data", "check", "--help"],
+        &["teacher", "encode", "--help"],
+        &["teacher", "embed", "--help"],
+        &["baseline", "--help"],
+        &["train", "--help"],
+        &["bench", "teacher", "--help"],
+        &["bench", "train", "--help"],
+    ] {
+        let out = otkd(args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("Usage"), "{args:?}");
+    }
+    let train_help = String::from_utf8_lossy(&otkd(&["train", "--help"]).stdout).into_owned();
+    assert!(train_help.contains("1.5 M") && train_help.contains("8 M"), "presets state their budgets");
+}
+
+#[test]
+fn missing_data_directory_is_named() {
+    let out = otkd(&["data", "check", "--data", "/nonexistent/multi30k"]);
+    assert_clean_failure(&out, &["/nonexistent/multi30k"]);
+}
+
+#[test]
+fn misaligned_data_file_is_named_with_both_files() {
+    let dir = temp_dir("misaligned");
+    std::fs::create_dir_all(dir.join("task1")).unwrap();
+    write_gz(&dir.join("task1/val.en.gz"), &["a dog", "a cat", "a man"]);
+    write_gz(&dir.join("task1/val.ay.gz"), &["anu", "phisi"]);
+    let out = otkd(&["data", "check", "--data", dir.to_str().unwrap()]);
+    assert_clean_failure(&out, &["defect"]);
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(report.contains("val.ay.gz") && report.contains("val.en.gz"), "{report}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn missing_teacher_and_empty_query_are_named() {
+    let out = otkd(&["teacher", "embed", "--teacher", "/nonexistent/teacher", "a dog"]);
+    assert_clean_failure(&out, &["/nonexistent/teacher"]);
+    let out = otkd(&["teacher", "embed", "a dog", "  "]);
+    assert_clean_failure(&out, &["sentence 2 is empty"]);
+}
+
+#[test]
+fn resume_without_a_checkpoint_names_the_file() {
+    let dir = temp_dir("resume");
+    let out = otkd(&["train", "--method", "kd", "--resume", "--steps", "1", "--out", dir.to_str().unwrap()]);
+    assert_clean_failure(&out, &["checkpoint-last.safetensors"]);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn bad_flags_are_usage_errors() {
+    let out = otkd(&["train", "--method", "kd", "--pairs", "none"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--pairs"), "{}", stderr(&out));
+    let out = otkd(&["baseline", "--langs", "xx"]);
+    assert_eq!(out.status.code(), Some(2));
+}
