@@ -120,9 +120,9 @@ impl Norm {
 }
 
 struct Layer {
-    query: Dense,
-    key: Dense,
-    value: Dense,
+    /// Query, key and value in one `[hidden, 3 * hidden]` matmul; the query columns are
+    /// pre-scaled by 1/sqrt(head_dim), so the scores need no extra pass.
+    query_key_value: Dense,
     attention_out: Dense,
     attention_norm: Norm,
     intermediate: Dense,
@@ -134,10 +134,16 @@ impl Layer {
     fn load(vb: VarBuilder, c: &BertConfig) -> candle_core::Result<Self> {
         let h = c.hidden_size;
         let attn = vb.pp("attention");
+        let scale = 1.0 / ((h / c.num_attention_heads) as f64).sqrt();
+        let query = Dense::load(attn.pp("self").pp("query"), h, h)?;
+        let key = Dense::load(attn.pp("self").pp("key"), h, h)?;
+        let value = Dense::load(attn.pp("self").pp("value"), h, h)?;
+        let query_key_value = Dense {
+            weight_t: Tensor::cat(&[&(query.weight_t * scale)?, &key.weight_t, &value.weight_t], 1)?,
+            bias: Tensor::cat(&[&(query.bias * scale)?, &key.bias, &value.bias], 0)?,
+        };
         Ok(Self {
-            query: Dense::load(attn.pp("self").pp("query"), h, h)?,
-            key: Dense::load(attn.pp("self").pp("key"), h, h)?,
-            value: Dense::load(attn.pp("self").pp("value"), h, h)?,
+            query_key_value,
             attention_out: Dense::load(attn.pp("output").pp("dense"), h, h)?,
             attention_norm: Norm::load(attn.pp("output").pp("LayerNorm"), h, c.layer_norm_eps)?,
             intermediate: Dense::load(vb.pp("intermediate").pp("dense"), h, c.intermediate_size)?,
@@ -150,13 +156,15 @@ impl Layer {
     fn forward(&self, x: &Tensor, batch: usize, tokens: usize, heads: usize) -> candle_core::Result<Tensor> {
         let hidden = x.dim(1)?;
         let head_dim = hidden / heads;
-        let split_heads = |t: Tensor| -> candle_core::Result<Tensor> {
-            t.reshape((batch, tokens, heads, head_dim))?.transpose(1, 2)?.contiguous()
-        };
-        let q = split_heads((self.query.forward(x)? / (head_dim as f64).sqrt())?)?;
-        let k = split_heads(self.key.forward(x)?)?;
-        let v = split_heads(self.value.forward(x)?)?;
-        let scores = q.matmul(&k.t()?.contiguous()?)?;
+        // [batch, tokens, 3, heads, head_dim] -> [3, batch, heads, tokens, head_dim]
+        let qkv = self
+            .query_key_value
+            .forward(x)?
+            .reshape((batch, tokens, 3, heads, head_dim))?
+            .permute((2, 0, 3, 1, 4))?
+            .contiguous()?;
+        let (q, k, v) = (qkv.get(0)?, qkv.get(1)?, qkv.get(2)?);
+        let scores = q.matmul(&k.t()?)?;
         let probs = candle_nn::ops::softmax_last_dim(&scores)?;
         let context = probs.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((batch * tokens, hidden))?;
         let x = self.attention_norm.forward(&(self.attention_out.forward(&context)? + x)?)?;
