@@ -819,30 +819,16 @@ mod tests {
             tokenizer: TokenizerConfig { buckets: 1024, ..TokenizerConfig::DEFAULT },
             lambdas: vec![1e-4, 1.0],
         };
-        let f = fit(
-            &config,
-            &bitext(Split::Train, &train),
-            &train_en,
-            &bitext(Split::Val, &val),
-            &val_en,
-            dim,
-            |_| {},
-        );
+        let (train_bitext, val_bitext) = (bitext(Split::Train, &train), bitext(Split::Val, &val));
+        let fit_with = |c: &RidgeConfig| fit(c, &train_bitext, &train_en, &val_bitext, &val_en, dim, |_| {});
+        let f = fit_with(&config);
         let [(_, tiny), (_, moderate)] = f.val_r1_by_lambda[..] else { panic!("two lambdas") };
 
         assert!(moderate > tiny + 0.05, "val R@1: lambda 1e-4 {tiny}, lambda 1 {moderate}");
         assert_eq!(f.student.lambda, 1.0);
         // The same grid in the other order keeps the same lambda.
         let reversed = RidgeConfig { lambdas: vec![1.0, 1e-4], ..config };
-        let g = fit(
-            &reversed,
-            &bitext(Split::Train, &train),
-            &train_en,
-            &bitext(Split::Val, &val),
-            &val_en,
-            dim,
-            |_| {},
-        );
+        let g = fit_with(&reversed);
         assert_eq!(g.student.lambda, 1.0);
         assert_eq!(g.student.weights, f.student.weights);
     }
