@@ -337,6 +337,10 @@ impl Teacher {
     }
 
     /// Last-layer states of sentences that all have the same token count: `[batch, tokens, dim]`.
+    ///
+    /// # Panics
+    ///
+    /// When the sentences differ in length (a caller bug: [`Teacher::encode`] groups them).
     pub fn forward_equal_length(&self, ids: &[&[u32]]) -> Result<Tensor, TeacherError> {
         let batch = ids.len();
         let tokens = ids.first().map_or(0, |s| s.len());
