@@ -24,9 +24,6 @@ pub const TEST_FEATURE_SHAPE: [usize; 2] = [1000, 2048];
 /// File name of the test image features, under `features/`.
 pub const TEST_FEATURES_FILE: &str = "test_2016_flickr.resnet50-avgpool.npy";
 
-/// Environment variable naming the data directory.
-pub const DATA_ENV: &str = "OTKD_DATA";
-
 // ---------------------------------------------------------------------------------------------
 // Languages and splits
 // ---------------------------------------------------------------------------------------------
@@ -824,38 +821,21 @@ impl Multi30k {
     }
 }
 
-/// Resolves the data directory. An explicit `flag` value, else a non-empty `OTKD_DATA`, is
-/// authoritative (returned if it is a directory, an error otherwise: a path the user named is
-/// never silently replaced). Otherwise the defaults are tried in order: `../shared/data/multi30k`
-/// relative to the current directory, then relative to the workspace root
-/// (`CARGO_MANIFEST_DIR/../../shared/data/multi30k`). Errors with [`DataError::MissingDir`]
-/// listing every candidate tried.
+/// Resolves the data directory: `--data`, else a non-empty `OTKD_DATA` (authoritative: an error
+/// if it is not a directory), else `../shared/data/multi30k` relative to the current directory,
+/// then to the workspace root ([`crate::paths::candidates`]). Errors with
+/// [`DataError::MissingDir`] listing every candidate tried.
 pub fn resolve_data_dir(flag: Option<&Path>) -> Result<PathBuf, DataError> {
-    let env = std::env::var_os(DATA_ENV).filter(|v| !v.is_empty()).map(PathBuf::from);
-    resolve_from(flag, env.as_deref())
+    let env = std::env::var_os(crate::paths::DATA_ENV).filter(|v| !v.is_empty()).map(PathBuf::from);
+    resolve_from(flag, env)
 }
 
-fn resolve_from(flag: Option<&Path>, env: Option<&Path>) -> Result<PathBuf, DataError> {
-    let candidates: Vec<PathBuf> = if let Some(p) = flag.or(env) {
-        vec![p.to_path_buf()]
-    } else {
-        let mut c = vec![PathBuf::from("../shared/data/multi30k")];
-        c.push(
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("..")
-                .join("..")
-                .join("shared")
-                .join("data")
-                .join("multi30k"),
-        );
-        c
-    };
-    for c in &candidates {
-        if c.is_dir() {
-            return Ok(fs::canonicalize(c).unwrap_or_else(|_| c.clone()));
-        }
+fn resolve_from(flag: Option<&Path>, env: Option<PathBuf>) -> Result<PathBuf, DataError> {
+    let candidates = crate::paths::candidates_from(flag, env, crate::paths::DEFAULT_DATA);
+    match candidates.iter().find(|c| c.is_dir()) {
+        Some(c) => Ok(fs::canonicalize(c).unwrap_or_else(|_| c.clone())),
+        None => Err(DataError::MissingDir { path: candidates[0].clone(), tried: candidates }),
     }
-    Err(DataError::MissingDir { path: candidates[0].clone(), tried: candidates })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1176,10 +1156,10 @@ mod tests {
         let f = Fixture::new("resolve");
         let got = resolve_from(Some(&f.root), None).unwrap();
         assert_eq!(got, fs::canonicalize(&f.root).unwrap());
-        let got = resolve_from(None, Some(&f.root)).unwrap();
+        let got = resolve_from(None, Some(f.root.clone())).unwrap();
         assert_eq!(got, fs::canonicalize(&f.root).unwrap());
         let missing = f.root.join("absent");
-        let err = resolve_from(Some(&missing), Some(&f.root)).unwrap_err();
+        let err = resolve_from(Some(&missing), Some(f.root.clone())).unwrap_err();
         match &err {
             DataError::MissingDir { tried, .. } => assert_eq!(tried, &vec![missing.clone()]),
             other => panic!("{other:?}"),

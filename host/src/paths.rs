@@ -19,11 +19,18 @@ pub const DEFAULT_CACHE: &str = ".otkd-cache";
 
 /// The candidate directories for an input, in the order they are tried.
 pub fn candidates(flag: Option<&Path>, env_var: &str, default_relative: &str) -> Vec<PathBuf> {
+    let env = std::env::var_os(env_var).filter(|v| !v.is_empty()).map(PathBuf::from);
+    candidates_from(flag, env, default_relative)
+}
+
+/// [`candidates`] with the environment variable's value given: a flag, else the variable, is
+/// authoritative (a path the user named is never silently replaced by a default).
+pub fn candidates_from(flag: Option<&Path>, env: Option<PathBuf>, default_relative: &str) -> Vec<PathBuf> {
     if let Some(flag) = flag {
         return vec![flag.to_path_buf()];
     }
-    if let Some(value) = std::env::var_os(env_var).filter(|v| !v.is_empty()) {
-        return vec![PathBuf::from(value)];
+    if let Some(value) = env {
+        return vec![value];
     }
     vec![PathBuf::from(default_relative), workspace_root().join(default_relative)]
 }
@@ -138,5 +145,7 @@ mod tests {
         let c = candidates(None, "OTKD_TEST_UNSET_VAR", DEFAULT_DATA);
         assert_eq!(c.len(), 2);
         assert!(c[1].ends_with("shared/data/multi30k"));
+        let c = candidates_from(None, Some(PathBuf::from("/env")), DEFAULT_DATA);
+        assert_eq!(c, vec![PathBuf::from("/env")]);
     }
 }
