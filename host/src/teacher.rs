@@ -168,9 +168,10 @@ impl Layer {
         let probs = candle_nn::ops::softmax_last_dim(&scores)?;
         let context = probs.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((batch * tokens, hidden))?;
         let x = self.attention_norm.forward(&(self.attention_out.forward(&context)? + x)?)?;
-        let ffn = self.output.forward(
-            &otkd_kernels::gelu_erf(&self.intermediate.forward(&x)?).map_err(candle_core::Error::wrap)?,
-        )?;
+        let pre_activation = x.matmul(&self.intermediate.weight_t)?;
+        let activation = otkd_kernels::bias_gelu_erf(&pre_activation, &self.intermediate.bias)
+            .map_err(candle_core::Error::wrap)?;
+        let ffn = self.output.forward(&activation)?;
         self.output_norm.forward(&(ffn + x)?)
     }
 }

@@ -103,6 +103,69 @@ impl CustomOp1 for GeluErfDerivative {
     }
 }
 
+/// `gelu(x + bias)` in one pass, inference only: the bias add of the layer before the activation
+/// would otherwise be a separate sweep over the largest activation of a transformer layer.
+struct BiasGeluErf;
+
+impl candle_core::CustomOp2 for BiasGeluErf {
+    fn name(&self) -> &'static str {
+        "otkd-bias-gelu-erf"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+        bias_storage: &CpuStorage,
+        bias_layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (CpuStorage::F32(data), CpuStorage::F32(bias)) = (storage, bias_storage) else {
+            candle_core::bail!("bias_gelu_erf: only f32 is supported")
+        };
+        let (Some((start, end)), Some((bias_start, bias_end))) =
+            (layout.contiguous_offsets(), bias_layout.contiguous_offsets())
+        else {
+            candle_core::bail!("bias_gelu_erf: inputs must be contiguous")
+        };
+        let (src, bias) = (&data[start..end], &bias[bias_start..bias_end]);
+        let width = bias.len();
+        let rows_per_task = (CHUNK / width.max(1)).max(1);
+        let mut out = vec![0f32; src.len()];
+        out.par_chunks_mut(rows_per_task * width).zip(src.par_chunks(rows_per_task * width)).for_each(
+            |(o, s)| {
+                for (o_row, s_row) in o.chunks_exact_mut(width).zip(s.chunks_exact(width)) {
+                    for ((o, &x), &b) in o_row.iter_mut().zip(s_row).zip(bias) {
+                        *o = gelu(x + b);
+                    }
+                }
+            },
+        );
+        Ok((CpuStorage::F32(out), layout.shape().clone()))
+    }
+}
+
+/// `gelu_erf(x + bias)` for `x: [.., n]` and `bias: [n]`, f32, without a backward pass (the
+/// teacher is frozen). Same accuracy as [`gelu_erf`].
+pub fn bias_gelu_erf(x: &Tensor, bias: &Tensor) -> Result<Tensor, KernelError> {
+    for t in [x, bias] {
+        if t.dtype() != DType::F32 {
+            return Err(KernelError::UnsupportedDtype { dtype: t.dtype() });
+        }
+        if !t.device().is_cpu() {
+            return Err(KernelError::NoCudaImplementation { op: "bias_gelu_erf" });
+        }
+    }
+    let width = x.dims().last().copied().unwrap_or(0);
+    if bias.dims() != [width] {
+        return Err(KernelError::ShapeMismatch {
+            what: "bias_gelu_erf bias length",
+            expected: width,
+            got: bias.elem_count(),
+        });
+    }
+    Ok(x.contiguous()?.apply_op2_no_bwd(&bias.contiguous()?, &BiasGeluErf)?)
+}
+
 /// Exact GELU of an f32 tensor, differentiable (see the [module docs](self)).
 pub fn gelu_erf(x: &Tensor) -> Result<Tensor, KernelError> {
     if x.dtype() != DType::F32 {
@@ -142,6 +205,22 @@ mod tests {
         let b = reference.get(x.as_tensor()).unwrap().to_vec1::<f32>().unwrap();
         let worst = a.iter().zip(&b).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
         assert!(worst < 1e-5, "max abs diff {worst}");
+    }
+
+    #[test]
+    fn bias_gelu_equals_gelu_of_the_sum() {
+        let x = Tensor::new(&grid()[..8004], &Device::Cpu).unwrap().reshape((2668, 3)).unwrap();
+        let bias = Tensor::new(&[0.5f32, -1.0, 2.0], &Device::Cpu).unwrap();
+        let fused = bias_gelu_erf(&x, &bias).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let separate = gelu_erf(&x.broadcast_add(&bias).unwrap())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(fused, separate);
+        let wrong = Tensor::new(&[1f32, 2.0], &Device::Cpu).unwrap();
+        assert!(matches!(bias_gelu_erf(&x, &wrong), Err(KernelError::ShapeMismatch { .. })));
     }
 
     #[test]

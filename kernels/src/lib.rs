@@ -29,5 +29,5 @@ pub mod gelu;
 pub mod sinkhorn;
 
 pub use error::KernelError;
-pub use gelu::gelu_erf;
+pub use gelu::{bias_gelu_erf, gelu_erf};
 pub use sinkhorn::{SinkhornConfig, SinkhornPlan, sinkhorn_log_domain, sinkhorn_log_domain_unrolled};
