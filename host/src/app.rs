@@ -519,13 +519,12 @@ fn bench_train(inputs: &Inputs, args: &BenchTrainArgs) -> Result<()> {
     let train = data.bitext(Split::Train, args.lang)?;
     let val = data.bitext(Split::Val, args.lang)?;
     let config_for = |method| {
-        let cli = <Cli as clap::Parser>::try_parse_from(["otkd", "train", "--method", "kd"])
-            .expect("static arguments");
-        let Command::Train(mut train_args) = cli.command else { unreachable!("parsed a train command") };
-        train_args.method = method;
-        train_args.lang = args.lang;
-        train_args.preset = args.preset;
-        train_args.batch = args.batch;
+        let train_args = TrainArgs {
+            lang: args.lang,
+            preset: args.preset,
+            batch: args.batch,
+            ..TrainArgs::defaults(method)
+        };
         train_config(&train_args, teacher.dim())
     };
     let prepared = TrainData::prepare(

@@ -227,6 +227,17 @@ pub struct TrainArgs {
     pub json: bool,
 }
 
+impl TrainArgs {
+    /// `otkd train --method METHOD` with every other flag at its default: the defaults live once,
+    /// in the attributes above, and `otkd bench train` reuses them.
+    pub fn defaults(method: Method) -> Self {
+        let cli = Cli::try_parse_from(["otkd", "train", "--method", "kd"]).expect("the defaults parse");
+        let Command::Train(mut args) = cli.command else { unreachable!("parsed a train command") };
+        args.method = method;
+        *args
+    }
+}
+
 /// `otkd bench ...`
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
@@ -300,6 +311,8 @@ mod tests {
         assert_eq!(args.pairs, PairsArg::Count(1000));
         assert_eq!(args.lang, Lang::Ay);
         assert!(Cli::try_parse_from(["otkd", "train", "--method", "kd", "--pairs", "0"]).is_err());
+        let defaults = TrainArgs::defaults(Method::Ot);
+        assert_eq!((defaults.method, defaults.steps, defaults.pairs), (Method::Ot, 2000, PairsArg::All));
         assert!(Cli::try_parse_from(["otkd", "train", "--method", "xx"]).is_err());
     }
 

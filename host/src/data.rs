@@ -826,16 +826,10 @@ impl Multi30k {
 /// then to the workspace root ([`crate::paths::candidates`]). Errors with
 /// [`DataError::MissingDir`] listing every candidate tried.
 pub fn resolve_data_dir(flag: Option<&Path>) -> Result<PathBuf, DataError> {
-    let env = std::env::var_os(crate::paths::DATA_ENV).filter(|v| !v.is_empty()).map(PathBuf::from);
-    resolve_from(flag, env)
-}
-
-fn resolve_from(flag: Option<&Path>, env: Option<PathBuf>) -> Result<PathBuf, DataError> {
-    let candidates = crate::paths::candidates_from(flag, env, crate::paths::DEFAULT_DATA);
-    match candidates.iter().find(|c| c.is_dir()) {
-        Some(c) => Ok(fs::canonicalize(c).unwrap_or_else(|_| c.clone())),
-        None => Err(DataError::MissingDir { path: candidates[0].clone(), tried: candidates }),
-    }
+    use crate::paths::{DATA_ENV, DEFAULT_DATA, resolve_dir};
+    resolve_dir(flag, DATA_ENV, DEFAULT_DATA)
+        .map(|dir| fs::canonicalize(&dir).unwrap_or(dir))
+        .map_err(|tried| DataError::MissingDir { path: tried[0].clone(), tried })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1154,12 +1148,10 @@ mod tests {
     #[test]
     fn resolve_prefers_explicit_and_lists_tried() {
         let f = Fixture::new("resolve");
-        let got = resolve_from(Some(&f.root), None).unwrap();
-        assert_eq!(got, fs::canonicalize(&f.root).unwrap());
-        let got = resolve_from(None, Some(f.root.clone())).unwrap();
+        let got = resolve_data_dir(Some(&f.root)).unwrap();
         assert_eq!(got, fs::canonicalize(&f.root).unwrap());
         let missing = f.root.join("absent");
-        let err = resolve_from(Some(&missing), Some(f.root.clone())).unwrap_err();
+        let err = resolve_data_dir(Some(&missing)).unwrap_err();
         match &err {
             DataError::MissingDir { tried, .. } => assert_eq!(tried, &vec![missing.clone()]),
             other => panic!("{other:?}"),
