@@ -12,14 +12,14 @@ use crate::baseline::{self, LanguageBaselines};
 use crate::cache::{CacheStatus, TeacherCache};
 use crate::cli::{
     BaselineArgs, BenchCommand, BenchTeacherArgs, BenchTrainArgs, Cli, Command, DataCommand, EmbedArgs,
-    EncodeArgs, Inputs, PairsArg, TeacherCommand, TrainArgs,
+    EncodeArgs, InitArg, Inputs, PairsArg, TeacherCommand, TrainArgs,
 };
 use crate::data::{Lang, Multi30k, Split, resolve_data_dir};
 use crate::losses::LossConfig;
 use crate::optim::AdamWConfig;
 use crate::paths::{DEFAULT_TEACHER, TEACHER_ENV, cache_dir, resolve_dir};
 use crate::teacher::Teacher;
-use crate::train::{EvalRecord, FinalReport, Outcome, TrainConfig, TrainData, Trainer};
+use crate::train::{EvalRecord, FinalReport, Init, Outcome, TrainConfig, TrainData, Trainer};
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
@@ -355,6 +355,7 @@ pub fn train_config(args: &TrainArgs, teacher_dim: usize) -> TrainConfig {
             method: args.method,
             kd_variant: args.kd_variant,
             temperature: args.temperature,
+            english_weight: args.english_weight,
             ot_kd_weight: args.ot_kd_weight,
             epsilon: args.epsilon,
             sinkhorn_iterations: args.sinkhorn_iterations,
@@ -367,6 +368,10 @@ pub fn train_config(args: &TrainArgs, teacher_dim: usize) -> TrainConfig {
             PairsArg::Count(n) => Some(n),
         },
         eval_every: args.eval_every as usize,
+        init: match args.init {
+            InitArg::Ridge => Init::Ridge { lambda: args.ridge_lambda },
+            InitArg::Random => Init::Random,
+        },
     }
 }
 
@@ -523,6 +528,8 @@ fn bench_train(inputs: &Inputs, args: &BenchTrainArgs) -> Result<()> {
             lang: args.lang,
             preset: args.preset,
             batch: args.batch,
+            // Step time does not depend on where the weights start; skip the ridge fit.
+            init: InitArg::Random,
             ..TrainArgs::defaults(method)
         };
         train_config(&train_args, teacher.dim())

@@ -171,7 +171,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(2..=4096))]
     pub batch: u32,
     /// Peak learning rate (AdamW; linear warmup, then cosine decay to 10%).
-    #[arg(long, default_value_t = 2e-3)]
+    #[arg(long, default_value_t = 1e-3)]
     pub lr: f64,
     /// Warmup steps.
     #[arg(long, default_value_t = 100)]
@@ -191,12 +191,23 @@ pub struct TrainArgs {
     /// Steps between dev (val) evaluations.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     pub eval_every: u32,
+    /// Starting weights: ridge (the reduced-rank closed-form ridge fit of the teacher's embeddings
+    /// from the training pairs, so training starts at the ridge student's accuracy) or random.
+    #[arg(long, value_enum, default_value_t = InitArg::Ridge)]
+    pub init: InitArg,
+    /// Regularisation lambda of --init ridge.
+    #[arg(long, default_value_t = 0.1, value_parser = positive_f64)]
+    pub ridge_lambda: f64,
     /// Sentence-level KD term: mse, or mse + in-batch similarity KL, or mse + InfoNCE.
     #[arg(long, value_enum, default_value_t = KdVariant::Mse)]
     pub kd_variant: KdVariant,
     /// Temperature of the kl and infonce variants.
     #[arg(long, default_value_t = 0.05)]
     pub temperature: f64,
+    /// Weight of the English term |S(en) - T(en)|² of KD (1 in Reimers & Gurevych; 0 skips the
+    /// student's English pass).
+    #[arg(long, default_value_t = 1.0, value_parser = non_negative_f64)]
+    pub english_weight: f64,
     /// OT only: weight lambda of the KD sentence term added to the OT loss.
     #[arg(long, default_value_t = 1.0)]
     pub ot_kd_weight: f64,
@@ -225,6 +236,29 @@ pub struct TrainArgs {
     /// Print final.json instead of the table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `--init` of `otkd train`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum InitArg {
+    /// Reduced-rank ridge fit.
+    Ridge,
+    /// Seeded random weights.
+    Random,
+}
+
+fn non_negative_f64(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("{text:?} is not a finite number >= 0")),
+    }
+}
+
+fn positive_f64(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("{text:?} is not a finite number > 0")),
+    }
 }
 
 impl TrainArgs {
@@ -276,7 +310,7 @@ pub struct BenchTeacherArgs {
     #[arg(long, default_value_t = 1014, value_parser = clap::value_parser!(u32).range(1..=1014))]
     pub sentences: u32,
     /// Batch sizes to measure.
-    #[arg(long, value_delimiter = ',', default_values_t = [1u32, 32, 128])]
+    #[arg(long, value_delimiter = ',', default_values_t = [1u32, 32, 64, 128])]
     pub batch_sizes: Vec<u32>,
     /// Print JSON.
     #[arg(long)]

@@ -1,8 +1,9 @@
 //! The two distillation losses (definitions in DESIGN.md).
 //!
-//! - **KD** (Reimers & Gurevych 2020): `‖S(en) − T(en)‖² + ‖S(x) − T(en)‖²` per pair (squared L2
-//!   distance of the normalised sentence embeddings, averaged over the batch). Variants add an
-//!   in-batch term: similarity KL or InfoNCE, both at a temperature.
+//! - **KD** (Reimers & Gurevych 2020): `w‖S(en) − T(en)‖² + ‖S(x) − T(en)‖²` per pair (squared L2
+//!   distance of the normalised sentence embeddings, averaged over the batch; `w` = 1 in the
+//!   paper, a flag here). Variants add an in-batch term: similarity KL or InfoNCE, both at a
+//!   temperature.
 //! - **OT** (OPTICAL-style): cost `C_ij = 1 − cos(t_i, s_j)` between the teacher's English token
 //!   states and the student's word states for language X; the entropic plan `P*` from
 //!   log-domain Sinkhorn is held constant, loss = `Σ P* ⊙ C` per pair, averaged; plus λ × the KD
@@ -44,6 +45,9 @@ pub struct LossConfig {
     pub kd_variant: KdVariant,
     /// Temperature of the KL and InfoNCE variants.
     pub temperature: f64,
+    /// Weight `w` of the English term `‖S(en) − T(en)‖²` of KD (0: the student never sees
+    /// English, and the step skips the English forward pass).
+    pub english_weight: f64,
     /// Weight λ of the KD term in the OT loss.
     pub ot_kd_weight: f64,
     /// Sinkhorn ε.
@@ -81,16 +85,20 @@ pub struct LossValue {
     pub sinkhorn_marginal_error: Option<f32>,
 }
 
-/// KD on sentence embeddings `[b, d]` (all L2-normalised).
+/// KD on sentence embeddings `[b, d]` (all L2-normalised); `english` is the student's English
+/// embeddings and their weight, `None` for no English term.
 pub fn kd_loss(
-    student_en: &Tensor,
     student_x: &Tensor,
     teacher_en: &Tensor,
+    english: Option<(&Tensor, f64)>,
     variant: KdVariant,
     temperature: f64,
 ) -> candle_core::Result<Tensor> {
     let squared = |s: &Tensor| -> candle_core::Result<Tensor> { (s - teacher_en)?.sqr()?.sum(1)?.mean(0) };
-    let mse = (squared(student_en)? + squared(student_x)?)?;
+    let mut mse = squared(student_x)?;
+    if let Some((student_en, weight)) = english {
+        mse = (mse + (squared(student_en)? * weight)?)?;
+    }
     match variant {
         KdVariant::Mse => Ok(mse),
         KdVariant::Kl => {
@@ -116,7 +124,9 @@ pub fn kd_loss(
 /// Cosine cost `1 − cos` between `[b, n, d]` teacher and `[b, m, d]` student states: `[b, n, m]`.
 pub fn cosine_cost(teacher: &Tensor, student: &Tensor) -> candle_core::Result<Tensor> {
     let unit = |x: &Tensor| -> candle_core::Result<Tensor> {
-        x.broadcast_div(&(x.sqr()?.sum_keepdim(D::Minus1)?.sqrt()? + 1e-6)?)
+        // sqrt(|x|² + 1e-12), not |x| + eps: the square root's gradient at an all-zero row
+        // (padding, or a fresh student's empty word) would be infinite.
+        x.broadcast_div(&(x.sqr()?.sum_keepdim(D::Minus1)? + 1e-12)?.sqrt()?)
     };
     let similarity = unit(teacher)?.matmul(&unit(student)?.transpose(1, 2)?.contiguous()?)?;
     similarity.affine(-1.0, 1.0)
@@ -220,7 +230,7 @@ mod tests {
         let student_en = unit_rows(random(2, &[b, d]), b, d);
         for variant in [KdVariant::Mse, KdVariant::Kl, KdVariant::Infonce] {
             check_gradient(&random(3, &[b, d]), &[b, d], |x| {
-                kd_loss(&student_en, x, &teacher, variant, 0.5).unwrap()
+                kd_loss(x, &teacher, Some((&student_en, 0.7)), variant, 0.5).unwrap()
             });
         }
     }
@@ -228,10 +238,14 @@ mod tests {
     #[test]
     fn kd_mse_is_zero_at_the_teacher_and_positive_elsewhere() {
         let t = unit_rows(random(4, &[4, 6]), 4, 6);
-        let zero = kd_loss(&t, &t, &t, KdVariant::Mse, 0.05).unwrap().to_scalar::<f32>().unwrap();
+        let zero =
+            kd_loss(&t, &t, Some((&t, 1.0)), KdVariant::Mse, 0.05).unwrap().to_scalar::<f32>().unwrap();
         assert!(zero.abs() < 1e-6);
         let s = unit_rows(random(5, &[4, 6]), 4, 6);
-        assert!(kd_loss(&s, &s, &t, KdVariant::Mse, 0.05).unwrap().to_scalar::<f32>().unwrap() > 0.1);
+        let value =
+            |english| kd_loss(&s, &t, english, KdVariant::Mse, 0.05).unwrap().to_scalar::<f32>().unwrap();
+        let (x_only, both) = (value(None), value(Some((&s, 1.0))));
+        assert!(x_only > 0.1 && (both - 2.0 * x_only).abs() < 1e-5, "x only {x_only}, both {both}");
     }
 
     #[test]
@@ -270,6 +284,7 @@ mod tests {
             method: Method::Ot,
             kd_variant: KdVariant::Mse,
             temperature: 0.05,
+            english_weight: 1.0,
             ot_kd_weight: 1.0,
             epsilon: 0.05,
             sinkhorn_iterations: 200,

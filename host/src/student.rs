@@ -1,11 +1,16 @@
 //! The student encoder, trained on the host with candle.
 //!
 //! Input is the runtime tokenizer's hashed features, so the device computes the same words:
-//! word vector = mean of its feature embeddings (an embedding bag) + a learned position vector,
-//! then pre-LayerNorm transformer layers, a final LayerNorm and a projection to the teacher's
-//! width. One output row per word ("token states", for the OT loss); the sentence embedding is
-//! their mean, L2-normalised. Every operation is one the int8 runtime can do: gather, mean,
-//! matmul, add, layer norm, softmax, GELU.
+//! word vector = sum of its feature embeddings (an embedding bag) + a learned position vector,
+//! then pre-LayerNorm transformer layers and a projection to the teacher's width. One output row
+//! per word ("token states", for the OT loss); the sentence embedding is their mean,
+//! L2-normalised. Every operation is one the int8 runtime can do: gather, sum, mean, matmul, add,
+//! layer norm, softmax, GELU.
+//!
+//! The residual branches and the positions start at zero, so a fresh student is linear in its
+//! features: its sentence embedding is `normalise(counts(x) E P)`, a low-rank linear map of the
+//! sentence's feature counts. [`Student::init_from_ridge`] sets `E P` to the reduced-rank ridge
+//! fit of the teacher's embeddings, and training starts where the closed-form student ends.
 
 use candle_core::{D, DType, Device, Tensor, Var};
 use otkd_runtime::{Feature, TokenizeReport, TokenizerConfig, tokenize};
@@ -93,6 +98,45 @@ pub fn tokenize_sentence(config: &TokenizerConfig, text: &str) -> TokenizedSente
     TokenizedSentence { features: out.to_vec(), words: usize::from(report.words), report }
 }
 
+/// The largest table [`Student::init_from_ridge`] fits directly: its `XᵀX` takes
+/// `8 x 8192²` bytes = 512 MiB and factors in seconds.
+pub const MAX_RIDGE_BUCKETS: usize = 8192;
+
+/// Why [`Student::init_from_ridge`] could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    /// The table is larger than [`MAX_RIDGE_BUCKETS`] and not a multiple of it.
+    #[error("ridge initialisation: {buckets} buckets is neither <= {MAX_RIDGE_BUCKETS} nor a multiple of it")]
+    BucketsNotFoldable {
+        /// The table's bucket count.
+        buckets: usize,
+    },
+    /// No training sentence to fit.
+    #[error("ridge initialisation: no training sentences")]
+    NoSentences,
+    /// Setting the weights failed.
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+/// A sentence as the student's linear path sees it: how often each feature id (modulo
+/// `buckets`) occurs, sorted by id, L2-normalised (empty for a sentence without features).
+/// Only the direction matters: the sentence embedding is normalised at the end.
+pub fn feature_counts(sentence: &TokenizedSentence, buckets: usize) -> Vec<(u32, f32)> {
+    let mut ids: Vec<u32> = sentence.features.iter().map(|f| f.id % buckets as u32).collect();
+    ids.sort_unstable();
+    let mut counts: Vec<(u32, f32)> = Vec::with_capacity(ids.len());
+    for id in ids {
+        match counts.last_mut() {
+            Some((last, c)) if *last == id => *c += 1.0,
+            _ => counts.push((id, 1.0)),
+        }
+    }
+    let norm = counts.iter().map(|(_, c)| c * c).sum::<f32>().sqrt();
+    counts.iter_mut().for_each(|(_, c)| *c /= norm);
+    counts
+}
+
 /// Ordered, named trainable tensors. The order is fixed, so norms, optimizer steps and files are
 /// computed identically on every run.
 #[derive(Default)]
@@ -136,13 +180,23 @@ impl Init<'_> {
         self.store.add(name, Tensor::from_vec(data, shape, &Device::Cpu)?)
     }
 
+    fn zeros(&mut self, name: String, shape: (usize, usize)) -> candle_core::Result<Var> {
+        self.store.add(name, Tensor::zeros(shape, DType::F32, &Device::Cpu)?)
+    }
+
     fn constant(&mut self, name: String, len: usize, value: f32) -> candle_core::Result<Var> {
         self.store.add(name, Tensor::from_vec(vec![value; len], len, &Device::Cpu)?)
     }
 
-    fn dense(&mut self, name: &str, fan_in: usize, fan_out: usize, scale: f64) -> candle_core::Result<Dense> {
+    fn dense(&mut self, name: &str, fan_in: usize, fan_out: usize) -> candle_core::Result<Dense> {
         let weight =
-            self.normal(format!("{name}.weight"), (fan_in, fan_out), scale / (fan_in as f64).sqrt())?;
+            self.normal(format!("{name}.weight"), (fan_in, fan_out), 1.0 / (fan_in as f64).sqrt())?;
+        Ok(Dense { weight, bias: self.constant(format!("{name}.bias"), fan_out, 0.0)? })
+    }
+
+    /// A dense layer that outputs zeros until it is trained (the end of a residual branch).
+    fn dense_zero(&mut self, name: &str, fan_in: usize, fan_out: usize) -> candle_core::Result<Dense> {
+        let weight = self.zeros(format!("{name}.weight"), (fan_in, fan_out))?;
         Ok(Dense { weight, bias: self.constant(format!("{name}.bias"), fan_out, 0.0)? })
     }
 
@@ -218,7 +272,6 @@ impl Layer {
 pub struct StudentBatch {
     feature_ids: Tensor,
     feature_slots: Tensor,
-    feature_weights: Tensor,
     word_mask: Tensor,
     attention_bias: Tensor,
     /// Words per sentence (0 for a sentence with no word).
@@ -233,23 +286,15 @@ impl StudentBatch {
         let batch = sentences.len();
         let words = sentences.iter().map(|s| s.words).max().unwrap_or(0).clamp(1, max_words);
         let total: usize = sentences.iter().map(|s| s.features.len()).sum();
-        let (mut ids, mut slots, mut weights) =
-            (Vec::with_capacity(total), Vec::with_capacity(total), Vec::with_capacity(total));
+        let (mut ids, mut slots) = (Vec::with_capacity(total), Vec::with_capacity(total));
         let mut mask = vec![0f32; batch * words];
         let mut lengths = Vec::with_capacity(batch);
         for (b, s) in sentences.iter().enumerate() {
-            let mut per_word = vec![0u32; words];
-            for f in &s.features {
-                if let Some(c) = per_word.get_mut(usize::from(f.word)) {
-                    *c += 1;
-                }
-            }
             for f in &s.features {
                 let w = usize::from(f.word);
                 if w < words {
                     ids.push(f.id);
                     slots.push((b * words + w) as u32);
-                    weights.push(1.0 / per_word[w] as f32);
                 }
             }
             let len = s.words.min(words);
@@ -262,7 +307,6 @@ impl StudentBatch {
         Ok(Self {
             feature_ids: Tensor::from_vec(ids, n, cpu)?,
             feature_slots: Tensor::from_vec(slots, n, cpu)?,
-            feature_weights: Tensor::from_vec(weights, (n, 1), cpu)?,
             word_mask: Tensor::from_vec(mask, (batch, words), cpu)?,
             attention_bias: Tensor::from_vec(bias, (batch, 1, 1, words), cpu)?,
             lengths,
@@ -301,7 +345,6 @@ pub struct Student {
     embeddings: Var,
     positions: Var,
     layers: Vec<Layer>,
-    final_norm: Norm,
     projection: Dense,
 }
 
@@ -311,27 +354,25 @@ impl Student {
         let mut params = ParamStore::default();
         let mut init = Init { store: &mut params, rng: SplitMix64::new(seed, "student-init") };
         let d = config.dim;
-        let residual_scale = 1.0 / (2.0 * config.layers.max(1) as f64).sqrt();
         let embeddings = init.normal("embeddings".into(), (config.tokenizer.buckets as usize, d), 0.1)?;
-        let positions = init.normal("positions".into(), (config.max_words, d), 0.02)?;
+        let positions = init.zeros("positions".into(), (config.max_words, d))?;
         let layers = (0..config.layers)
             .map(|i| {
                 let p = |s: &str| format!("layers.{i}.{s}");
                 Ok(Layer {
                     attention_norm: init.norm(&p("attention_norm"), d)?,
-                    query: init.dense(&p("query"), d, d, 1.0)?,
-                    key: init.dense(&p("key"), d, d, 1.0)?,
-                    value: init.dense(&p("value"), d, d, 1.0)?,
-                    attention_out: init.dense(&p("attention_out"), d, d, residual_scale)?,
+                    query: init.dense(&p("query"), d, d)?,
+                    key: init.dense(&p("key"), d, d)?,
+                    value: init.dense(&p("value"), d, d)?,
+                    attention_out: init.dense_zero(&p("attention_out"), d, d)?,
                     ffn_norm: init.norm(&p("ffn_norm"), d)?,
-                    ffn_in: init.dense(&p("ffn_in"), d, config.ffn, 1.0)?,
-                    ffn_out: init.dense(&p("ffn_out"), config.ffn, d, residual_scale)?,
+                    ffn_in: init.dense(&p("ffn_in"), d, config.ffn)?,
+                    ffn_out: init.dense_zero(&p("ffn_out"), config.ffn, d)?,
                 })
             })
             .collect::<candle_core::Result<Vec<_>>>()?;
-        let final_norm = init.norm("final_norm", d)?;
-        let projection = init.dense("projection", d, config.out_dim, 1.0)?;
-        Ok(Self { config, params, embeddings, positions, layers, final_norm, projection })
+        let projection = init.dense("projection", d, config.out_dim)?;
+        Ok(Self { config, params, embeddings, positions, layers, projection })
     }
 
     /// The architecture.
@@ -352,11 +393,7 @@ impl Student {
     /// Runs the encoder on a batch.
     pub fn forward(&self, batch: &StudentBatch) -> candle_core::Result<StudentOutput> {
         let (n, words, d) = (batch.len(), batch.words, self.config.dim);
-        let gathered = self
-            .embeddings
-            .as_tensor()
-            .index_select(&batch.feature_ids, 0)?
-            .broadcast_mul(&batch.feature_weights)?;
+        let gathered = self.embeddings.as_tensor().index_select(&batch.feature_ids, 0)?;
         let bags = Tensor::zeros((n * words, d), DType::F32, &Device::Cpu)?
             .index_add(&batch.feature_slots, &gathered, 0)?
             .reshape((n, words, d))?;
@@ -364,13 +401,14 @@ impl Student {
         for layer in &self.layers {
             x = layer.forward(&x, &batch.attention_bias, self.config.heads)?;
         }
-        let flat = self.final_norm.forward(&x.reshape((n * words, d))?)?;
-        let token_states = self.projection.forward(&flat)?.reshape((n, words, self.config.out_dim))?;
+        let token_states =
+            self.projection.forward(&x.reshape((n * words, d))?)?.reshape((n, words, self.config.out_dim))?;
         let mask = batch.word_mask.unsqueeze(2)?;
         let counts: Vec<f32> = batch.lengths.iter().map(|&l| l.max(1) as f32).collect();
         let counts = Tensor::from_vec(counts, (n, 1), &Device::Cpu)?;
         let mean = token_states.broadcast_mul(&mask)?.sum(1)?.broadcast_div(&counts)?;
-        let norm = (mean.sqr()?.sum_keepdim(1)?.sqrt()? + 1e-6)?;
+        // sqrt(|mean|² + 1e-12): finite gradient for an empty sentence's zero mean.
+        let norm = (mean.sqr()?.sum_keepdim(1)? + 1e-12)?.sqrt()?;
         Ok(StudentOutput { sentence: mean.broadcast_div(&norm)?, token_states })
     }
 
@@ -384,6 +422,68 @@ impl Student {
             out.extend(emb.flatten_all()?.to_vec1::<f32>()?);
         }
         Ok(out)
+    }
+
+    /// Starts the student where the closed-form ridge student ends, at the student's own size:
+    /// the embeddings and projection become the reduced-rank ridge fit
+    /// ([`crate::ridge::fit_low_rank`], rank = the encoder width) from the feature counts of
+    /// `sentences` to `targets(s)` (the teacher's embedding of sentence `s`'s English side).
+    /// Everything else keeps its initial value; with the residual branches and positions still at
+    /// zero, the sentence embeddings are then exactly the low-rank ridge student's.
+    ///
+    /// Tables above [`MAX_RIDGE_BUCKETS`] are fitted with the ids folded modulo it (the
+    /// tokenizer's ids are hashes modulo the bucket count, so a bucket count that divides the
+    /// table's sees the same features merged) and every bucket starts from its fold's row.
+    ///
+    /// The map is rescaled (`E a`, `P / a`, which leaves `E P` as it is) so that word vectors
+    /// have unit mean square like the LayerNorm'd vectors the layers see.
+    pub fn init_from_ridge<'a>(
+        &self,
+        sentences: &[TokenizedSentence],
+        targets: impl Fn(usize) -> &'a [f32] + Sync,
+        lambda: f64,
+    ) -> Result<(), InitError> {
+        let buckets = self.config.tokenizer.buckets as usize;
+        let fit_buckets = buckets.min(MAX_RIDGE_BUCKETS);
+        if !buckets.is_multiple_of(fit_buckets) {
+            return Err(InitError::BucketsNotFoldable { buckets });
+        }
+        if sentences.is_empty() {
+            return Err(InitError::NoSentences);
+        }
+        let (d, out) = (self.config.dim, self.config.out_dim);
+        let rows = sentences.iter().map(|s| feature_counts(s, fit_buckets)).collect();
+        let map = crate::ridge::fit_low_rank(rows, fit_buckets, targets, out, lambda, d.min(out));
+        let mut embeddings = vec![0f32; buckets * d];
+        for (b, row) in embeddings.chunks_exact_mut(d).enumerate() {
+            let fold = b % fit_buckets;
+            row[..map.rank].copy_from_slice(&map.embeddings[fold * map.rank..(fold + 1) * map.rank]);
+        }
+        let mut projection = vec![0f32; d * out];
+        projection[..map.rank * out].copy_from_slice(&map.projection);
+        // Mean square of the word vectors over the sentences.
+        let (mut square, mut words) = (0f64, 0usize);
+        for s in sentences {
+            let mut word = vec![0f64; d];
+            let mut features = s.features.iter().peekable();
+            while let Some(f) = features.next() {
+                let row = &embeddings[f.id as usize * d..(f.id as usize + 1) * d];
+                word.iter_mut().zip(row).for_each(|(w, &e)| *w += f64::from(e));
+                if features.peek().is_none_or(|next| next.word != f.word) {
+                    square += word.iter().map(|w| w * w).sum::<f64>() / d as f64;
+                    words += 1;
+                    word.iter_mut().for_each(|w| *w = 0.0);
+                }
+            }
+        }
+        let scale = if square > 0.0 { (words as f64 / square).sqrt() as f32 } else { 1.0 };
+        embeddings.iter_mut().for_each(|e| *e *= scale);
+        projection.iter_mut().for_each(|p| *p /= scale);
+        let cpu = &Device::Cpu;
+        self.embeddings.set(&Tensor::from_vec(embeddings, (buckets, d), cpu)?)?;
+        self.projection.weight.set(&Tensor::from_vec(projection, (d, out), cpu)?)?;
+        self.projection.bias.set(&Tensor::zeros(out, DType::F32, cpu)?)?;
+        Ok(())
     }
 
     /// Replaces every weight with the tensor of the same name (e.g. from a checkpoint).
@@ -447,6 +547,61 @@ mod tests {
         assert_eq!(empty.words, 0);
         let emb = student.embed(&[empty], 4).unwrap();
         assert!(emb.iter().all(|v| v.is_finite() && v.abs() < 1e-3));
+    }
+
+    #[test]
+    fn ridge_initialisation_reproduces_a_linear_teacher() {
+        // Targets that are a rank-4 linear function of the feature counts: a student of width 8
+        // initialised from the ridge fit reproduces them; a random one does not.
+        let config = StudentConfig {
+            tokenizer: TokenizerConfig { buckets: 512, ..TokenizerConfig::DEFAULT },
+            dim: 8,
+            layers: 1,
+            heads: 2,
+            ffn: 16,
+            max_words: 16,
+            out_dim: 12,
+        };
+        let mut rng = SplitMix64::new(9, "ridge-init-test");
+        let letters: Vec<char> = "abcdefghijklmnopqrstuvwxyz".chars().collect();
+        let vocabulary: Vec<String> =
+            (0..40).map(|_| (0..3 + rng.below(5)).map(|_| letters[rng.below(26)]).collect()).collect();
+        let sentences: Vec<TokenizedSentence> = (0..400)
+            .map(|_| {
+                let words: Vec<&str> =
+                    (0..2 + rng.below(6)).map(|_| vocabulary[rng.below(40)].as_str()).collect();
+                tokenize_sentence(&config.tokenizer, &words.join(" "))
+            })
+            .collect();
+        let (a, b) = (rng.normal_vec(512 * 4, 1.0), rng.normal_vec(4 * 12, 1.0));
+        let targets: Vec<f32> = sentences
+            .iter()
+            .flat_map(|s| {
+                let counts = feature_counts(s, 512);
+                let inner: Vec<f32> =
+                    (0..4).map(|k| counts.iter().map(|&(id, c)| c * a[id as usize * 4 + k]).sum()).collect();
+                let out: Vec<f32> = (0..12).map(|d| (0..4).map(|k| inner[k] * b[k * 12 + d]).sum()).collect();
+                let norm = out.iter().map(|v| v * v).sum::<f32>().sqrt();
+                out.into_iter().map(move |v| v / norm)
+            })
+            .collect();
+        let mean_cosine = |student: &Student| -> f32 {
+            let emb = student.embed(&sentences, 64).unwrap();
+            emb.chunks(12)
+                .zip(targets.chunks(12))
+                .map(|(e, t)| e.iter().zip(t).map(|(x, y)| x * y).sum::<f32>())
+                .sum::<f32>()
+                / sentences.len() as f32
+        };
+        let student = Student::new(config, 3).unwrap();
+        let random = mean_cosine(&student);
+        student.init_from_ridge(&sentences, |s| &targets[s * 12..(s + 1) * 12], 1e-4).unwrap();
+        let fitted = mean_cosine(&student);
+        assert!(random < 0.5 && fitted > 0.98, "mean cosine: random {random}, ridge-initialised {fitted}");
+        assert!(matches!(
+            student.init_from_ridge(&[], |_| &targets[..12], 1e-4),
+            Err(InitError::NoSentences)
+        ));
     }
 
     #[test]

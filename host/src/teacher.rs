@@ -1,8 +1,10 @@
 //! The frozen English teacher: all-MiniLM-L6-v2 (BERT, 6 layers, width 384) on candle.
 //!
 //! Loads any directory in Hugging Face layout (`config.json`, `model.safetensors`, `tokenizer.json`).
-//! Sentences are grouped by exact token length before batching, so a batch never holds padding:
-//! no attention mask is needed and no work is spent on pad positions.
+//! A batch is packed, not padded: the tokens of all its sentences are one `[tokens, hidden]`
+//! matrix, so every per-token layer (the matmuls, LayerNorm, GELU: nearly all the work) runs
+//! once over the whole batch with no pad positions, and attention runs per run of equal-length
+//! sentences (sorted by length, a batch holds a few such runs), so no attention mask is needed.
 
 use std::path::{Path, PathBuf};
 
@@ -152,21 +154,26 @@ impl Layer {
         })
     }
 
-    /// `x`: `[batch * tokens, hidden]`, every sentence of the batch `tokens` long.
-    fn forward(&self, x: &Tensor, batch: usize, tokens: usize, heads: usize) -> candle_core::Result<Tensor> {
+    /// `x`: `[tokens, hidden]`, the packed tokens of the sentences `runs` describe.
+    fn forward(&self, x: &Tensor, runs: &[Run], heads: usize) -> candle_core::Result<Tensor> {
         let hidden = x.dim(1)?;
         let head_dim = hidden / heads;
-        // [batch, tokens, 3, heads, head_dim] -> [3, batch, heads, tokens, head_dim]
-        let qkv = self
-            .query_key_value
-            .forward(x)?
-            .reshape((batch, tokens, 3, heads, head_dim))?
-            .permute((2, 0, 3, 1, 4))?
-            .contiguous()?;
-        let (q, k, v) = (qkv.get(0)?, qkv.get(1)?, qkv.get(2)?);
-        let scores = q.matmul(&k.t()?)?;
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        let context = probs.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((batch * tokens, hidden))?;
+        let qkv = self.query_key_value.forward(x)?;
+        let contexts = runs
+            .iter()
+            .map(|run| {
+                // [sentences, tokens, 3, heads, head_dim] -> [3, sentences, heads, tokens, head_dim]
+                let qkv = qkv
+                    .narrow(0, run.start, run.sentences * run.tokens)?
+                    .reshape((run.sentences, run.tokens, 3, heads, head_dim))?
+                    .permute((2, 0, 3, 1, 4))?
+                    .contiguous()?;
+                let (q, k, v) = (qkv.get(0)?, qkv.get(1)?, qkv.get(2)?);
+                let probs = candle_nn::ops::softmax_last_dim(&q.matmul(&k.t()?)?)?;
+                probs.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((run.sentences * run.tokens, hidden))
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let context = if contexts.len() == 1 { contexts[0].clone() } else { Tensor::cat(&contexts, 0)? };
         let x = self.attention_norm.forward(&(self.attention_out.forward(&context)? + x)?)?;
         let pre_activation = x.matmul(&self.intermediate.weight_t)?;
         let activation = otkd_kernels::bias_gelu_erf(&pre_activation, &self.intermediate.bias)
@@ -174,6 +181,31 @@ impl Layer {
         let ffn = self.output.forward(&activation)?;
         self.output_norm.forward(&(ffn + x)?)
     }
+}
+
+/// Consecutive sentences of one length inside a packed batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Run {
+    /// Row of the run's first token.
+    start: usize,
+    /// Number of sentences.
+    sentences: usize,
+    /// Tokens per sentence.
+    tokens: usize,
+}
+
+/// The runs of equal-length sentences of a packed batch, in order.
+fn runs(ids: &[&[u32]]) -> Vec<Run> {
+    let mut runs: Vec<Run> = Vec::new();
+    let mut start = 0;
+    for s in ids {
+        match runs.last_mut() {
+            Some(run) if run.tokens == s.len() => run.sentences += 1,
+            _ => runs.push(Run { start, sentences: 1, tokens: s.len() }),
+        }
+        start += s.len();
+    }
+    runs
 }
 
 /// One tokenized sentence.
@@ -337,33 +369,30 @@ impl Teacher {
             .collect()
     }
 
-    /// Last-layer states of sentences that all have the same token count: `[batch, tokens, dim]`.
-    ///
-    /// # Panics
-    ///
-    /// When the sentences differ in length (a caller bug: [`Teacher::encode`] groups them).
-    pub fn forward_equal_length(&self, ids: &[&[u32]]) -> Result<Tensor, TeacherError> {
-        let batch = ids.len();
-        let tokens = ids.first().map_or(0, |s| s.len());
-        assert!(ids.iter().all(|s| s.len() == tokens), "forward_equal_length needs sentences of one length");
+    /// Last-layer states of a batch of sentences, packed: `[total tokens, dim]`, the rows of
+    /// sentence 0, then of sentence 1, and so on. Any lengths; sentences of equal length next to
+    /// each other share their attention matmuls, so callers sort by length. Every sentence needs
+    /// at least one token (the tokenizer always adds `[CLS]` and `[SEP]`).
+    pub fn forward_packed(&self, ids: &[&[u32]]) -> Result<Tensor, TeacherError> {
         let flat: Vec<u32> = ids.iter().flat_map(|s| s.iter().copied()).collect();
-        let ids = Tensor::from_vec(flat, batch * tokens, &self.device)?;
-        let positions = self.position_embeddings.narrow(0, 0, tokens)?;
+        let positions: Vec<u32> = ids.iter().flat_map(|s| 0..s.len() as u32).collect();
+        let total = flat.len();
+        let ids_tensor = Tensor::from_vec(flat, total, &self.device)?;
+        let positions = Tensor::from_vec(positions, total, &self.device)?;
         let x = self
             .word_embeddings
-            .forward(&ids)?
-            .reshape((batch, tokens, self.dim()))?
-            .broadcast_add(&positions)?
-            .broadcast_add(&self.token_type_embedding)?
-            .reshape((batch * tokens, self.dim()))?;
+            .forward(&ids_tensor)?
+            .add(&self.position_embeddings.index_select(&positions, 0)?)?
+            .broadcast_add(&self.token_type_embedding)?;
         let mut x = self.embedding_norm.forward(&x)?;
+        let runs = runs(ids);
         for layer in &self.layers {
-            x = layer.forward(&x, batch, tokens, self.config.num_attention_heads)?;
+            x = layer.forward(&x, &runs, self.config.num_attention_heads)?;
         }
-        Ok(x.reshape((batch, tokens, self.dim()))?)
+        Ok(x)
     }
 
-    /// Encodes sentences in batches of at most `batch_size` equal-length sentences.
+    /// Encodes sentences in packed batches of `batch_size` sentences of similar length.
     /// `progress` is called with the number of sentences finished after each batch.
     pub fn encode<S: AsRef<str> + Sync>(
         &self,
@@ -396,33 +425,56 @@ impl Teacher {
 
         let mut order: Vec<usize> = (0..n).collect();
         order.sort_by_key(|&i| (ids[i].len(), i));
-        let batch_size = batch_size.max(1);
         let mut done = 0;
-        for group in order.chunk_by(|&a, &b| ids[a].len() == ids[b].len()) {
-            for batch in group.chunks(batch_size) {
-                let batch_ids: Vec<&[u32]> = batch.iter().map(|&i| ids[i]).collect();
-                let hidden = self.forward_equal_length(&batch_ids)?;
-                let pooled = hidden.mean(1)?;
-                let norm = pooled.sqr()?.sum_keepdim(1)?.sqrt()?;
-                let pooled: Vec<Vec<f32>> = pooled.broadcast_div(&norm)?.to_vec2()?;
-                let hidden: Vec<f32> =
-                    if keep_token_states { hidden.flatten_all()?.to_vec1()? } else { Vec::new() };
-                let len = batch_ids[0].len();
-                for (row, &i) in batch.iter().enumerate() {
-                    embeddings[i * dim..(i + 1) * dim].copy_from_slice(&pooled[row]);
-                    if keep_token_states {
-                        let src = &hidden[row * len * dim..(row + 1) * len * dim];
-                        let dst = &mut states[offsets[i] * dim..offsets[i + 1] * dim];
-                        for (d, s) in dst.iter_mut().zip(src) {
-                            *d = half::f16::from_f32(*s);
-                        }
+        for batch in order.chunks(batch_size.max(1)) {
+            let batch_ids: Vec<&[u32]> = batch.iter().map(|&i| ids[i]).collect();
+            let hidden: Vec<f32> = self.forward_packed(&batch_ids)?.flatten_all()?.to_vec1()?;
+            let mut row = 0;
+            for &i in batch {
+                let len = ids[i].len();
+                let sentence = &hidden[row * dim..(row + len) * dim];
+                row += len;
+                // Mean over the tokens, then L2 normalisation, in f64.
+                let mut pooled = vec![0f64; dim];
+                for token in sentence.chunks_exact(dim) {
+                    pooled.iter_mut().zip(token).for_each(|(p, &t)| *p += f64::from(t));
+                }
+                let norm = pooled.iter().map(|p| p * p).sum::<f64>().sqrt();
+                let scale = if norm > 0.0 { 1.0 / norm } else { 0.0 };
+                for (e, p) in embeddings[i * dim..(i + 1) * dim].iter_mut().zip(&pooled) {
+                    *e = (p * scale) as f32;
+                }
+                if keep_token_states {
+                    let dst = &mut states[offsets[i] * dim..offsets[i + 1] * dim];
+                    for (d, s) in dst.iter_mut().zip(sentence) {
+                        *d = half::f16::from_f32(*s);
                     }
                 }
-                done += batch.len();
-                progress(done);
             }
+            done += batch.len();
+            progress(done);
         }
         let token_states = keep_token_states.then_some(TokenStates { offsets, states });
         Ok(TeacherOutputs { dim, embeddings, token_states })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_split_a_packed_batch_at_every_length_change() {
+        let (a, b, c) = ([1u32, 2, 3], [4u32, 5, 6], [7u32, 8]);
+        let batch: [&[u32]; 4] = [&a, &b, &c, &a];
+        assert_eq!(
+            runs(&batch),
+            vec![
+                Run { start: 0, sentences: 2, tokens: 3 },
+                Run { start: 6, sentences: 1, tokens: 2 },
+                Run { start: 8, sentences: 1, tokens: 3 },
+            ]
+        );
+        assert!(runs(&[]).is_empty());
     }
 }

@@ -51,6 +51,22 @@ pub struct TrainConfig {
     pub pairs: Option<usize>,
     /// Steps between dev evaluations.
     pub eval_every: usize,
+    /// Where the weights start.
+    pub init: Init,
+}
+
+/// Where a student's weights start.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "kind")]
+pub enum Init {
+    /// Seeded random embeddings and projection.
+    Random,
+    /// The reduced-rank ridge fit of the teacher's embeddings from the training pairs' X side
+    /// ([`Student::init_from_ridge`]), with this regularisation.
+    Ridge {
+        /// Ridge `lambda`.
+        lambda: f64,
+    },
 }
 
 /// Dev and test material, prepared once.
@@ -301,6 +317,15 @@ impl<'a> Trainer<'a> {
                 out.display()
             );
         }
+        if let Init::Ridge { lambda } = trainer.config.init {
+            let teacher = &data.teacher;
+            let dim = teacher.dim;
+            trainer.student.init_from_ridge(
+                &data.x,
+                |s| &teacher.embeddings[data.lines[s] * dim..(data.lines[s] + 1) * dim],
+                lambda,
+            )?;
+        }
         std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
         let json = serde_json::to_string_pretty(&trainer.config)?;
         write_atomically(&out.join(files::CONFIG), |tmp| std::fs::write(tmp, &json))?;
@@ -365,12 +390,17 @@ impl<'a> Trainer<'a> {
             &indices.iter().map(|&i| &data.x[i]).collect::<Vec<_>>(),
             self.config.student.max_words,
         )?;
-        let en_batch = StudentBatch::new(
-            &indices.iter().map(|&i| &data.en[i]).collect::<Vec<_>>(),
-            self.config.student.max_words,
-        )?;
         let out_x = self.student.forward(&x_batch)?;
-        let out_en = self.student.forward(&en_batch)?;
+        let loss_cfg = &self.config.loss;
+        let out_en = if loss_cfg.english_weight > 0.0 {
+            let en_batch = StudentBatch::new(
+                &indices.iter().map(|&i| &data.en[i]).collect::<Vec<_>>(),
+                self.config.student.max_words,
+            )?;
+            Some(self.student.forward(&en_batch)?.sentence)
+        } else {
+            None
+        };
         let dim = data.teacher.dim;
         let teacher_rows: Vec<f32> = indices
             .iter()
@@ -379,11 +409,10 @@ impl<'a> Trainer<'a> {
             })
             .collect();
         let teacher_en = Tensor::from_vec(teacher_rows, (batch, dim), &Device::Cpu)?;
-        let loss_cfg = &self.config.loss;
         let kd = kd_loss(
-            &out_en.sentence,
             &out_x.sentence,
             &teacher_en,
+            out_en.as_ref().map(|en| (en, loss_cfg.english_weight)),
             loss_cfg.kd_variant,
             loss_cfg.temperature,
         )?;

@@ -43,8 +43,10 @@ fn teacher_matches_float64_reference() {
         assert_eq!(t.ids, r.token_ids, "token ids of {:?}", r.text);
     }
 
-    // Batched encoding groups sentences by length; it must agree with the reference too.
-    let outputs = teacher.encode(&texts, 8, false, |_| {}).unwrap();
+    // Batches of 8 pack sentences of different lengths together; they must agree with the
+    // reference too.
+    let outputs = teacher.encode(&texts, 8, true, |_| {}).unwrap();
+    let states = outputs.token_states.as_ref().expect("token states were asked for");
     let mut worst = 0f32;
     for (i, r) in reference.sentences.iter().enumerate() {
         let got = &outputs.embeddings[i * 384..(i + 1) * 384];
@@ -56,11 +58,16 @@ fn teacher_matches_float64_reference() {
 
     for (i, r) in reference.sentences.iter().enumerate() {
         let Some(expected) = &r.token_states else { continue };
-        let states = teacher.forward_equal_length(&[&tokens[i].ids]).unwrap();
-        let got: Vec<f32> = states.flatten_all().unwrap().to_vec1().unwrap();
         let expected: Vec<f32> = expected.iter().flatten().copied().collect();
-        let diff = max_abs_diff(&got, &expected);
+        // Alone in its batch, in f32.
+        let alone = teacher.forward_packed(&[&tokens[i].ids]).unwrap();
+        let alone: Vec<f32> = alone.flatten_all().unwrap().to_vec1().unwrap();
+        let diff = max_abs_diff(&alone, &expected);
         assert!(diff <= TOLERANCE, "token states of sentence {i} differ by {diff}");
+        // Packed with others and stored as f16 (about 3 significant digits of values up to ~6).
+        let packed: Vec<f32> = states.sentence(i, 384).iter().map(|v| v.to_f32()).collect();
+        let diff = max_abs_diff(&packed, &expected);
+        assert!(diff <= 5e-3, "packed f16 token states of sentence {i} differ by {diff}");
     }
 }
 
