@@ -121,18 +121,23 @@ pub struct RidgeFit {
 pub fn sentence_features(cfg: &TokenizerConfig, text: &str) -> Vec<(u32, f32)> {
     let mut buf = heapless::Vec::<Feature, MAX_SENTENCE_FEATURES>::new();
     tokenize(cfg, text, buf.as_mut_view());
-    let mut ids: Vec<u32> = buf.iter().map(|f| f.id).collect();
+    let counts = count_ids(buf.iter().map(|f| f.id).collect());
+    // sqrt(count)² = count, so the norm is the square root of the number of features.
+    let norm = f64::from(counts.iter().map(|&(_, c)| c).sum::<u32>()).sqrt();
+    counts.into_iter().map(|(id, c)| (id, (f64::from(c).sqrt() / norm) as f32)).collect()
+}
+
+/// `(id, occurrences)` of the distinct ids, sorted by id.
+pub fn count_ids(mut ids: Vec<u32>) -> Vec<(u32, u32)> {
     ids.sort_unstable();
-    let mut counts: Vec<(u32, f64)> = Vec::with_capacity(ids.len());
+    let mut counts: Vec<(u32, u32)> = Vec::with_capacity(ids.len());
     for id in ids {
         match counts.last_mut() {
-            Some((last, c)) if *last == id => *c += 1.0,
-            _ => counts.push((id, 1.0)),
+            Some((last, c)) if *last == id => *c += 1,
+            _ => counts.push((id, 1)),
         }
     }
-    // sqrt(count)² = count, so the norm is the square root of the number of features.
-    let norm = counts.iter().map(|(_, c)| c).sum::<f64>().sqrt();
-    counts.into_iter().map(|(id, c)| (id, (c.sqrt() / norm) as f32)).collect()
+    counts
 }
 
 /// Sparse rows in compressed form: row `s` is `ids[offsets[s]..offsets[s + 1]]` with `values`.
@@ -1073,12 +1078,16 @@ mod tests {
         assert!(sentence_features(&cfg, "  ,.; ").is_empty());
     }
 
-    /// The real numbers: fits on Multi30k train, picks lambda on val, reports test R@1 for ay
-    /// and cs (the English captions are encoded through the teacher cache on the first run).
-    /// `cargo test --release -p otkd-host --lib ridge::tests::multi30k -- --ignored --nocapture`
-    #[test]
-    #[ignore = "needs Multi30k and the teacher model; minutes on the first run"]
-    fn multi30k_ay_cs() -> anyhow::Result<()> {
+    /// Multi30k and the teacher's English embeddings of train, val and test (through the cache).
+    struct Multi30kEnglish {
+        data: crate::data::Multi30k,
+        train: Vec<f32>,
+        val: Vec<f32>,
+        test: Vec<f32>,
+        dim: usize,
+    }
+
+    fn multi30k_english() -> anyhow::Result<Multi30kEnglish> {
         use crate::cache::TeacherCache;
         use crate::data::{Multi30k, resolve_data_dir};
         use crate::paths::{
@@ -1101,9 +1110,18 @@ mod tests {
                 .0
                 .embeddings)
         };
-        let (train_en, val_en, test_en) =
+        let (train, val, test) =
             (english(Split::Train)?, english(Split::Val)?, english(Split::Test2016Flickr)?);
-        let dim = teacher.dim();
+        Ok(Multi30kEnglish { data, train, val, test, dim: teacher.dim() })
+    }
+
+    /// The real numbers: fits on Multi30k train, picks lambda on val, reports test R@1 for ay
+    /// and cs (the English captions are encoded through the teacher cache on the first run).
+    /// `cargo test --release -p otkd-host --lib ridge::tests::multi30k -- --ignored --nocapture`
+    #[test]
+    #[ignore = "needs Multi30k and the teacher model; minutes on the first run"]
+    fn multi30k_ay_cs() -> anyhow::Result<()> {
+        let Multi30kEnglish { data, train: train_en, val: val_en, test: test_en, dim } = multi30k_english()?;
         for lang in [Lang::Ay, Lang::Cs] {
             let start = Instant::now();
             let f = fit(
@@ -1129,6 +1147,68 @@ mod tests {
                 r.x_to_en.queries
             );
             assert!(r.x_to_en.r1 > 0.8, "{lang}: test X->en R@1 {}", r.x_to_en.r1);
+        }
+        Ok(())
+    }
+
+    /// What limits a linear student of hashed n-grams on Multi30k: val X -> en R@1 of the ridge
+    /// fit (sqrt-count features, lambda 0.1) as the training pairs grow (a seeded subset) and as
+    /// the rank of the map falls to the widths a small encoder can afford.
+    /// `LANGS=ay,cs BUCKETS=8192 cargo test --release -p otkd-host --lib ridge::tests::multi30k_limits -- --ignored --nocapture`
+    #[test]
+    #[ignore = "needs Multi30k and the teacher model; minutes"]
+    fn multi30k_limits() -> anyhow::Result<()> {
+        let english = multi30k_english()?;
+        let dim = english.dim;
+        let buckets: u32 = std::env::var("BUCKETS").map_or(Ok(8192), |b| b.parse())?;
+        let tok = TokenizerConfig { buckets, ..TokenizerConfig::DEFAULT };
+        let langs = std::env::var("LANGS").unwrap_or_else(|_| "ay".into());
+        for lang in langs.split(',') {
+            let lang: Lang = lang.parse().map_err(anyhow::Error::msg)?;
+            let (train, val) =
+                (english.data.bitext(Split::Train, lang)?, english.data.bitext(Split::Val, lang)?);
+            let val_x = SparseRows::of_texts(&tok, &val.x());
+            let val_docs = select_rows(&english.val, dim, &val.lines());
+            let targets: Vec<usize> = (0..val_x.len()).collect();
+            let val_r1 = |w: Vec<f32>| -> f64 {
+                let student = RidgeStudent { tokenizer: tok, lambda: 0.1, weights: w, dim };
+                let mut queries = vec![0.0f32; val_x.len() * dim];
+                queries.par_chunks_mut(dim).enumerate().for_each(|(s, row)| {
+                    let (ids, vals) = val_x.row(s);
+                    let f: Vec<(u32, f32)> = ids.iter().copied().zip(vals.iter().copied()).collect();
+                    student.embed_features(&f, row);
+                });
+                metrics_from_ranks(&ranks(&queries, &val_docs, dim, &targets)).r1
+            };
+            let (texts, lines) = (train.x(), train.lines());
+            let mut order: Vec<usize> = (0..texts.len()).collect();
+            SplitMix64::new(0, "pairs").shuffle(&mut order);
+            for pairs in [texts.len() / 8, texts.len() / 4, texts.len() / 2, texts.len()] {
+                let subset = &order[..pairs];
+                let rows: Vec<Vec<(u32, f32)>> =
+                    subset.par_iter().map(|&i| sentence_features(&tok, texts[i])).collect();
+                let x = SparseRows::from_rows(rows.clone());
+                let y = |s: usize| &english.train[lines[subset[s]] * dim..(lines[subset[s]] + 1) * dim];
+                let full = val_r1(normal_equations(&x, buckets as usize, dim, y).solve(0.1).unwrap());
+                println!("{lang} {buckets} buckets, {pairs} pairs: full rank val R@1 {full:.4}");
+                if pairs == texts.len() {
+                    for rank in [64, 96, 128, 192] {
+                        let map = fit_low_rank(rows.clone(), buckets as usize, y, dim, 0.1, rank);
+                        let w: Vec<f32> = map
+                            .embeddings
+                            .par_chunks(rank)
+                            .flat_map_iter(|e| {
+                                let p = &map.projection;
+                                (0..dim).map(move |d| (0..rank).map(|k| e[k] * p[k * dim + d]).sum::<f32>())
+                            })
+                            .collect();
+                        println!(
+                            "{lang} {buckets} buckets, {pairs} pairs: rank {rank} val R@1 {:.4}",
+                            val_r1(w)
+                        );
+                    }
+                }
+            }
         }
         Ok(())
     }

@@ -123,18 +123,9 @@ pub enum InitError {
 /// `buckets`) occurs, sorted by id, L2-normalised (empty for a sentence without features).
 /// Only the direction matters: the sentence embedding is normalised at the end.
 pub fn feature_counts(sentence: &TokenizedSentence, buckets: usize) -> Vec<(u32, f32)> {
-    let mut ids: Vec<u32> = sentence.features.iter().map(|f| f.id % buckets as u32).collect();
-    ids.sort_unstable();
-    let mut counts: Vec<(u32, f32)> = Vec::with_capacity(ids.len());
-    for id in ids {
-        match counts.last_mut() {
-            Some((last, c)) if *last == id => *c += 1.0,
-            _ => counts.push((id, 1.0)),
-        }
-    }
-    let norm = counts.iter().map(|(_, c)| c * c).sum::<f32>().sqrt();
-    counts.iter_mut().for_each(|(_, c)| *c /= norm);
-    counts
+    let counts = crate::ridge::count_ids(sentence.features.iter().map(|f| f.id % buckets as u32).collect());
+    let norm = counts.iter().map(|&(_, c)| f64::from(c) * f64::from(c)).sum::<f64>().sqrt();
+    counts.into_iter().map(|(id, c)| (id, (f64::from(c) / norm) as f32)).collect()
 }
 
 /// Ordered, named trainable tensors. The order is fixed, so norms, optimizer steps and files are
