@@ -160,7 +160,7 @@ pub struct TrainArgs {
     /// Language X (trained against English).
     #[arg(long, default_value_t = Lang::Ay)]
     pub lang: Lang,
-    /// Student size: micro (<= 1.5 M parameters, the device preset: 8192 buckets x 128, 1 layer)
+    /// Student size: micro (<= 1.5 M parameters, the device preset: 5632 buckets x 192, 1 layer)
     /// or small (<= 8 M: 32768 buckets x 192, 2 layers).
     #[arg(long, value_enum, default_value_t = Preset::Micro)]
     pub preset: Preset,
