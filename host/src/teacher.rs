@@ -121,15 +121,23 @@ impl Norm {
     }
 }
 
+/// A LayerNorm that closes a sublayer: residual add and normalisation in one kernel.
+fn residual_norm(vb: VarBuilder, dim: usize, eps: f64) -> candle_core::Result<otkd_kernels::AddLayerNorm> {
+    let (weight, bias) = (vb.get(dim, "weight")?.to_vec1::<f32>()?, vb.get(dim, "bias")?.to_vec1::<f32>()?);
+    otkd_kernels::AddLayerNorm::new(weight, bias, eps as f32).map_err(candle_core::Error::wrap)
+}
+
 struct Layer {
     /// Query, key and value in one `[hidden, 3 * hidden]` matmul; the query columns are
     /// pre-scaled by 1/sqrt(head_dim), so the scores need no extra pass.
     query_key_value: Dense,
     attention_out: Dense,
-    attention_norm: Norm,
+    /// `LN(attention_out + input)`.
+    attention_norm: otkd_kernels::AddLayerNorm,
     intermediate: Dense,
     output: Dense,
-    output_norm: Norm,
+    /// `LN(ffn_out + input)`.
+    output_norm: otkd_kernels::AddLayerNorm,
 }
 
 impl Layer {
@@ -147,10 +155,10 @@ impl Layer {
         Ok(Self {
             query_key_value,
             attention_out: Dense::load(attn.pp("output").pp("dense"), h, h)?,
-            attention_norm: Norm::load(attn.pp("output").pp("LayerNorm"), h, c.layer_norm_eps)?,
+            attention_norm: residual_norm(attn.pp("output").pp("LayerNorm"), h, c.layer_norm_eps)?,
             intermediate: Dense::load(vb.pp("intermediate").pp("dense"), h, c.intermediate_size)?,
             output: Dense::load(vb.pp("output").pp("dense"), c.intermediate_size, h)?,
-            output_norm: Norm::load(vb.pp("output").pp("LayerNorm"), h, c.layer_norm_eps)?,
+            output_norm: residual_norm(vb.pp("output").pp("LayerNorm"), h, c.layer_norm_eps)?,
         })
     }
 
@@ -174,12 +182,15 @@ impl Layer {
             })
             .collect::<candle_core::Result<Vec<_>>>()?;
         let context = if contexts.len() == 1 { contexts[0].clone() } else { Tensor::cat(&contexts, 0)? };
-        let x = self.attention_norm.forward(&(self.attention_out.forward(&context)? + x)?)?;
+        let x = self
+            .attention_norm
+            .forward(&self.attention_out.forward(&context)?, x)
+            .map_err(candle_core::Error::wrap)?;
         let pre_activation = x.matmul(&self.intermediate.weight_t)?;
         let activation = otkd_kernels::bias_gelu_erf(&pre_activation, &self.intermediate.bias)
             .map_err(candle_core::Error::wrap)?;
         let ffn = self.output.forward(&activation)?;
-        self.output_norm.forward(&(ffn + x)?)
+        self.output_norm.forward(&ffn, &x).map_err(candle_core::Error::wrap)
     }
 }
 

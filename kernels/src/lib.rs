@@ -9,6 +9,7 @@
 //!   same maths from differentiable candle ops ([`sinkhorn_log_domain_unrolled`]) for the
 //!   `--ot-unrolled` ablation.
 //! - [`gelu`]: the exact (erf) GELU of the teacher and the student, with its backward pass.
+//! - [`layer_norm`]: residual add + LayerNorm in one pass ([`AddLayerNorm`]), for the teacher.
 //!
 //! ```
 //! use candle_core::{Device, Tensor};
@@ -26,8 +27,10 @@
 
 pub mod error;
 pub mod gelu;
+pub mod layer_norm;
 pub mod sinkhorn;
 
 pub use error::KernelError;
 pub use gelu::{bias_gelu_erf, gelu_erf};
+pub use layer_norm::AddLayerNorm;
 pub use sinkhorn::{SinkhornConfig, SinkhornPlan, sinkhorn_log_domain, sinkhorn_log_domain_unrolled};
