@@ -1,6 +1,6 @@
 //! The one error type of the kernels crate.
 
-use candle_core::DType;
+use candle_core::{DType, Tensor};
 
 /// Everything a kernel entry point can reject. Fields are `&'static str` names and numbers, no
 /// formatted strings, so callers can match on them.
@@ -52,4 +52,18 @@ pub enum KernelError {
     /// An error from candle (tensor construction, copies, differentiable ops).
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
+}
+
+/// The check every CPU-only f32 kernel makes of its inputs: each is f32, each lives on the CPU
+/// (`op` names the kernel in the error).
+pub(crate) fn expect_cpu_f32(tensors: &[&Tensor], op: &'static str) -> Result<(), KernelError> {
+    for t in tensors {
+        if t.dtype() != DType::F32 {
+            return Err(KernelError::UnsupportedDtype { dtype: t.dtype() });
+        }
+        if !t.device().is_cpu() {
+            return Err(KernelError::NoCudaImplementation { op });
+        }
+    }
+    Ok(())
 }

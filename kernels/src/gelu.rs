@@ -18,7 +18,7 @@
 //! # Ok::<(), otkd_kernels::KernelError>(())
 //! ```
 
-use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::KernelError;
@@ -169,14 +169,7 @@ impl candle_core::CustomOp2 for BiasGeluErf {
 /// `gelu_erf(x + bias)` for `x: [.., n]` and `bias: [n]`, f32, without a backward pass (the
 /// teacher is frozen). Same accuracy as [`gelu_erf`].
 pub fn bias_gelu_erf(x: &Tensor, bias: &Tensor) -> Result<Tensor, KernelError> {
-    for t in [x, bias] {
-        if t.dtype() != DType::F32 {
-            return Err(KernelError::UnsupportedDtype { dtype: t.dtype() });
-        }
-        if !t.device().is_cpu() {
-            return Err(KernelError::NoCudaImplementation { op: "bias_gelu_erf" });
-        }
-    }
+    crate::error::expect_cpu_f32(&[x, bias], "bias_gelu_erf")?;
     let width = x.dims().last().copied().unwrap_or(0);
     if bias.dims() != [width] {
         return Err(KernelError::ShapeMismatch {
@@ -190,12 +183,7 @@ pub fn bias_gelu_erf(x: &Tensor, bias: &Tensor) -> Result<Tensor, KernelError> {
 
 /// Exact GELU of an f32 tensor, differentiable (see the [module docs](self)).
 pub fn gelu_erf(x: &Tensor) -> Result<Tensor, KernelError> {
-    if x.dtype() != DType::F32 {
-        return Err(KernelError::UnsupportedDtype { dtype: x.dtype() });
-    }
-    if !x.device().is_cpu() {
-        return Err(KernelError::NoCudaImplementation { op: "gelu_erf" });
-    }
+    crate::error::expect_cpu_f32(&[x], "gelu_erf")?;
     Ok(x.contiguous()?.apply_op1(GeluErf)?)
 }
 

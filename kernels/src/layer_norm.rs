@@ -23,7 +23,7 @@
 //! # Ok::<(), otkd_kernels::KernelError>(())
 //! ```
 
-use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::KernelError;
@@ -62,14 +62,7 @@ impl AddLayerNorm {
     /// `LN(x + residual)`; both f32 on the CPU, of one shape whose last dimension is the
     /// LayerNorm's width.
     pub fn forward(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor, KernelError> {
-        for t in [x, residual] {
-            if t.dtype() != DType::F32 {
-                return Err(KernelError::UnsupportedDtype { dtype: t.dtype() });
-            }
-            if !t.device().is_cpu() {
-                return Err(KernelError::NoCudaImplementation { op: "add_layer_norm" });
-            }
-        }
+        crate::error::expect_cpu_f32(&[x, residual], "add_layer_norm")?;
         let width = x.dims().last().copied().unwrap_or(0);
         if width != self.weight.len() {
             return Err(KernelError::ShapeMismatch {
@@ -138,7 +131,7 @@ impl CustomOp2 for AddLayerNorm {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Device;
+    use candle_core::{DType, Device};
 
     fn random(len: usize, seed: u32) -> Vec<f32> {
         // A small LCG: the tests need varied values, not statistical quality.
