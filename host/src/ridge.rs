@@ -633,6 +633,9 @@ pub fn evaluate(student: &RidgeStudent, test: &Bitext, test_en: &[f32]) -> BothD
 // Reduced-rank fit: the learned student's initialisation
 // ---------------------------------------------------------------------------------------------
 
+/// Training rows per task when [`fit_low_rank`] sums the fitted values' Gram matrix.
+const GRAM_ROWS_PER_TASK: usize = 2048;
+
 /// A rank-`rank` linear map `W = E P` from `buckets` sparse features to `dim` outputs.
 #[derive(Clone, Debug)]
 pub struct LowRankMap {
@@ -672,12 +675,14 @@ pub fn fit_low_rank<'a>(
     let w = normal_equations(&x, buckets, dim, targets)
         .solve(lambda)
         .expect("XᵀX + lambda I is positive definite for lambda > 0");
-    // (X W)ᵀ (X W), accumulated per thread over the training rows.
-    let fitted_gram = (0..x.len())
-        .into_par_iter()
-        .fold(
-            || (vec![0.0f64; dim * dim], vec![0.0f64; dim]),
-            |(mut gram, mut fitted), s| {
+    // (X W)ᵀ (X W): partial sums over fixed blocks of rows, added in block order, so the result
+    // (and the student it initialises) is the same on every run whatever the thread count.
+    let rows: Vec<usize> = (0..x.len()).collect();
+    let partials: Vec<Vec<f64>> = rows
+        .par_chunks(GRAM_ROWS_PER_TASK)
+        .map(|block| {
+            let (mut gram, mut fitted) = (vec![0.0f64; dim * dim], vec![0.0f64; dim]);
+            for &s in block {
                 fitted.iter_mut().for_each(|v| *v = 0.0);
                 let (ids, vals) = x.row(s);
                 for (&id, &v) in ids.iter().zip(vals) {
@@ -691,11 +696,14 @@ pub fn fit_low_rank<'a>(
                         *g += fi * fj;
                     }
                 }
-                (gram, fitted)
-            },
-        )
-        .map(|(gram, _)| gram)
-        .reduce(|| vec![0.0f64; dim * dim], |a, b| a.iter().zip(&b).map(|(a, b)| a + b).collect());
+            }
+            gram
+        })
+        .collect();
+    let mut fitted_gram = vec![0.0f64; dim * dim];
+    for partial in &partials {
+        fitted_gram.iter_mut().zip(partial).for_each(|(g, p)| *g += p);
+    }
     let mut symmetric = fitted_gram;
     for i in 0..dim {
         for j in 0..i {

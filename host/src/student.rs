@@ -592,6 +592,12 @@ mod tests {
         let random = mean_cosine(&student);
         student.init_from_ridge(&sentences, |s| &targets[s * 12..(s + 1) * 12], 1e-4).unwrap();
         let fitted = mean_cosine(&student);
+        let first_init =
+            student.params().vars()[0].as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        student.init_from_ridge(&sentences, |s| &targets[s * 12..(s + 1) * 12], 1e-4).unwrap();
+        let second_init =
+            student.params().vars()[0].as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(first_init, second_init, "the ridge initialisation is deterministic");
         assert!(random < 0.5 && fitted > 0.98, "mean cosine: random {random}, ridge-initialised {fitted}");
         assert!(matches!(
             student.init_from_ridge(&[], |_| &targets[..12], 1e-4),
