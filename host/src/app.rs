@@ -440,7 +440,17 @@ fn run_train(inputs: &Inputs, args: &TrainArgs) -> Result<()> {
         (&val_bitext, &val_teacher),
         (&test_bitext, &test_teacher),
     )?;
+    // A fresh ridge-initialised run first solves the ridge problem (seconds).
+    let fitting = (!args.resume && matches!(config.init, Init::Ridge { .. })).then(|| {
+        let spinner = ProgressBar::new_spinner()
+            .with_message(format!("fitting the ridge initialisation on {} pairs", prepared.lines.len()));
+        spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+        spinner
+    });
     let (mut trainer, start) = Trainer::open(config.clone(), &prepared, &out, args.resume)?;
+    if let Some(spinner) = fitting {
+        spinner.finish_and_clear();
+    }
     let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst));
     eprintln!(
         "training {:?} on {}-en, {} pairs, student {:?} ({} parameters) -> {}",
