@@ -1,6 +1,6 @@
-//! The one error type of the kernels crate.
+//! The one error type of the kernels crate, and the input checks its CPU kernels share.
 
-use candle_core::{DType, Tensor};
+use candle_core::{CpuStorage, DType, Layout, Tensor};
 
 /// Everything a kernel entry point can reject. Fields are `&'static str` names and numbers, no
 /// formatted strings, so callers can match on them.
@@ -66,4 +66,18 @@ pub(crate) fn expect_cpu_f32(tensors: &[&Tensor], op: &'static str) -> Result<()
         }
     }
     Ok(())
+}
+
+/// The f32 elements a CPU kernel reads from one of its inputs (`op` names the kernel in the
+/// error); the entry points make inputs contiguous f32 first, so an error here is a caller bug.
+pub(crate) fn contiguous_f32<'a>(
+    storage: &'a CpuStorage,
+    layout: &Layout,
+    op: &'static str,
+) -> candle_core::Result<&'a [f32]> {
+    let CpuStorage::F32(data) = storage else { candle_core::bail!("{op}: only f32 is supported") };
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        candle_core::bail!("{op}: inputs must be contiguous")
+    };
+    Ok(&data[start..end])
 }

@@ -50,11 +50,7 @@ fn map_f32(
     layout: &Layout,
     f: fn(f32) -> f32,
 ) -> candle_core::Result<(CpuStorage, Shape)> {
-    let CpuStorage::F32(data) = storage else { candle_core::bail!("gelu_erf: only f32 is supported") };
-    let Some((start, end)) = layout.contiguous_offsets() else {
-        candle_core::bail!("gelu_erf: input must be contiguous")
-    };
-    let src = &data[start..end];
+    let src = crate::error::contiguous_f32(storage, layout, "gelu_erf")?;
     let mut out = vec![0f32; src.len()];
     out.par_chunks_mut(CHUNK).zip(src.par_chunks(CHUNK)).for_each(|(o, s)| {
         for (o, &x) in o.iter_mut().zip(s) {
@@ -137,15 +133,8 @@ impl candle_core::CustomOp2 for BiasGeluErf {
         bias_storage: &CpuStorage,
         bias_layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (CpuStorage::F32(data), CpuStorage::F32(bias)) = (storage, bias_storage) else {
-            candle_core::bail!("bias_gelu_erf: only f32 is supported")
-        };
-        let (Some((start, end)), Some((bias_start, bias_end))) =
-            (layout.contiguous_offsets(), bias_layout.contiguous_offsets())
-        else {
-            candle_core::bail!("bias_gelu_erf: inputs must be contiguous")
-        };
-        let (src, bias) = (&data[start..end], &bias[bias_start..bias_end]);
+        let src = crate::error::contiguous_f32(storage, layout, "bias_gelu_erf")?;
+        let bias = crate::error::contiguous_f32(bias_storage, bias_layout, "bias_gelu_erf")?;
         let width = bias.len();
         let rows_per_task = (CHUNK / width.max(1)).max(1);
         #[cfg(target_arch = "x86_64")]

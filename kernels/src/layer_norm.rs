@@ -107,14 +107,8 @@ impl CustomOp2 for AddLayerNorm {
         r_storage: &CpuStorage,
         r_layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (CpuStorage::F32(x), CpuStorage::F32(r)) = (x_storage, r_storage) else {
-            candle_core::bail!("add_layer_norm: only f32 is supported")
-        };
-        let (Some((x0, x1)), Some((r0, r1))) = (x_layout.contiguous_offsets(), r_layout.contiguous_offsets())
-        else {
-            candle_core::bail!("add_layer_norm: inputs must be contiguous")
-        };
-        let (x, r) = (&x[x0..x1], &r[r0..r1]);
+        let x = crate::error::contiguous_f32(x_storage, x_layout, "add_layer_norm")?;
+        let r = crate::error::contiguous_f32(r_storage, r_layout, "add_layer_norm")?;
         let width = self.weight.len().max(1);
         let task = ROWS_PER_TASK * width;
         let mut out = vec![0f32; x.len()];
