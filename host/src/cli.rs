@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::data::{Lang, Split};
-use crate::losses::{KdVariant, Method};
+use crate::distill::losses::{KdVariant, Method};
 use crate::student::Preset;
 
 /// otkd: distil a tiny multilingual retriever from an English teacher, with optimal transport

@@ -7,7 +7,7 @@ use clap::Parser;
 fn main() -> ExitCode {
     keep_freed_memory();
     let cli = otkd::cli::Cli::parse();
-    match otkd::app::run(cli) {
+    match otkd::commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");

@@ -5,14 +5,14 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 use otkd::data::{Bitext, Lang, Pair, Split};
-use otkd::losses::{KdVariant, LossConfig, Method};
-use otkd::optim::AdamWConfig;
+use otkd::distill::losses::{KdVariant, LossConfig, Method};
+use otkd::distill::optim::AdamWConfig;
+use otkd::distill::trainer::{
+    EvalRecord, Init, Outcome, Progress, TrainConfig, TrainData, Trainer, files, read_metrics,
+};
 use otkd::rng::SplitMix64;
 use otkd::student::{Preset, StudentConfig};
 use otkd::teacher::{TeacherOutputs, TokenStates};
-use otkd::train::{
-    EvalRecord, Init, Outcome, Progress, TrainConfig, TrainData, Trainer, files, read_metrics,
-};
 use otkd_runtime::TokenizerConfig;
 
 const DIM: usize = 16;
@@ -137,7 +137,8 @@ fn train(config: &TrainConfig, data: &TrainData, out: &Path, resume: bool, stop_
 }
 
 fn weights(path: &Path) -> Vec<(String, Vec<f32>)> {
-    let ckpt: otkd::checkpoint::Checkpoint<serde_json::Value> = otkd::checkpoint::load(path).unwrap();
+    let ckpt: otkd::distill::checkpoint::Checkpoint<serde_json::Value> =
+        otkd::distill::checkpoint::load(path).unwrap();
     let mut out: Vec<(String, Vec<f32>)> =
         ckpt.tensors.iter().map(|(n, t)| (n.clone(), t.flatten_all().unwrap().to_vec1().unwrap())).collect();
     out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -251,7 +252,7 @@ fn bad_states_give_clear_errors() {
         .to_string();
     assert!(err.contains("step") && (err.contains("NaN") || err.contains("inf")), "{err}");
     if out.join(files::LAST).exists() {
-        otkd::checkpoint::load::<serde_json::Value>(&out.join(files::LAST)).unwrap();
+        otkd::distill::checkpoint::load::<serde_json::Value>(&out.join(files::LAST)).unwrap();
     }
     std::fs::remove_dir_all(&out).unwrap();
 }

@@ -16,11 +16,11 @@ use anyhow::{Context, Result, bail};
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint;
 use crate::data::{Bitext, Lang};
-use crate::losses::{LossConfig, Method, kd_loss, ot_term};
-use crate::metrics::{BothDirections, both_directions};
-use crate::optim::{AdamW, AdamWConfig};
+use crate::distill::checkpoint;
+use crate::distill::losses::{LossConfig, Method, kd_loss, ot_term};
+use crate::distill::optim::{AdamW, AdamWConfig};
+use crate::eval::metrics::{BothDirections, both_directions};
 use crate::paths::write_atomically;
 use crate::rng::SplitMix64;
 use crate::student::{Preset, Student, StudentBatch, StudentConfig, TokenizedSentence};

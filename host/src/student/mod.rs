@@ -127,7 +127,8 @@ pub enum InitError {
 /// `buckets`) occurs, sorted by id, L2-normalised (empty for a sentence without features).
 /// Only the direction matters: the sentence embedding is normalised at the end.
 pub fn feature_counts(sentence: &TokenizedSentence, buckets: usize) -> Vec<(u32, f32)> {
-    let counts = crate::ridge::count_ids(sentence.features.iter().map(|f| f.id % buckets as u32).collect());
+    let counts =
+        crate::eval::ridge::count_ids(sentence.features.iter().map(|f| f.id % buckets as u32).collect());
     let norm = counts.iter().map(|&(_, c)| f64::from(c) * f64::from(c)).sum::<f64>().sqrt();
     counts.into_iter().map(|(id, c)| (id, (f64::from(c) / norm) as f32)).collect()
 }
@@ -421,7 +422,7 @@ impl Student {
 
     /// Starts the student where the closed-form ridge student ends, at the student's own size:
     /// the embeddings and projection become the reduced-rank ridge fit
-    /// ([`crate::ridge::fit_low_rank`], rank = the encoder width) from the feature counts of
+    /// ([`crate::eval::ridge::fit_low_rank`], rank = the encoder width) from the feature counts of
     /// `sentences` to `targets(s)` (the teacher's embedding of sentence `s`'s English side).
     /// Everything else keeps its initial value; with the residual branches and positions still at
     /// zero, the sentence embeddings are then exactly the low-rank ridge student's.
@@ -448,7 +449,7 @@ impl Student {
         }
         let (d, out) = (self.config.dim, self.config.out_dim);
         let rows = sentences.iter().map(|s| feature_counts(s, fit_buckets)).collect();
-        let map = crate::ridge::fit_low_rank(rows, fit_buckets, targets, out, lambda, d.min(out));
+        let map = crate::eval::ridge::fit_low_rank(rows, fit_buckets, targets, out, lambda, d.min(out));
         let mut embeddings = vec![0f32; buckets * d];
         for (b, row) in embeddings.chunks_exact_mut(d).enumerate() {
             let fold = b % fit_buckets;

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use serde::Serialize;
 
 use crate::data::{Bitext, Lang};
-use crate::metrics::{BothDirections, both_directions, metrics_from_ranks, rank_in_row};
+use crate::eval::metrics::{BothDirections, both_directions, metrics_from_ranks, rank_in_row};
 use crate::paths::Fnv64;
 
 /// Character n-gram lengths of the TF-IDF baseline (within word boundaries, like scikit-learn's `char_wb`).

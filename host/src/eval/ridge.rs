@@ -19,7 +19,7 @@ use otkd_runtime::{Feature, TokenizerConfig, tokenize};
 use rayon::prelude::*;
 
 use crate::data::Bitext;
-use crate::metrics::{BothDirections, both_directions, metrics_from_ranks, ranks};
+use crate::eval::metrics::{BothDirections, both_directions, metrics_from_ranks, ranks};
 
 /// Hash buckets of the default ridge student: 4096 x 384 = 1.57 M parameters.
 pub const DEFAULT_BUCKETS: u32 = 4096;
@@ -1096,12 +1096,12 @@ mod tests {
     }
 
     fn multi30k_english() -> anyhow::Result<Multi30kEnglish> {
-        use crate::cache::TeacherCache;
         use crate::data::{Multi30k, resolve_data_dir};
         use crate::paths::{
             CACHE_ENV, DEFAULT_CACHE, DEFAULT_TEACHER, TEACHER_ENV, resolve_dir, workspace_root,
         };
         use crate::teacher::Teacher;
+        use crate::teacher::cache::TeacherCache;
 
         let data = Multi30k::open(resolve_data_dir(None)?)?;
         let teacher_dir = resolve_dir(None, TEACHER_ENV, DEFAULT_TEACHER)

@@ -1,0 +1,93 @@
+//! `otkd baseline`: the lower bounds every student is read against.
+
+use anyhow::{Result, bail};
+
+use super::{Inputs, cached_english, open_cache, open_data, open_teacher, print_json, progress};
+use crate::cli::BaselineArgs;
+use crate::data::{Lang, Split};
+use crate::eval::baseline::{self, LanguageBaselines};
+
+/// Teacher zero-shot, char TF-IDF and (with `--ridge`) the ridge student on test_2016_flickr.
+pub fn run(inputs: &Inputs, args: &BaselineArgs) -> Result<()> {
+    let data = open_data(inputs)?;
+    let teacher = open_teacher(inputs)?;
+    let cache = open_cache(inputs, &teacher)?;
+    let batch = args.batch as usize;
+    let (_, en_test, _) = cached_english(&teacher, &cache, &data, Split::Test2016Flickr, batch, false)?;
+    let dim = en_test.dim;
+    let ridge_inputs = if args.ridge {
+        let (_, train_en, _) = cached_english(&teacher, &cache, &data, Split::Train, batch, false)?;
+        let (_, val_en, _) = cached_english(&teacher, &cache, &data, Split::Val, batch, false)?;
+        Some((train_en, val_en))
+    } else {
+        None
+    };
+    let mut rows = Vec::new();
+    for &lang in &args.langs {
+        if lang == Lang::En {
+            bail!("--langs: en is the pivot language; pick another language to compare against it");
+        }
+        let test = data.bitext(Split::Test2016Flickr, lang)?;
+        let train = data.bitext(Split::Train, lang)?;
+        let x_texts = test.x();
+        let bar = progress::bar(x_texts.len(), &format!("test.{lang}"));
+        let (x_out, _) = cache.load_or_encode(
+            &teacher,
+            &format!("{}.{lang}", Split::Test2016Flickr),
+            &x_texts,
+            false,
+            batch,
+            |d| bar.set_position(d as u64),
+        )?;
+        bar.finish_and_clear();
+        let en_rows: Vec<f32> = test
+            .lines()
+            .iter()
+            .flat_map(|&l| en_test.embeddings[l * dim..(l + 1) * dim].iter().copied())
+            .collect();
+        let teacher_zero_shot = baseline::teacher_zero_shot(&x_out.embeddings, &en_rows, dim);
+        let tfidf = baseline::tfidf_both_directions(&train, &test);
+        if !test.skipped.is_empty() && !args.json {
+            eprintln!(
+                "{lang}: skipped {} test pair(s) with an empty side (lines {:?}, 1-based)",
+                test.skipped.len(),
+                test.skipped.iter().map(|l| l + 1).collect::<Vec<_>>()
+            );
+        }
+        let ridge = match &ridge_inputs {
+            Some((train_en, val_en)) => {
+                let val = data.bitext(Split::Val, lang)?;
+                let config = crate::eval::ridge::RidgeConfig::default();
+                let fit = crate::eval::ridge::fit(
+                    &config,
+                    &train,
+                    &train_en.embeddings,
+                    &val,
+                    &val_en.embeddings,
+                    dim,
+                    |_| {},
+                );
+                Some(baseline::RidgeBaseline {
+                    parameters: fit.student.parameters(),
+                    lambda: fit.student.lambda,
+                    test: crate::eval::ridge::evaluate(&fit.student, &test, &en_test.embeddings),
+                })
+            }
+            None => None,
+        };
+        rows.push(LanguageBaselines {
+            lang,
+            pairs: test.pairs.len(),
+            skipped: test.skipped.len(),
+            teacher_zero_shot,
+            tfidf,
+            ridge,
+        });
+    }
+    if args.json {
+        print_json(&rows)
+    } else {
+        print!("{}", baseline::render_table(&rows));
+        Ok(())
+    }
+}

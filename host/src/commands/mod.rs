@@ -1,0 +1,75 @@
+//! One module per CLI command: each resolves its inputs, calls library code, shows progress and
+//! prints a table or JSON. Every function returns an error for `main.rs` to turn into an exit code.
+
+mod baseline;
+mod bench;
+mod data;
+pub mod progress;
+mod teacher;
+mod train;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use crate::cli::{BenchCommand, Cli, Command, DataCommand, Inputs, TeacherCommand};
+use crate::data::{Lang, Multi30k, Split, resolve_data_dir};
+use crate::paths::{DEFAULT_TEACHER, TEACHER_ENV, cache_dir, resolve_dir};
+use crate::teacher::cache::{CacheStatus, TeacherCache};
+use crate::teacher::{Teacher, TeacherOutputs};
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Data(DataCommand::Check(flags)) => data::check(&cli.inputs, flags.json),
+        Command::Teacher(TeacherCommand::Encode(args)) => teacher::encode(&cli.inputs, &args),
+        Command::Teacher(TeacherCommand::Embed(args)) => teacher::embed(&cli.inputs, &args),
+        Command::Baseline(args) => baseline::run(&cli.inputs, &args),
+        Command::Train(args) => train::run(&cli.inputs, &args),
+        Command::Bench(BenchCommand::Teacher(args)) => bench::teacher(&cli.inputs, &args),
+        Command::Bench(BenchCommand::Train(args)) => bench::train(&cli.inputs, &args),
+    }
+}
+
+fn open_data(inputs: &Inputs) -> Result<Multi30k> {
+    let root = resolve_data_dir(inputs.data.as_deref())?;
+    Ok(Multi30k::open(root)?)
+}
+
+fn open_teacher(inputs: &Inputs) -> Result<Teacher> {
+    let dir = resolve_dir(inputs.teacher.as_deref(), TEACHER_ENV, DEFAULT_TEACHER).map_err(|tried| {
+        anyhow::anyhow!(
+            "teacher directory not found; tried {} (pass --teacher DIR or set {TEACHER_ENV})",
+            tried.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+        )
+    })?;
+    Ok(Teacher::load(&dir)?)
+}
+
+fn open_cache(inputs: &Inputs, teacher: &Teacher) -> Result<TeacherCache> {
+    Ok(TeacherCache::new(cache_dir(inputs.cache.as_deref()), teacher)?)
+}
+
+fn print_json(value: &impl Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// English captions of a split, encoded through the cache (with token states if asked).
+fn cached_english(
+    teacher: &Teacher,
+    cache: &TeacherCache,
+    data: &Multi30k,
+    split: Split,
+    batch: usize,
+    keep_token_states: bool,
+) -> Result<(Vec<String>, TeacherOutputs, CacheStatus)> {
+    let captions = data.captions(split, Lang::En)?;
+    let bar = progress::bar(captions.len(), &format!("{split}.en"));
+    let (outputs, status) = cache
+        .load_or_encode(teacher, &format!("{split}.en"), &captions, keep_token_states, batch, |done| {
+            bar.set_position(done as u64)
+        })
+        .with_context(|| format!("encoding {split} English captions"))?;
+    bar.finish_and_clear();
+    Ok((captions, outputs, status))
+}
