@@ -4,6 +4,7 @@ pub mod commands;
 pub mod data;
 pub mod distill;
 pub mod eval;
+pub mod linalg;
 pub mod paths;
 pub mod rng;
 pub mod student;

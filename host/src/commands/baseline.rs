@@ -40,11 +40,7 @@ pub fn run(inputs: &Inputs, args: &BaselineArgs) -> Result<()> {
             |d| bar.set_position(d as u64),
         )?;
         bar.finish_and_clear();
-        let en_rows: Vec<f32> = test
-            .lines()
-            .iter()
-            .flat_map(|&l| en_test.embeddings[l * dim..(l + 1) * dim].iter().copied())
-            .collect();
+        let en_rows = en_test.embeddings_of(&test.lines());
         let teacher_zero_shot = baseline::teacher_zero_shot(&x_out.embeddings, &en_rows, dim);
         let tfidf = baseline::tfidf_both_directions(&train, &test);
         if !test.skipped.is_empty() && !args.json {
@@ -58,19 +54,11 @@ pub fn run(inputs: &Inputs, args: &BaselineArgs) -> Result<()> {
             Some((train_en, val_en)) => {
                 let val = data.bitext(Split::Val, lang)?;
                 let config = crate::eval::ridge::RidgeConfig::default();
-                let fit = crate::eval::ridge::fit(
-                    &config,
-                    &train,
-                    &train_en.embeddings,
-                    &val,
-                    &val_en.embeddings,
-                    dim,
-                    |_| {},
-                );
+                let fit = crate::eval::ridge::fit(&config, &train, train_en, &val, val_en, |_| {})?;
                 Some(baseline::RidgeBaseline {
                     parameters: fit.student.parameters(),
                     lambda: fit.student.lambda,
-                    test: crate::eval::ridge::evaluate(&fit.student, &test, &en_test.embeddings),
+                    test: crate::eval::ridge::evaluate(&fit.student, &test, &en_test)?,
                 })
             }
             None => None,

@@ -318,13 +318,7 @@ impl<'a> Trainer<'a> {
             );
         }
         if let Init::Ridge { lambda } = trainer.config.init {
-            let teacher = &data.teacher;
-            let dim = teacher.dim;
-            trainer.student.init_from_ridge(
-                &data.x,
-                |s| &teacher.embeddings[data.lines[s] * dim..(data.lines[s] + 1) * dim],
-                lambda,
-            )?;
+            trainer.student.init_from_ridge(&data.x, |s| data.teacher.embedding(data.lines[s]), lambda)?;
         }
         std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
         let json = serde_json::to_string_pretty(&trainer.config)?;
@@ -402,12 +396,8 @@ impl<'a> Trainer<'a> {
             None
         };
         let dim = data.teacher.dim;
-        let teacher_rows: Vec<f32> = indices
-            .iter()
-            .flat_map(|&i| {
-                data.teacher.embeddings[data.lines[i] * dim..(data.lines[i] + 1) * dim].iter().copied()
-            })
-            .collect();
+        let lines: Vec<usize> = indices.iter().map(|&i| data.lines[i]).collect();
+        let teacher_rows = data.teacher.embeddings_of(&lines);
         let teacher_en = Tensor::from_vec(teacher_rows, (batch, dim), &Device::Cpu)?;
         let kd = kd_loss(
             &out_x.sentence,

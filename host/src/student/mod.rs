@@ -118,6 +118,9 @@ pub enum InitError {
     /// No training sentence to fit.
     #[error("ridge initialisation: no training sentences")]
     NoSentences,
+    /// The ridge fit failed.
+    #[error(transparent)]
+    Ridge(#[from] crate::eval::ridge::RidgeError),
     /// Setting the weights failed.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
@@ -449,7 +452,7 @@ impl Student {
         }
         let (d, out) = (self.config.dim, self.config.out_dim);
         let rows = sentences.iter().map(|s| feature_counts(s, fit_buckets)).collect();
-        let map = crate::eval::ridge::fit_low_rank(rows, fit_buckets, targets, out, lambda, d.min(out));
+        let map = crate::eval::ridge::fit_low_rank(rows, fit_buckets, targets, out, lambda, d.min(out))?;
         let mut embeddings = vec![0f32; buckets * d];
         for (b, row) in embeddings.chunks_exact_mut(d).enumerate() {
             let fold = b % fit_buckets;

@@ -239,6 +239,34 @@ pub struct TeacherOutputs {
     pub token_states: Option<TokenStates>,
 }
 
+impl TeacherOutputs {
+    /// Number of sentences.
+    pub fn len(&self) -> usize {
+        self.embeddings.len() / self.dim.max(1)
+    }
+
+    /// Whether there is no sentence.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The sentence embedding of caption `line`.
+    ///
+    /// # Panics
+    /// If `line >= self.len()` (lines come from the same caption file as these outputs).
+    pub fn embedding(&self, line: usize) -> &[f32] {
+        &self.embeddings[line * self.dim..(line + 1) * self.dim]
+    }
+
+    /// The embeddings of caption `lines`, concatenated: `[lines.len(), dim]` row-major.
+    ///
+    /// # Panics
+    /// As [`TeacherOutputs::embedding`].
+    pub fn embeddings_of(&self, lines: &[usize]) -> Vec<f32> {
+        lines.iter().flat_map(|&line| self.embedding(line).iter().copied()).collect()
+    }
+}
+
 /// Variable-length token states of many sentences, concatenated.
 #[derive(Clone, Debug)]
 pub struct TokenStates {
