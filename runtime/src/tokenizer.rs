@@ -8,25 +8,36 @@
 //!    (the apostrophe `'` and U+2019 included, so `don't` is two words) and a fixed table of
 //!    non-ASCII punctuation (see [`is_word_separator`]). Letters, digits, symbols (emoji),
 //!    combining marks, ZWJ/ZWNJ and modifier letters such as U+02BC `ʼ` (Aymara `jaʼa`) stay in
-//!    the word. Text without spaces (CJK) is one long word, covered by its n-grams.
+//!    the word.
 //! 2. **Lowercase** each char with [`char::to_lowercase`] (one char may become several; all are
 //!    kept). No other normalization (no NFC/NFD).
-//! 3. **Features** of a word, in this order: the *word feature* (a hash of the whole lowercased
+//! 3. **Windows**: a run longer than [`TokenizerConfig::window_chars`] (16 lowercased chars by
+//!    default) is cut into overlapping windows of that length, `window_stride` (half a window)
+//!    apart, the last one shorter; each window is a word of its own. Why: in a script written
+//!    without spaces between words (Chinese, Japanese, Thai, ...), or in German with its spaces
+//!    removed, a whole clause is one run. As one word its features would stop at
+//!    `max_features_per_word`, so most of the clause would be lost; as windows every char is
+//!    covered, and every n-gram of up to `window - stride + 1` chars (9 by default, more than
+//!    the longest n-gram) lies whole in some window. This needs no table of scripts, so it works
+//!    for any script, and it leaves the features of ordinary words (up to a window long)
+//!    unchanged. The window is the longest word whose features all fit the per-word cap, so the
+//!    cap never drops an n-gram.
+//! 4. **Features** of a word, in this order: the *word feature* (a hash of the whole lowercased
 //!    word), then the *n-grams* of the word wrapped in boundary marks `<` and `>`, for `n` from
 //!    `min_ngram` to `max_ngram`, each `n` by position. `cat` with n = 3..5 gives
 //!    `cat`, `<ca`, `cat`, `at>`, `<cat`, `cat>`, `<cat>` (the word feature and the n-gram `cat`
 //!    hash differently: each hash carries a kind tag).
-//! 4. **Hash** each feature with 32-bit FNV-1a over `seed` (4 bytes, little endian), a kind byte
+//! 5. **Hash** each feature with 32-bit FNV-1a over `seed` (4 bytes, little endian), a kind byte
 //!    (`b'w'` for the word feature, `b'g'` for an n-gram) and the UTF-8 bytes of its chars; the
 //!    feature id is `hash % buckets`.
 //!
 //! Every cap is reported in a [`TokenizeReport`], never silent:
-//! - words after the first `max_words` are skipped (`words_dropped`);
+//! - words (windows included) after the first `max_words` are skipped (`words_dropped`);
 //! - each word gives at most `max_features_per_word` features, the word feature included; the
-//!   n-grams past the cap are dropped (`features_dropped`);
-//! - n-grams are taken over the first [`MAX_WORD_CHARS`] lowercased chars of a word; the chars
-//!   past it are counted in `chars_truncated` (the word feature still hashes the whole word);
-//! - features that do not fit the caller's buffer are counted in `features_dropped`.
+//!   n-grams past the cap are dropped (`features_dropped`; only with a cap so small that even a
+//!   one-char word exceeds it);
+//! - features that do not fit the caller's buffer are counted in `features_dropped`;
+//! - runs cut into windows are counted in `long_runs` (information, not a loss).
 //!
 //! ```
 //! use otkd_runtime::{tokenize, Feature, TokenizerConfig};
@@ -44,20 +55,15 @@ use core::fmt;
 use heapless::VecView;
 use serde::{Deserialize, Serialize};
 
-/// How many lowercased chars of one word the tokenizer keeps for its n-grams.
-///
-/// Chars past it are counted in [`TokenizeReport::chars_truncated`]; the word feature still
-/// covers the whole word.
+/// The longest window, in lowercased chars, whatever the configuration's per-word cap.
 ///
 /// ```
-/// use otkd_runtime::{tokenize, Feature, TokenizerConfig, tokenizer::MAX_WORD_CHARS};
+/// use otkd_runtime::{TokenizerConfig, tokenizer::MAX_WINDOW_CHARS};
 ///
-/// let long = "a".repeat(MAX_WORD_CHARS + 6);
-/// let mut out = heapless::Vec::<Feature, 64>::new();
-/// let report = tokenize(&TokenizerConfig::DEFAULT, &long, out.as_mut_view());
-/// assert_eq!(report.chars_truncated, 6);
+/// let generous = TokenizerConfig { max_features_per_word: u16::MAX, ..TokenizerConfig::DEFAULT };
+/// assert_eq!(generous.window_chars(), MAX_WINDOW_CHARS);
 /// ```
-pub const MAX_WORD_CHARS: usize = 64;
+pub const MAX_WINDOW_CHARS: usize = 64;
 
 /// The largest n-gram length a configuration may ask for.
 ///
@@ -154,6 +160,40 @@ impl TokenizerConfig {
     }
 }
 
+impl TokenizerConfig {
+    /// The window length: the longest word, in lowercased chars (at most [`MAX_WINDOW_CHARS`],
+    /// at least 1), whose word feature and n-grams all fit `max_features_per_word`. Runs longer
+    /// than this are cut into overlapping windows (see the [module docs](self)).
+    ///
+    /// ```
+    /// use otkd_runtime::TokenizerConfig;
+    ///
+    /// // n = 3..=5 and a cap of 48: a 16-char word has 1 + 16 + 15 + 14 = 46 features.
+    /// assert_eq!(TokenizerConfig::DEFAULT.window_chars(), 16);
+    /// ```
+    pub const fn window_chars(&self) -> usize {
+        let (min, max) = (self.min_ngram as usize, self.max_ngram as usize);
+        let cap = self.max_features_per_word as usize;
+        let mut chars = MAX_WINDOW_CHARS;
+        while chars > 1 && 1 + ngram_count(chars, min, max) > cap {
+            chars -= 1;
+        }
+        chars
+    }
+
+    /// How far apart consecutive windows of a long run start: half a window (at least 1 char).
+    ///
+    /// ```
+    /// use otkd_runtime::TokenizerConfig;
+    ///
+    /// assert_eq!(TokenizerConfig::DEFAULT.window_stride(), 8);
+    /// ```
+    pub const fn window_stride(&self) -> usize {
+        let half = self.window_chars() / 2;
+        if half == 0 { 1 } else { half }
+    }
+}
+
 impl Default for TokenizerConfig {
     /// [`TokenizerConfig::DEFAULT`].
     ///
@@ -239,12 +279,12 @@ pub struct TokenizeReport {
     /// Features dropped: n-grams past `max_features_per_word`, plus features (of words within
     /// `max_words`) that did not fit the output buffer.
     pub features_dropped: u32,
-    /// Lowercased chars past [`MAX_WORD_CHARS`] in over-long words, which gave no n-grams.
-    pub chars_truncated: u32,
+    /// Runs longer than a window, cut into overlapping windows (each window counts as a word).
+    pub long_runs: u32,
 }
 
 impl TokenizeReport {
-    /// True when nothing was dropped or truncated.
+    /// True when nothing was dropped (windowing a long run loses nothing).
     ///
     /// ```
     /// use otkd_runtime::{tokenize, Feature, TokenizerConfig};
@@ -256,7 +296,7 @@ impl TokenizeReport {
     /// assert!(!report.is_lossless());
     /// ```
     pub fn is_lossless(&self) -> bool {
-        self.words_dropped == 0 && self.features_dropped == 0 && self.chars_truncated == 0
+        self.words_dropped == 0 && self.features_dropped == 0
     }
 }
 
@@ -381,6 +421,19 @@ impl Fnv1a {
     }
 }
 
+/// Number of n-grams of a word of `chars` chars wrapped in boundary marks, for `n` in
+/// `min..=max`.
+const fn ngram_count(chars: usize, min: usize, max: usize) -> usize {
+    let padded = chars + 2;
+    let mut n = min;
+    let mut total = 0;
+    while n <= max {
+        total += (padded + 1).saturating_sub(n);
+        n += 1;
+    }
+    total
+}
+
 /// The tokenizer state shared by all words of one query.
 struct Emitter<'a> {
     buckets: u32,
@@ -388,26 +441,32 @@ struct Emitter<'a> {
     min_ngram: usize,
     max_ngram: usize,
     max_features_per_word: usize,
+    max_words: u32,
+    /// Words (windows) met so far, kept or not.
+    seen: u32,
     out: &'a mut VecView<Feature>,
     report: TokenizeReport,
 }
 
 impl Emitter<'_> {
-    /// Emits the features of one word (within `max_words`): `chars` are its first lowercased
-    /// chars, `word_hash` covers all of them, `truncated` counts the chars cut from `chars`.
-    fn word(&mut self, chars: &[char], word_hash: Fnv1a, truncated: u32) {
+    /// Emits the features of one word (a whole run, or one window of a long run): `chars` are its
+    /// lowercased chars.
+    fn word(&mut self, chars: &[char]) {
         let r = &mut self.report;
-        r.chars_truncated = r.chars_truncated.saturating_add(truncated);
-        // With boundary marks the word is `len + 2` chars long.
-        let padded = chars.len() + 2;
-        let ngrams: usize = (self.min_ngram..=self.max_ngram).map(|n| (padded + 1).saturating_sub(n)).sum();
-        let total = 1 + ngrams;
+        self.seen = self.seen.saturating_add(1);
+        if self.seen > self.max_words {
+            r.words_dropped = r.words_dropped.saturating_add(1);
+            return;
+        }
+        let total = 1 + ngram_count(chars.len(), self.min_ngram, self.max_ngram);
         let mut emitted = 0usize;
         let word = r.words;
-        let word_id = word_hash.0 % self.buckets;
-        if self.out.push(Feature { word, id: word_id }).is_ok() {
+        let mut word_hash = Fnv1a::feature(self.seed, KIND_WORD);
+        chars.iter().for_each(|&c| word_hash.char(c));
+        if self.out.push(Feature { word, id: word_hash.0 % self.buckets }).is_ok() {
             emitted = 1;
             r.words = r.words.saturating_add(1);
+            let padded = chars.len() + 2;
             'grams: for n in self.min_ngram..=self.max_ngram {
                 for start in 0..(padded + 1).saturating_sub(n) {
                     if emitted >= self.max_features_per_word || self.out.is_full() {
@@ -417,9 +476,8 @@ impl Emitter<'_> {
                     for i in start..start + n {
                         h.char(padded_char(chars, i));
                     }
-                    let id = h.0 % self.buckets;
                     // Cannot fail: `is_full` was checked above.
-                    let _ = self.out.push(Feature { word, id });
+                    let _ = self.out.push(Feature { word, id: h.0 % self.buckets });
                     emitted += 1;
                 }
             }
@@ -467,65 +525,64 @@ fn padded_char(chars: &[char], i: usize) -> char {
 pub fn tokenize(config: &TokenizerConfig, text: &str, out: &mut VecView<Feature>) -> TokenizeReport {
     out.clear();
     let usable = config.buckets > 0 && config.max_features_per_word > 0;
-    let max_words = if usable { u32::from(config.max_words) } else { 0 };
     let min_ngram = config.min_ngram.clamp(1, MAX_NGRAM);
     let max_ngram = config.max_ngram.clamp(min_ngram, MAX_NGRAM);
+    let clamped = TokenizerConfig { min_ngram, max_ngram, ..*config };
+    // An unusable configuration emits nothing; its words are counted whole.
+    let (window, stride) =
+        if usable { (clamped.window_chars(), clamped.window_stride()) } else { (MAX_WINDOW_CHARS, 1) };
     let mut emitter = Emitter {
         buckets: config.buckets.max(1),
         seed: config.seed,
         min_ngram: usize::from(min_ngram),
         max_ngram: usize::from(max_ngram),
         max_features_per_word: usize::from(config.max_features_per_word),
+        max_words: if usable { u32::from(config.max_words) } else { 0 },
+        seen: 0,
         out,
         report: TokenizeReport::default(),
     };
 
-    // The current word: its first MAX_WORD_CHARS lowercased chars, a hash of all of them, and
-    // the number of chars cut.
-    let mut chars = ['\0'; MAX_WORD_CHARS];
+    // The current run's lowercased chars not yet covered by a window: a whole word while the run
+    // is at most `window` chars long; once it is longer, its first `window` chars are emitted as
+    // one word and the buffer slides by `stride`, so consecutive windows overlap by
+    // `window - stride` chars.
+    let mut chars = ['\0'; MAX_WINDOW_CHARS];
     let mut len = 0usize;
-    let mut truncated = 0u32;
-    let mut word_hash = Fnv1a::feature(config.seed, KIND_WORD);
-    // Words started so far, kept or not.
-    let mut seen = 0u32;
-    let mut in_word = false;
-
+    let mut windowed = false;
+    let end_run = |emitter: &mut Emitter<'_>, chars: &[char], windowed: bool| {
+        // After a window, the first `window - stride` buffered chars were in it already.
+        if !windowed || chars.len() > window - stride {
+            emitter.word(chars);
+        }
+        if windowed {
+            emitter.report.long_runs = emitter.report.long_runs.saturating_add(1);
+        }
+    };
     for c in text.chars() {
         if is_word_separator(c) {
-            if in_word && seen <= max_words {
-                emitter.word(chars.get(..len).unwrap_or(&[]), word_hash, truncated);
-            }
-            in_word = false;
-            continue;
-        }
-        if !in_word {
-            in_word = true;
-            seen = seen.saturating_add(1);
-            if seen > max_words {
-                let r = &mut emitter.report;
-                r.words_dropped = r.words_dropped.saturating_add(1);
+            if len > 0 {
+                end_run(&mut emitter, chars.get(..len).unwrap_or(&[]), windowed);
             }
             len = 0;
-            truncated = 0;
-            word_hash = Fnv1a::feature(config.seed, KIND_WORD);
-        }
-        if seen > max_words {
-            // A dropped word: only its end matters.
+            windowed = false;
             continue;
         }
         for lower in c.to_lowercase() {
-            word_hash.char(lower);
-            match chars.get_mut(len) {
-                Some(slot) => {
-                    *slot = lower;
-                    len += 1;
-                }
-                None => truncated = truncated.saturating_add(1),
+            if len == window {
+                emitter.word(chars.get(..window).unwrap_or(&[]));
+                chars.copy_within(stride..window, 0);
+                len = window - stride;
+                windowed = true;
+            }
+            if let Some(slot) = chars.get_mut(len) {
+                *slot = lower;
+                len += 1;
             }
         }
     }
-    if in_word && seen <= max_words {
-        emitter.word(chars.get(..len).unwrap_or(&[]), word_hash, truncated);
+    if len > 0 {
+        end_run(&mut emitter, chars.get(..len).unwrap_or(&[]), windowed);
     }
     emitter.report
 }
@@ -553,23 +610,44 @@ mod tests {
         fnv1a(&bytes)
     }
 
+    /// The words of `text` after windowing: whole runs up to a window long, else windows of
+    /// `window` chars starting every `stride` chars while one fits, then the rest, if any of it
+    /// is past the last window. Also returns the number of windowed runs.
+    fn reference_words(config: &TokenizerConfig, text: &str) -> (Vec<Vec<char>>, u32) {
+        let (window, stride) = (config.window_chars(), config.window_stride());
+        let mut words = Vec::new();
+        let mut long_runs = 0;
+        for run in text.split(is_word_separator).filter(|w| !w.is_empty()) {
+            let lower: Vec<char> = run.chars().flat_map(char::to_lowercase).collect();
+            if lower.len() <= window {
+                words.push(lower);
+                continue;
+            }
+            long_runs += 1;
+            let mut start = 0;
+            while start + window < lower.len() {
+                words.push(lower[start..start + window].to_vec());
+                start += stride;
+            }
+            if lower.len() - start > window - stride {
+                words.push(lower[start..].to_vec());
+            }
+        }
+        (words, long_runs)
+    }
+
     /// The features of every word within `max_words` (after the per-word cap), and the report
     /// counts that do not depend on the output capacity.
     fn reference(config: &TokenizerConfig, text: &str) -> (Vec<Vec<u32>>, u32, u32, u32) {
-        let words: Vec<&str> = text.split(is_word_separator).filter(|w| !w.is_empty()).collect();
+        let (words, long_runs) = reference_words(config, text);
         let max_words = config.max_words as usize;
         let kept = words.len().min(max_words);
-        let (mut cap_dropped, mut truncated) = (0u32, 0u32);
+        let mut cap_dropped = 0u32;
         let mut features = Vec::new();
         for w in &words[..kept] {
-            let lower: String = w.chars().flat_map(char::to_lowercase).collect();
-            let all: Vec<char> = lower.chars().collect();
-            let cut = all.len().min(MAX_WORD_CHARS);
-            truncated += (all.len() - cut) as u32;
-            let padded: Vec<char> = core::iter::once('<')
-                .chain(all[..cut].iter().copied())
-                .chain(core::iter::once('>'))
-                .collect();
+            let lower: String = w.iter().collect();
+            let padded: Vec<char> =
+                core::iter::once('<').chain(w.iter().copied()).chain(core::iter::once('>')).collect();
             let mut f = vec![feature_hash(config.seed, b'w', &lower) % config.buckets];
             for n in config.min_ngram as usize..=config.max_ngram as usize {
                 for win in padded.windows(n) {
@@ -585,14 +663,14 @@ mod tests {
             features.push(f);
         }
         let words_dropped = (words.len() - kept) as u32;
-        (features, words_dropped, cap_dropped, truncated)
+        (features, words_dropped, cap_dropped, long_runs)
     }
 
     /// Checks `tokenize` against the reference, with an output of capacity `N`.
     fn check<const N: usize>(config: &TokenizerConfig, text: &str) -> TokenizeReport {
         let mut out = heapless::Vec::<Feature, N>::new();
         let report = tokenize(config, text, out.as_mut_view());
-        let (words, words_dropped, cap_dropped, truncated) = reference(config, text);
+        let (words, words_dropped, cap_dropped, long_runs) = reference(config, text);
         let mut expected = Vec::new();
         let mut expected_words = 0u16;
         let mut overflow = 0u32;
@@ -610,7 +688,7 @@ mod tests {
             words: expected_words,
             words_dropped,
             features_dropped: cap_dropped + overflow,
-            chars_truncated: truncated,
+            long_runs,
         };
         assert_eq!(report, want, "report of {text:?}");
         report
@@ -688,78 +766,28 @@ mod tests {
     // ---- Pinned vectors: change these only with a new blob version ----
 
     /// A configuration, a text and its `(word, id)` features.
-    type Pinned<'a> = (&'a TokenizerConfig, &'a str, &'a [(u16, u32)]);
 
     #[test]
     fn pinned_vectors() {
         let d = TokenizerConfig::DEFAULT;
-        let small = TokenizerConfig { buckets: 1000, seed: 1, min_ngram: 1, max_ngram: 2, ..d };
-        // Checked independently: Python FNV-1a over seed_le ++ kind ++ utf8, mod buckets.
-        let cases: [Pinned; 6] = [
-            // word, <ca, cat, at>, <cat, cat>, <cat>
-            (&d, "Cat", &[(0, 13190), (0, 15870), (0, 16150), (0, 2171), (0, 8254), (0, 11256), (0, 8192)]),
-            (&d, "the", &[(0, 8161), (0, 15766), (0, 13425), (0, 11229), (0, 1417), (0, 6237), (0, 16149)]),
-            (
-                &d,
-                "jaʼa",
-                &[
-                    (0, 15332),
-                    (0, 6195),
-                    (0, 15645),
-                    (0, 6490),
-                    (0, 11067),
-                    (0, 3269),
-                    (0, 2612),
-                    (0, 14444),
-                    (0, 9772),
-                    (0, 3518),
-                ],
-            ),
-            (
-                &d,
-                "¡Hola, 世界!",
-                &[
-                    (0, 11444),
-                    (0, 11115),
-                    (0, 7821),
-                    (0, 4208),
-                    (0, 8333),
-                    (0, 15365),
-                    (0, 11652),
-                    (0, 10954),
-                    (0, 4460),
-                    (0, 15310),
-                    (1, 16172),
-                    (1, 1396),
-                    (1, 9030),
-                    (1, 4990),
-                ],
-            ),
-            (&d, "e\u{301} ĩ", &[(0, 10942), (0, 4518), (0, 3888), (0, 12872), (1, 10945), (1, 2117)]),
-            // word, <, a, b, >, <a, ab, b>; word, <, c, >, <c, c>
-            (
-                &small,
-                "Ab c",
-                &[
-                    (0, 726),
-                    (0, 655),
-                    (0, 800),
-                    (0, 657),
-                    (0, 893),
-                    (0, 322),
-                    (0, 422),
-                    (0, 989),
-                    (1, 254),
-                    (1, 655),
-                    (1, 38),
-                    (1, 893),
-                    (1, 84),
-                    (1, 656),
-                ],
-            ),
-        ];
-        for (config, text, want) in cases {
-            assert_eq!(ids(config, text), want, "{text:?}");
+        let config = |name: &str| match name {
+            "d" => d,
+            "small" => TokenizerConfig { buckets: 1000, seed: 1, min_ngram: 1, max_ngram: 2, ..d },
+            "narrow" => TokenizerConfig {
+                buckets: 997,
+                seed: 7,
+                min_ngram: 2,
+                max_ngram: 3,
+                max_features_per_word: 12,
+                ..d
+            },
+            other => panic!("unknown config {other}"),
+        };
+        // Made by an independent implementation: `python3 scripts/tokenizer_vectors.py`.
+        let cases: &[(&str, &str, &[(u16, u32)])] = include!("tokenizer_vectors.in");
+        assert!(cases.len() >= 9);
+        for &(name, text, want) in cases {
+            assert_eq!(ids(&config(name), text), want, "{name}: {text:?}");
         }
     }
 
@@ -818,12 +846,6 @@ mod tests {
     #[test]
     fn caps_are_reported() {
         let d = TokenizerConfig::DEFAULT;
-        // 20 chars: 1 + 20 + 19 + 18 = 58 features, 10 past the cap of 48.
-        let r = check::<512>(&d, "abcdefghijklmnopqrst");
-        assert_eq!((r.words, r.features_dropped), (1, 10));
-        // 70 chars: 6 truncated.
-        let r = check::<512>(&d, &"x".repeat(70));
-        assert_eq!(r.chars_truncated, 6);
         // 100 words: 36 dropped.
         let text = "w ".repeat(100);
         let r = check::<512>(&d, &text);
@@ -834,16 +856,69 @@ mod tests {
         // An output with room for nothing.
         let r = check::<0>(&d, "hello");
         assert_eq!((r.words, r.features_dropped), (0, 13));
+        // A cap below a one-char word's 4 features (word, <a>, and no 4- or 5-grams... plus
+        // `<a>` is the only 3-gram): windows of one char, n-grams past the cap counted.
+        let tiny = TokenizerConfig { max_features_per_word: 1, ..d };
+        assert_eq!(tiny.window_chars(), 1);
+        let r = check::<512>(&tiny, "ab");
+        assert_eq!((r.words, r.features_dropped, r.long_runs), (2, 2, 1));
     }
 
     #[test]
-    fn truncated_words_keep_their_full_word_feature() {
+    fn long_runs_become_overlapping_windows_and_lose_nothing() {
         let d = TokenizerConfig::DEFAULT;
-        let a = "y".repeat(MAX_WORD_CHARS) + "a";
-        let b = "y".repeat(MAX_WORD_CHARS) + "b";
-        let (fa, fb) = (ids(&d, &a), ids(&d, &b));
-        assert_ne!(fa[0], fb[0]);
-        assert_eq!(fa[1..], fb[1..]);
+        let (window, stride) = (d.window_chars(), d.window_stride());
+        assert_eq!((window, stride), (16, 8));
+        // A word of exactly one window is unchanged: one word, no window.
+        let r = check::<512>(&d, &"a".repeat(window));
+        assert_eq!((r.words, r.long_runs), (1, 0));
+        // 20 chars: windows [0, 16) and [8, 20).
+        let r = check::<512>(&d, "abcdefghijklmnopqrst");
+        assert_eq!((r.words, r.long_runs, r.features_dropped), (2, 1, 0));
+        assert_eq!(ids(&d, "abcdefghijklmnopqrst")[..46], ids(&d, "abcdefghijklmnop")[..]);
+        assert_eq!(
+            ids(&d, "abcdefghijklmnopqrst")[46..].iter().map(|&(_, id)| id).collect::<Vec<_>>(),
+            ids(&d, "ijklmnopqrst").iter().map(|&(_, id)| id).collect::<Vec<_>>()
+        );
+        // 24 chars: windows [0, 16) and [8, 24); nothing after.
+        let r = check::<512>(&d, &"x".repeat(24));
+        assert_eq!((r.words, r.long_runs), (2, 1));
+        // Every n-gram of a long run is in some window: German with its spaces removed.
+        let unspaced = "EinMannmitorangefarbenemHutderetwasanstarrt";
+        let grams: std::collections::BTreeSet<u32> = ids(&d, unspaced).iter().map(|f| f.1).collect();
+        let lower: Vec<char> = unspaced.to_lowercase().chars().collect();
+        for n in 3..=5 {
+            for w in lower.windows(n) {
+                let g: String = w.iter().collect();
+                assert!(grams.contains(&(feature_hash(d.seed, b'g', &g) % d.buckets)), "{g}");
+            }
+        }
+        assert!(check::<4096>(&d, unspaced).is_lossless());
+    }
+
+    #[test]
+    fn unspaced_scripts_keep_their_information() {
+        let d = TokenizerConfig::DEFAULT;
+        // Chinese, Japanese and Thai clauses longer than a window: cut into windows, nothing lost.
+        for text in [
+            "一个穿着橙色帽子的男人正在盯着什么东西看着远方的风景",
+            "オレンジ色の帽子をかぶった男性が何かをじっと見つめている",
+            "ผู้ชายสวมหมวกสีส้มกำลังจ้องมองบางสิ่งบางอย่างอยู่",
+        ] {
+            let r = check::<4096>(&d, text);
+            assert!(r.is_lossless(), "{text}: {r:?}");
+            assert_eq!(r.long_runs, 1, "{text}");
+            let chars = text.chars().count();
+            assert!(usize::from(r.words) >= chars / d.window_stride() - 1, "{text}: {} words", r.words);
+        }
+        // Two clauses that share only their second half still share its n-grams (as one word
+        // each, capped at 48 features, they would share none of them).
+        let shared = "正在盯着什么东西看着远方的风景";
+        let a: std::collections::BTreeSet<u32> =
+            ids(&d, &format!("一个穿着橙色帽子的男人{shared}")).iter().map(|f| f.1).collect();
+        let b: std::collections::BTreeSet<u32> =
+            ids(&d, &format!("两个女孩子在公园里{shared}")).iter().map(|f| f.1).collect();
+        assert!(a.intersection(&b).count() > 20, "{}", a.intersection(&b).count());
     }
 
     #[test]
@@ -963,7 +1038,7 @@ mod tests {
         check::<4096>(&d, &text);
         check::<16>(&d, &text);
         let r = check::<4096>(&d, &"ẽ".repeat(5000));
-        assert_eq!((r.words, r.chars_truncated), (1, 5000 - MAX_WORD_CHARS as u32));
+        assert_eq!((r.words, r.long_runs, r.words_dropped), (64, 1, 624 - 64));
         assert_eq!(check::<4096>(&d, &"¡!".repeat(5000)).words, 0);
         let r = check::<4096>(&d, &"ñe'ẽ ".repeat(2000));
         assert_eq!((r.words, r.words_dropped), (64, 4000 - 64));

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use serde::Serialize;
 
 use crate::data::{Bitext, Lang};
-use crate::eval::metrics::{BothDirections, both_directions, metrics_from_ranks, rank_in_row};
+use crate::eval::metrics::{BothDirections, both_directions, metrics_from_ranks, paired_ranks};
 use crate::paths::Fnv64;
 
 /// Character n-gram lengths of the TF-IDF baseline (within word boundaries, like scikit-learn's `char_wb`).
@@ -130,13 +130,7 @@ pub fn tfidf_both_directions(train: &Bitext, test: &Bitext) -> BothDirections {
     let en: Vec<&str> = test.pairs.iter().map(|p| p.en.as_str()).collect();
     let scores = model.scores(&x, &en);
     let n = x.len();
-    let x_to_en: Vec<usize> = (0..n).map(|q| rank_in_row(&scores[q * n..(q + 1) * n], q)).collect();
-    let en_to_x: Vec<usize> = (0..n)
-        .map(|q| {
-            let column: Vec<f32> = (0..n).map(|d| scores[d * n + q]).collect();
-            rank_in_row(&column, q)
-        })
-        .collect();
+    let (x_to_en, en_to_x) = paired_ranks(&scores, n);
     BothDirections { x_to_en: metrics_from_ranks(&x_to_en), en_to_x: metrics_from_ranks(&en_to_x) }
 }
 

@@ -137,7 +137,7 @@ fn key(s: f32) -> f32 {
 }
 
 /// 1-based rank of document `t` in one row of scores (ties broken by index).
-pub fn rank_in_row(scores: &[f32], t: usize) -> usize {
+fn rank_in_row(scores: &[f32], t: usize) -> usize {
     let st = key(scores[t]);
     let mut above = 0usize;
     for (j, &s) in scores.iter().enumerate() {
@@ -240,6 +240,18 @@ pub fn both_directions_ranks(x: &[f32], en: &[f32], dim: usize) -> (Vec<usize>, 
     s.par_chunks_mut(QROWS * n)
         .zip(xn.par_chunks(QROWS * dim))
         .for_each(|(out, qrows)| score_rows(qrows, &packed, dim, n, out));
+    paired_ranks(&s, n)
+}
+
+/// Ranks of both directions from an `n x n` row-major score matrix of paired items, where
+/// `scores[i * n + j]` scores query `i` of language X against document `j` in English and pair
+/// `i` is the correct answer: `(x_to_en, en_to_x)`, the ranks along rows and along columns
+/// (1-based, ties broken by index, NaN scores last).
+///
+/// # Panics
+/// If `scores.len() != n * n`.
+pub fn paired_ranks(s: &[f32], n: usize) -> (Vec<usize>, Vec<usize>) {
+    assert_eq!(s.len(), n * n, "paired_ranks: {} scores for {n} x {n} pairs", s.len());
     let x_to_en: Vec<usize> =
         (0..n).into_par_iter().map(|i| rank_in_row(&s[i * n..(i + 1) * n], i)).collect();
     // Column ranks, by column blocks so that each pass reads contiguous row segments.
