@@ -784,7 +784,8 @@ mod tests {
             other => panic!("unknown config {other}"),
         };
         // Made by an independent implementation: `python3 scripts/tokenizer_vectors.py`.
-        let cases: &[(&str, &str, &[(u16, u32)])] = include!("tokenizer_vectors.in");
+        type Case = (&'static str, &'static str, &'static [(u16, u32)]);
+        let cases: &[Case] = include!("tokenizer_vectors.in");
         assert!(cases.len() >= 9);
         for &(name, text, want) in cases {
             assert_eq!(ids(&config(name), text), want, "{name}: {text:?}");
