@@ -170,17 +170,17 @@ pub struct TrainArgs {
     /// Pairs per step.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(2..=4096))]
     pub batch: u32,
-    /// Peak learning rate (AdamW; linear warmup, then cosine decay to 10%).
-    #[arg(long, default_value_t = 1e-3)]
+    /// Peak learning rate (AdamW; linear warmup, then cosine decay to 10%), in (0, 1].
+    #[arg(long, default_value_t = 1e-3, value_parser = learning_rate)]
     pub lr: f64,
     /// Warmup steps.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
     pub warmup: u32,
-    /// AdamW weight decay (matrices only).
-    #[arg(long, default_value_t = 0.01)]
+    /// AdamW weight decay (matrices only), in [0, 1).
+    #[arg(long, default_value_t = 0.01, value_parser = weight_decay)]
     pub weight_decay: f64,
-    /// Global gradient-norm clip.
-    #[arg(long, default_value_t = 1.0)]
+    /// Global gradient-norm clip (> 0).
+    #[arg(long, default_value_t = 1.0, value_parser = positive_f64)]
     pub clip_norm: f64,
     /// Seed of initialisation, bitext subset and batch order.
     #[arg(long, default_value_t = 0)]
@@ -195,30 +195,31 @@ pub struct TrainArgs {
     /// from the training pairs, so training starts at the ridge student's accuracy) or random.
     #[arg(long, value_enum, default_value_t = InitArg::Ridge)]
     pub init: InitArg,
-    /// Regularisation lambda of --init ridge.
-    #[arg(long, default_value_t = 0.1, value_parser = positive_f64)]
+    /// Regularisation lambda of --init ridge, in [1e-6, 1e6].
+    #[arg(long, default_value_t = 0.1, value_parser = ridge_lambda)]
     pub ridge_lambda: f64,
     /// Sentence-level KD term: mse, or mse + in-batch similarity KL, or mse + InfoNCE.
     #[arg(long, value_enum, default_value_t = KdVariant::Mse)]
     pub kd_variant: KdVariant,
-    /// Temperature of the kl and infonce variants.
-    #[arg(long, default_value_t = 0.05)]
+    /// Temperature of the kl and infonce variants (> 0).
+    #[arg(long, default_value_t = 0.05, value_parser = positive_f64)]
     pub temperature: f64,
     /// Weight of the English term |S(en) - T(en)|² of KD (1 in Reimers & Gurevych; 0 skips the
     /// student's English pass).
     #[arg(long, default_value_t = 1.0, value_parser = non_negative_f64)]
     pub english_weight: f64,
-    /// OT only: weight lambda of the KD sentence term added to the OT loss.
-    #[arg(long, default_value_t = 1.0)]
+    /// OT only: weight lambda (>= 0) of the KD sentence term added to the OT loss.
+    #[arg(long, default_value_t = 1.0, value_parser = non_negative_f64)]
     pub ot_kd_weight: f64,
-    /// OT only: Sinkhorn entropic regularisation epsilon.
-    #[arg(long, default_value_t = 0.05)]
+    /// OT only: Sinkhorn entropic regularisation epsilon, in [0.001, 10] (costs are in [0, 2]).
+    #[arg(long, default_value_t = 0.05, value_parser = sinkhorn_epsilon)]
     pub epsilon: f32,
-    /// OT only: Sinkhorn iteration cap.
-    #[arg(long, default_value_t = 100)]
+    /// OT only: Sinkhorn iteration cap, 1 to 10000.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub sinkhorn_iterations: u32,
-    /// OT only: stop Sinkhorn once the marginal error (L1 of row sums) is below this.
-    #[arg(long, default_value_t = 1e-3)]
+    /// OT only: stop Sinkhorn once the marginal error (L1 of row sums) is below this (>= 0; 0
+    /// runs every iteration).
+    #[arg(long, default_value_t = 1e-3, value_parser = non_negative_f32)]
     pub sinkhorn_tolerance: f32,
     /// OT only: backpropagate through the unrolled Sinkhorn iterations (ablation) instead of
     /// holding the plan constant.
@@ -231,7 +232,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub resume: bool,
     /// Teacher batch size when the cache must be filled.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub teacher_batch: u32,
     /// Print final.json instead of the table.
     #[arg(long)]
@@ -247,18 +248,44 @@ pub enum InitArg {
     Random,
 }
 
-fn non_negative_f64(text: &str) -> Result<f64, String> {
+/// A finite number accepted by `ok`, else an error naming what is wanted.
+fn number_in(text: &str, wanted: &str, ok: impl Fn(f64) -> bool) -> Result<f64, String> {
     match text.parse::<f64>() {
-        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
-        _ => Err(format!("{text:?} is not a finite number >= 0")),
+        Ok(v) if v.is_finite() && ok(v) => Ok(v),
+        _ => Err(format!("{text:?} is not {wanted}")),
     }
 }
 
+fn non_negative_f64(text: &str) -> Result<f64, String> {
+    number_in(text, "a finite number >= 0", |v| v >= 0.0)
+}
+
+fn non_negative_f32(text: &str) -> Result<f32, String> {
+    number_in(text, "a finite number >= 0", |v| v >= 0.0 && v <= f64::from(f32::MAX)).map(|v| v as f32)
+}
+
 fn positive_f64(text: &str) -> Result<f64, String> {
-    match text.parse::<f64>() {
-        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
-        _ => Err(format!("{text:?} is not a finite number > 0")),
-    }
+    number_in(text, "a finite number > 0", |v| v > 0.0)
+}
+
+fn learning_rate(text: &str) -> Result<f64, String> {
+    number_in(text, "a learning rate in (0, 1]", |v| v > 0.0 && v <= 1.0)
+}
+
+fn weight_decay(text: &str) -> Result<f64, String> {
+    number_in(text, "a weight decay in [0, 1)", |v| (0.0..1.0).contains(&v))
+}
+
+fn sinkhorn_epsilon(text: &str) -> Result<f32, String> {
+    // Costs are cosine distances in [0, 2]: far below 1e-3 the plan is a hard assignment that
+    // Sinkhorn needs thousands of iterations to approach; above 10 it is uniform whatever the cost.
+    number_in(text, "an epsilon in [0.001, 10]", |v| (1e-3..=10.0).contains(&v)).map(|v| v as f32)
+}
+
+fn ridge_lambda(text: &str) -> Result<f64, String> {
+    // The features are L2-normalised counts: outside this range the fit is unregularised to
+    // rounding or shrunk to zero. A factorisation that still fails is reported by the fit.
+    number_in(text, "a ridge lambda in [1e-6, 1e6]", |v| (1e-6..=1e6).contains(&v))
 }
 
 impl TrainArgs {

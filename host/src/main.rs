@@ -9,6 +9,7 @@ fn main() -> ExitCode {
     let cli = otkd::cli::Cli::parse();
     match otkd::commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(err) if otkd::commands::is_closed_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::from(2)

@@ -58,7 +58,7 @@ fn synthetic(pairs: usize, seed: u64, split: Split) -> (Bitext, TeacherOutputs) 
 }
 
 fn config(method: Method, steps: usize) -> TrainConfig {
-    let tokenizer = TokenizerConfig { buckets: 2048, ..TokenizerConfig::DEFAULT };
+    let tokenizer = TokenizerConfig { buckets: 2048, max_words: 16, ..TokenizerConfig::DEFAULT };
     TrainConfig {
         method,
         lang: Lang::Ay,
@@ -238,21 +238,105 @@ fn bad_states_give_clear_errors() {
     assert!(err.contains(last.to_str().unwrap()) && err.contains("corrupt"), "{err}");
     std::fs::remove_dir_all(&out).unwrap();
 
-    // A diverging run stops with the step, and what it saved stays loadable.
-    let diverging = TrainConfig {
-        optimizer: AdamWConfig { lr: 1e30, warmup_steps: 1, clip_norm: 1e30, ..config.optimizer },
-        ..config
-    };
-    let flag = AtomicBool::new(false);
-    let (mut trainer, start) = Trainer::open(diverging, &data, &out, false).unwrap();
-    let err = trainer
-        .run(start, &flag, &mut StopAt { stop_at: usize::MAX, flag: &flag })
+    // A diverging run stops naming the step its last checkpoint really holds, and that
+    // checkpoint stays loadable; before the first checkpoint it says that none was saved.
+    for eval_every in [1, 1000] {
+        let diverging = TrainConfig {
+            optimizer: AdamWConfig { lr: 1e30, warmup_steps: 1, clip_norm: 1e30, ..config.optimizer },
+            eval_every,
+            ..config.clone()
+        };
+        let flag = AtomicBool::new(false);
+        let (mut trainer, start) = Trainer::open(diverging, &data, &out, false).unwrap();
+        let err = trainer
+            .run(start, &flag, &mut StopAt { stop_at: usize::MAX, flag: &flag })
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("at step") && (err.contains("NaN") || err.contains("inf")), "{err}");
+        let last = out.join(files::LAST);
+        if eval_every == 1 {
+            let saved: usize = err.rsplit("still holds step ").next().unwrap().trim().parse().unwrap();
+            let ckpt = otkd::distill::checkpoint::load::<serde_json::Value>(&last).unwrap();
+            assert_eq!(ckpt.state["step"].as_u64(), Some(saved as u64), "{err}");
+        } else {
+            assert!(err.contains("no checkpoint was saved yet") && !last.exists(), "{err}");
+        }
+        std::fs::remove_dir_all(&out).unwrap();
+    }
+}
+
+#[test]
+fn resume_survives_a_torn_metrics_line() {
+    let config = config(Method::Kd, 20);
+    let data = data(&config);
+    let straight = run_dir("torn-straight");
+    train(&config, &data, &straight, false, usize::MAX);
+    let torn = run_dir("torn");
+    train(&config, &data, &torn, false, 13);
+    // Killed while appending an evaluation: half a JSON line, no newline.
+    let metrics = torn.join(files::METRICS);
+    let mut text = std::fs::read_to_string(&metrics).unwrap();
+    text.push_str("{\"step\":20,\"elapsed_sec");
+    std::fs::write(&metrics, text).unwrap();
+    assert!(read_metrics(&metrics).unwrap_err().to_string().contains("incomplete record"));
+    assert!(matches!(train(&config, &data, &torn, true, usize::MAX), Outcome::Finished(_)));
+    assert_eq!(
+        without_time(read_metrics(&straight.join(files::METRICS)).unwrap()),
+        without_time(read_metrics(&metrics).unwrap())
+    );
+    std::fs::remove_dir_all(straight).unwrap();
+    std::fs::remove_dir_all(torn).unwrap();
+}
+
+#[test]
+fn every_loss_variant_trains() {
+    let base = config(Method::Kd, 20);
+    let variants = [
+        (Method::Kd, KdVariant::Kl, 1.0, false),
+        (Method::Kd, KdVariant::Infonce, 1.0, false),
+        (Method::Kd, KdVariant::Mse, 0.0, false),
+        (Method::Ot, KdVariant::Infonce, 0.0, false),
+        (Method::Ot, KdVariant::Mse, 1.0, true),
+    ];
+    for (method, kd_variant, english_weight, ot_unrolled) in variants {
+        let config = TrainConfig {
+            method,
+            loss: LossConfig {
+                method,
+                kd_variant,
+                english_weight,
+                ot_unrolled,
+                sinkhorn_iterations: if ot_unrolled { 10 } else { 100 },
+                ..base.loss
+            },
+            ..base.clone()
+        };
+        let data = data(&config);
+        let name = format!("{method:?}-{kd_variant:?}-{english_weight}-{ot_unrolled}");
+        let out = run_dir(&name);
+        let Outcome::Finished(report) = train(&config, &data, &out, false, usize::MAX) else {
+            panic!("{name}: interrupted")
+        };
+        let metrics = read_metrics(&out.join(files::METRICS)).unwrap();
+        assert!(metrics.iter().skip(1).all(|r| r.loss.is_some_and(f64::is_finite)), "{name}");
+        let (before, after) = (metrics[0].dev_r1, metrics.last().unwrap().dev_r1);
+        assert!(after > before, "{name}: dev R@1 {before} -> {after}");
+        assert!(report.checkpoints[0].test.x_to_en.r1 > 0.0, "{name}");
+        std::fs::remove_dir_all(out).unwrap();
+    }
+}
+
+#[test]
+fn empty_bitext_is_an_error_not_a_division_by_zero() {
+    let config = config(Method::Kd, 5);
+    let (mut train, teacher) = synthetic(20, 1, Split::Train);
+    train.skipped = train.pairs.iter().map(|p| p.line).collect();
+    train.pairs.clear();
+    let (dev, dev_teacher) = synthetic(10, 2, Split::Val);
+    let err = TrainData::prepare(&config, &train, teacher, (&dev, &dev_teacher), (&dev, &dev_teacher))
         .err()
         .unwrap()
         .to_string();
-    assert!(err.contains("step") && (err.contains("NaN") || err.contains("inf")), "{err}");
-    if out.join(files::LAST).exists() {
-        otkd::distill::checkpoint::load::<serde_json::Value>(&out.join(files::LAST)).unwrap();
-    }
-    std::fs::remove_dir_all(&out).unwrap();
+    assert!(err.contains("no training pairs") && err.contains("20 skipped"), "{err}");
 }

@@ -75,7 +75,7 @@ pub fn run(inputs: &Inputs, args: &BaselineArgs) -> Result<()> {
     if args.json {
         print_json(&rows)
     } else {
-        print!("{}", baseline::render_table(&rows));
+        out!("{}", baseline::render_table(&rows));
         Ok(())
     }
 }

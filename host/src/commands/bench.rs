@@ -52,15 +52,15 @@ pub fn teacher(inputs: &Inputs, args: &BenchTeacherArgs) -> Result<()> {
     if args.json {
         return print_json(&rows);
     }
-    println!(
+    outln!(
         "teacher encoding, {} val captions, {} rayon threads",
         sentences.len(),
         rayon::current_num_threads()
     );
-    println!("batch  sentences/s  seconds  vs batch 1");
+    outln!("batch  sentences/s  seconds  vs batch 1");
     for r in &rows {
         let ratio = r.ratio_to_batch_1.map_or("-".to_string(), |x| format!("{x:.2}x"));
-        println!("{:>5}  {:>11.1}  {:>7.2}  {:>10}", r.batch_size, r.sentences_per_second, r.seconds, ratio);
+        outln!("{:>5}  {:>11.1}  {:>7.2}  {:>10}", r.batch_size, r.sentences_per_second, r.seconds, ratio);
     }
     Ok(())
 }
@@ -98,7 +98,7 @@ pub fn train(inputs: &Inputs, args: &BenchTrainArgs) -> Result<()> {
         train_config(&train_args, teacher.dim())
     };
     let prepared = TrainData::prepare(
-        &config_for(Method::Ot),
+        &config_for(Method::Ot)?,
         &train,
         train_teacher,
         (&val, &val_teacher),
@@ -107,11 +107,11 @@ pub fn train(inputs: &Inputs, args: &BenchTrainArgs) -> Result<()> {
     let mut rows: Vec<TrainBenchRow> = Vec::new();
     for method in [Method::Kd, Method::Ot] {
         let dir = std::env::temp_dir().join(format!("otkd-bench-train-{}-{method:?}", std::process::id()));
-        let (mut trainer, _) = Trainer::open(config_for(method), &prepared, &dir, false)?;
+        let (mut trainer, _) = Trainer::open(config_for(method)?, &prepared, &dir, false)?;
         trainer.timed_steps(5)?;
         let seconds = trainer.timed_steps(args.steps as usize)?;
         let _ = std::fs::remove_dir_all(&dir);
-        let pairs_per_second = (args.steps * args.batch) as f64 / seconds;
+        let pairs_per_second = f64::from(args.steps) * f64::from(args.batch) / seconds;
         let kd_seconds = rows.first().map_or(seconds, |r| r.seconds);
         rows.push(TrainBenchRow {
             method,
@@ -126,16 +126,16 @@ pub fn train(inputs: &Inputs, args: &BenchTrainArgs) -> Result<()> {
     if args.json {
         return print_json(&rows);
     }
-    println!(
+    outln!(
         "training throughput, {} student, {}-en, batch {}, {} rayon threads",
         format!("{:?}", args.preset).to_lowercase(),
         args.lang,
         args.batch,
         rayon::current_num_threads()
     );
-    println!("method  pairs/s  s per 29k pairs  cost vs kd");
+    outln!("method  pairs/s  s per 29k pairs  cost vs kd");
     for r in &rows {
-        println!(
+        outln!(
             "{:<6}  {:>7.0}  {:>15.1}  {:>9.2}x",
             format!("{:?}", r.method).to_lowercase(),
             r.pairs_per_second,

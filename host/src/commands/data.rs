@@ -11,7 +11,7 @@ pub fn check(inputs: &Inputs, json: bool) -> Result<()> {
     if json {
         print_json(&report)?;
     } else {
-        print!("{}", report.render_table());
+        out!("{}", report.render_table());
     }
     if !report.is_ok() {
         bail!("{} defect(s) in {}", report.defects.len(), data.root().display());

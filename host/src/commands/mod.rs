@@ -1,6 +1,23 @@
 //! One module per CLI command: each resolves its inputs, calls library code, shows progress and
 //! prints a table or JSON. Every function returns an error for `main.rs` to turn into an exit code.
 
+/// `writeln!` to stdout, returning the I/O error (a closed pipe ends the command quietly in
+/// `main.rs`, as in ripgrep, instead of panicking as `println!` does).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)?
+    }};
+}
+
+/// `write!` to stdout, as [`outln!`].
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        write!(std::io::stdout().lock(), $($arg)*)?
+    }};
+}
+
 mod baseline;
 mod bench;
 mod data;
@@ -16,6 +33,13 @@ use crate::data::{Lang, Multi30k, Split, resolve_data_dir};
 use crate::paths::{DEFAULT_TEACHER, TEACHER_ENV, cache_dir, resolve_dir};
 use crate::teacher::cache::{CacheStatus, TeacherCache};
 use crate::teacher::{Teacher, TeacherOutputs};
+
+/// Whether `err` is a write to a closed pipe (`otkd ... | head`): not a failure of the command.
+pub fn is_closed_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
@@ -50,7 +74,7 @@ fn open_cache(inputs: &Inputs, teacher: &Teacher) -> Result<TeacherCache> {
 }
 
 fn print_json(value: &impl Serialize) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    outln!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
 

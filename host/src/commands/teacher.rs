@@ -30,9 +30,9 @@ pub fn encode(inputs: &Inputs, args: &EncodeArgs) -> Result<()> {
         };
         if !args.json {
             match sentences_per_second {
-                None => println!("{split}.en: {} sentences, already cached", captions.len()),
+                None => outln!("{split}.en: {} sentences, already cached", captions.len()),
                 Some(rate) => {
-                    println!("{split}.en: {} sentences encoded, {rate:.0} sentences/s", captions.len())
+                    outln!("{split}.en: {} sentences encoded, {rate:.0} sentences/s", captions.len())
                 }
             }
         }
@@ -87,14 +87,14 @@ pub fn embed(inputs: &Inputs, args: &EmbedArgs) -> Result<()> {
         return print_json(&embedded);
     }
     for e in &embedded {
-        println!("{}", e.text);
-        println!("  tokens ({}): {}", e.tokens.len(), e.tokens.join(" "));
+        outln!("{}", e.text);
+        outln!("  tokens ({}): {}", e.tokens.len(), e.tokens.join(" "));
         let head: Vec<String> = e.embedding.iter().take(6).map(|v| format!("{v:+.5}")).collect();
-        println!("  embedding [{dim}]: {} ...", head.join(" "));
+        outln!("  embedding [{dim}]: {} ...", head.join(" "));
         if let Some(states) = &e.token_states {
             for (token, row) in e.tokens.iter().zip(states) {
                 let head: Vec<String> = row.iter().take(4).map(|v| format!("{v:+.3}")).collect();
-                println!("    {token:>12}: {} ...", head.join(" "));
+                outln!("    {token:>12}: {} ...", head.join(" "));
             }
         }
     }

@@ -12,12 +12,12 @@ use crate::distill::optim::AdamWConfig;
 use crate::distill::trainer::{EvalRecord, FinalReport, Init, Outcome, TrainConfig, TrainData, Trainer};
 
 /// The training configuration a command line asks for.
-pub fn train_config(args: &TrainArgs, teacher_dim: usize) -> TrainConfig {
-    TrainConfig {
+pub fn train_config(args: &TrainArgs, teacher_dim: usize) -> Result<TrainConfig> {
+    Ok(TrainConfig {
         method: args.method,
         lang: args.lang,
         preset: args.preset,
-        student: args.preset.config(teacher_dim),
+        student: args.preset.validated_config(teacher_dim)?,
         steps: args.steps as usize,
         batch: args.batch as usize,
         optimizer: AdamWConfig {
@@ -51,7 +51,7 @@ pub fn train_config(args: &TrainArgs, teacher_dim: usize) -> TrainConfig {
             InitArg::Ridge => Init::Ridge { lambda: args.ridge_lambda },
             InitArg::Random => Init::Random,
         },
-    }
+    })
 }
 
 /// Set by Ctrl-C; the training loop checks it after every step.
@@ -99,7 +99,7 @@ pub fn run(inputs: &Inputs, args: &TrainArgs) -> Result<()> {
     let data = open_data(inputs)?;
     let teacher = open_teacher(inputs)?;
     let cache = open_cache(inputs, &teacher)?;
-    let config = train_config(args, teacher.dim());
+    let config = train_config(args, teacher.dim())?;
     let batch = args.teacher_batch as usize;
     let (_, train_teacher, _) = cached_english(&teacher, &cache, &data, Split::Train, batch, true)?;
     let (_, val_teacher, _) = cached_english(&teacher, &cache, &data, Split::Val, batch, false)?;
@@ -123,11 +123,16 @@ pub fn run(inputs: &Inputs, args: &TrainArgs) -> Result<()> {
     let fitting = (!args.resume && matches!(config.init, Init::Ridge { .. })).then(|| {
         progress::spinner(format!("fitting the ridge initialisation on {} pairs", prepared.lines.len()))
     });
+    if prepared.tokenizer.lossy_sentences > 0 || prepared.tokenizer.long_runs > 0 {
+        eprintln!("{}.{}: {}", Split::Train, config.lang, prepared.tokenizer);
+    }
     let (mut trainer, start) = Trainer::open(config.clone(), &prepared, &out, args.resume)?;
     if let Some(spinner) = fitting {
         spinner.finish_and_clear();
     }
-    let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst));
+    if let Err(e) = ctrlc::set_handler(|| INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst)) {
+        eprintln!("warning: Ctrl-C will stop training without saving a checkpoint ({e})");
+    }
     eprintln!(
         "training {:?} on {}-en, {} pairs, student {:?} ({} parameters) -> {}",
         config.method,
@@ -151,7 +156,7 @@ pub fn run(inputs: &Inputs, args: &TrainArgs) -> Result<()> {
         }
         Outcome::Finished(report) if args.json => print_json(&report),
         Outcome::Finished(report) => {
-            print!("{}", render_final(&report));
+            out!("{}", render_final(&report));
             Ok(())
         }
     }

@@ -67,11 +67,6 @@ impl AdamW {
         Ok(Self { config, vars: vars.to_vec(), first: zeros.clone(), second: zeros, step: 0 })
     }
 
-    /// Steps taken so far.
-    pub fn step_count(&self) -> usize {
-        self.step
-    }
-
     /// Applies one update from `grads`; variables without a gradient are left unchanged.
     pub fn step(&mut self, grads: &GradStore) -> candle_core::Result<StepInfo> {
         let mut sum_sq = 0f64;

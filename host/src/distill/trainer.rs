@@ -23,7 +23,7 @@ use crate::distill::optim::{AdamW, AdamWConfig};
 use crate::eval::metrics::{BothDirections, both_directions};
 use crate::paths::write_atomically;
 use crate::rng::SplitMix64;
-use crate::student::{Preset, Student, StudentBatch, StudentConfig, TokenizedSentence};
+use crate::student::{Preset, Student, StudentBatch, StudentConfig, TokenizedSentence, TokenizerTotals};
 use crate::teacher::TeacherOutputs;
 
 /// Everything that defines a run; stored in `config.json` and in every checkpoint.
@@ -85,6 +85,8 @@ pub struct TrainData {
     pub x: Vec<TokenizedSentence>,
     /// Student tokens of the English side of each pair.
     pub en: Vec<TokenizedSentence>,
+    /// What the tokenizer's caps did to the X side of the training pairs.
+    pub tokenizer: TokenizerTotals,
     /// Teacher outputs for every English training caption (indexed by caption line).
     pub teacher: TeacherOutputs,
     /// Dev (val) set.
@@ -102,8 +104,30 @@ impl TrainData {
         dev: (&Bitext, &TeacherOutputs),
         test: (&Bitext, &TeacherOutputs),
     ) -> Result<Self> {
+        config.student.validate()?;
         if teacher.token_states.is_none() && config.method == Method::Ot {
             bail!("OT training needs the teacher's token states (run `otkd teacher encode`)");
+        }
+        for (what, bitext, outputs) in
+            [("training", train, &teacher), ("dev", dev.0, dev.1), ("test", test.0, test.1)]
+        {
+            if bitext.pairs.is_empty() {
+                bail!(
+                    "no {what} pairs for {}-en in {} ({} lines, {} skipped for an empty side)",
+                    bitext.lang,
+                    bitext.split,
+                    bitext.total_lines,
+                    bitext.skipped.len()
+                );
+            }
+            if let Some(line) = bitext.lines().into_iter().find(|&l| l >= outputs.len()) {
+                bail!(
+                    "{} line {} has no teacher output ({} English captions encoded)",
+                    bitext.split,
+                    line + 1,
+                    outputs.len()
+                );
+            }
         }
         let mut order: Vec<usize> = (0..train.pairs.len()).collect();
         if let Some(n) = config.pairs {
@@ -122,15 +146,13 @@ impl TrainData {
         let pairs: Vec<_> = order.iter().map(|&i| &train.pairs[i]).collect();
         let eval_set = |(bitext, outputs): (&Bitext, &TeacherOutputs)| EvalSet {
             x: tokenize(bitext.x()),
-            en: bitext
-                .lines()
-                .iter()
-                .flat_map(|&l| outputs.embeddings[l * outputs.dim..(l + 1) * outputs.dim].iter().copied())
-                .collect(),
+            en: outputs.embeddings_of(&bitext.lines()),
         };
+        let x = tokenize(pairs.iter().map(|p| p.x.as_str()).collect());
         Ok(Self {
             lines: pairs.iter().map(|p| p.line).collect(),
-            x: tokenize(pairs.iter().map(|p| p.x.as_str()).collect()),
+            tokenizer: TokenizerTotals::of(&x),
+            x,
             en: tokenize(pairs.iter().map(|p| p.en.as_str()).collect()),
             teacher,
             dev: eval_set(dev),
@@ -443,7 +465,7 @@ impl<'a> Trainer<'a> {
         let mut padded = vec![0f32; indices.len() * longest * dim];
         for (b, (&i, &len)) in indices.iter().zip(&lengths).enumerate() {
             let rows = states.sentence(self.data.lines[i], dim);
-            let words = &rows[dim..(len + 1) * dim];
+            let words = rows.get(dim..(len + 1) * dim).unwrap_or(&[]);
             for (dst, src) in padded[b * longest * dim..].iter_mut().zip(words) {
                 *dst = src.to_f32();
             }
@@ -470,6 +492,8 @@ impl<'a> Trainer<'a> {
         progress: &mut dyn Progress,
     ) -> Result<Outcome> {
         let RunStart { mut step, elapsed, mut best, mut interval } = start;
+        // The step `checkpoint-last` holds, for the error message if the loss diverges.
+        let mut saved = (step > 0).then_some(step);
         let metrics_path = self.out.join(files::METRICS);
         let clock = Instant::now();
         let mut eval_seconds = 0.0;
@@ -496,14 +520,17 @@ impl<'a> Trainer<'a> {
         while step < self.config.steps {
             let (loss, stats) = self.step_loss(step)?;
             if !stats.loss.is_finite() {
+                let last = self.out.join(files::LAST);
+                let kept = match saved {
+                    Some(saved) => format!("{} still holds step {saved}", last.display()),
+                    None => format!("no checkpoint was saved yet in {}", self.out.display()),
+                };
                 bail!(
-                    "the loss became {} at step {} (kd {}, ot {}); stopped without saving: {} still holds step {}",
+                    "the loss became {} at step {} (kd {}, ot {}); stopped without saving: {kept}",
                     stats.loss,
                     step + 1,
                     stats.kd,
                     stats.ot,
-                    self.out.join(files::LAST).display(),
-                    step - step % self.config.eval_every
                 );
             }
             let lr = self.optimizer.step(&loss.backward()?)?.lr;
@@ -539,10 +566,12 @@ impl<'a> Trainer<'a> {
                 append_metrics(&metrics_path, &record)?;
                 let state = self.run_state(step, record.elapsed_seconds, best, interval);
                 self.save(&self.out.join(files::LAST), &state, true)?;
+                saved = Some(step);
                 progress.eval(&record);
             } else if interrupted {
                 let state = self.run_state(step, elapsed_now(eval_seconds), best, interval);
                 self.save(&self.out.join(files::LAST), &state, true)?;
+                saved = Some(step);
             }
             if interrupted && step < self.config.steps {
                 return Ok(Outcome::Interrupted { step });
@@ -577,7 +606,7 @@ impl<'a> Trainer<'a> {
             config: self.config.clone(),
             parameters: self.student.params().count(),
             elapsed_seconds,
-            pairs_per_second: (self.config.steps * self.config.batch) as f64 / elapsed_seconds.max(1e-9),
+            pairs_per_second: self.config.steps as f64 * self.config.batch as f64 / elapsed_seconds.max(1e-9),
             checkpoints,
         };
         let json = serde_json::to_string_pretty(&report)?;
@@ -647,20 +676,45 @@ fn append_metrics(path: &Path, record: &EvalRecord) -> Result<()> {
 
 /// Reads `metrics.jsonl`; a malformed line is an error naming its number.
 pub fn read_metrics(path: &Path) -> Result<Vec<EvalRecord>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| serde_json::from_str(l).with_context(|| format!("{} line {}", path.display(), i + 1)))
-        .collect()
+    let (records, torn) = read_metrics_allowing_torn_end(path)?;
+    match torn {
+        Some(line) => bail!("{} line {line}: incomplete record", path.display()),
+        None => Ok(records),
+    }
 }
 
-/// Drops evaluations after `step` (they belong to steps the resumed run will redo).
+/// Reads `metrics.jsonl`, where the last line may be torn (the process was killed while
+/// appending it): the complete records, and the number of a torn last line. A malformed line
+/// before the last is an error naming it.
+fn read_metrics_allowing_torn_end(path: &Path) -> Result<(Vec<EvalRecord>, Option<usize>)> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let lines: Vec<(usize, &str)> =
+        text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()).map(|(i, l)| (i + 1, l)).collect();
+    let mut records = Vec::with_capacity(lines.len());
+    for (k, &(number, line)) in lines.iter().enumerate() {
+        match serde_json::from_str(line) {
+            Ok(record) => records.push(record),
+            Err(_) if k + 1 == lines.len() => return Ok((records, Some(number))),
+            Err(e) => bail!("{} line {number}: {e}", path.display()),
+        }
+    }
+    Ok((records, None))
+}
+
+/// Drops evaluations after `step` (they belong to steps the resumed run will redo) and a torn
+/// last line.
 fn truncate_metrics(path: &Path, step: usize) -> Result<()> {
     if !path.exists() {
         return Ok(());
     }
-    let kept: Vec<String> = read_metrics(path)?
+    let (records, torn) = read_metrics_allowing_torn_end(path)?;
+    if let Some(line) = torn {
+        eprintln!(
+            "{} line {line}: dropping an incomplete record (the run was killed while writing it)",
+            path.display()
+        );
+    }
+    let kept: Vec<String> = records
         .into_iter()
         .filter(|r| r.step <= step)
         .map(|r| serde_json::to_string(&r))

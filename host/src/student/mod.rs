@@ -56,6 +56,17 @@ impl Preset {
         }
     }
 
+    /// [`Preset::config`], validated and checked against the budget.
+    pub fn validated_config(self, out_dim: usize) -> Result<StudentConfig, StudentConfigError> {
+        let config = self.config(out_dim);
+        config.validate()?;
+        let parameters = config.parameters();
+        if parameters > self.budget() {
+            return Err(StudentConfigError::OverBudget { preset: self, parameters, budget: self.budget() });
+        }
+        Ok(config)
+    }
+
     /// The largest parameter count this preset may have.
     pub fn budget(self) -> usize {
         match self {
@@ -84,6 +95,77 @@ pub struct StudentConfig {
     pub out_dim: usize,
 }
 
+/// Why a [`StudentConfig`] cannot be built.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StudentConfigError {
+    /// The tokenizer's settings are invalid.
+    #[error("student config: {0}")]
+    Tokenizer(otkd_runtime::ConfigError),
+    /// A width or count is zero.
+    #[error("student config: {0} must be > 0")]
+    Zero(&'static str),
+    /// The heads do not divide the width.
+    #[error("student config: {heads} heads do not divide the width {dim}")]
+    HeadsDoNotDivideWidth {
+        /// Attention heads.
+        heads: usize,
+        /// Width.
+        dim: usize,
+    },
+    /// The learned positions do not match the tokenizer's word cap.
+    #[error("student config: {max_words} positions, but the tokenizer keeps up to {tokenizer} words")]
+    PositionsMismatch {
+        /// Positions of the student.
+        max_words: usize,
+        /// `max_words` of the tokenizer.
+        tokenizer: usize,
+    },
+    /// The preset's architecture is over its parameter budget.
+    #[error("student config: {parameters} parameters exceed the {preset:?} budget of {budget}")]
+    OverBudget {
+        /// The preset.
+        preset: Preset,
+        /// Parameters of the architecture.
+        parameters: usize,
+        /// The preset's budget.
+        budget: usize,
+    },
+}
+
+impl StudentConfig {
+    /// Checks the architecture: the tokenizer is valid, every width is > 0, the heads divide the
+    /// width and there is one learned position per word the tokenizer keeps.
+    pub fn validate(&self) -> Result<(), StudentConfigError> {
+        self.tokenizer.validate().map_err(StudentConfigError::Tokenizer)?;
+        for (name, value) in
+            [("dim", self.dim), ("heads", self.heads), ("ffn", self.ffn), ("out_dim", self.out_dim)]
+        {
+            if value == 0 {
+                return Err(StudentConfigError::Zero(name));
+            }
+        }
+        if !self.dim.is_multiple_of(self.heads) {
+            return Err(StudentConfigError::HeadsDoNotDivideWidth { heads: self.heads, dim: self.dim });
+        }
+        let tokenizer = usize::from(self.tokenizer.max_words);
+        if self.max_words != tokenizer {
+            return Err(StudentConfigError::PositionsMismatch { max_words: self.max_words, tokenizer });
+        }
+        Ok(())
+    }
+
+    /// Number of trainable scalars of a student of this architecture.
+    pub fn parameters(&self) -> usize {
+        let (d, f) = (self.dim, self.ffn);
+        let layer = 2 * (2 * d) + 4 * (d * d + d) + (d * f + f) + (f * d + d);
+        self.tokenizer.buckets as usize * d
+            + self.max_words * d
+            + self.layers * layer
+            + d * self.out_dim
+            + self.out_dim
+    }
+}
+
 /// One sentence through the runtime tokenizer.
 #[derive(Clone, Debug, Default)]
 pub struct TokenizedSentence {
@@ -93,6 +175,45 @@ pub struct TokenizedSentence {
     pub words: usize,
     /// What the tokenizer's caps dropped.
     pub report: TokenizeReport,
+}
+
+/// What the tokenizer's caps did to a list of sentences, summed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct TokenizerTotals {
+    /// Sentences tokenized.
+    pub sentences: usize,
+    /// Sentences that lost words or features to a cap.
+    pub lossy_sentences: usize,
+    /// Words dropped past `max_words`.
+    pub words_dropped: u64,
+    /// Features dropped past a cap.
+    pub features_dropped: u64,
+    /// Runs longer than a window, cut into overlapping windows (nothing lost).
+    pub long_runs: u64,
+}
+
+impl TokenizerTotals {
+    /// The totals of `sentences`.
+    pub fn of(sentences: &[TokenizedSentence]) -> Self {
+        sentences.iter().fold(Self::default(), |t, s| Self {
+            sentences: t.sentences + 1,
+            lossy_sentences: t.lossy_sentences + usize::from(!s.report.is_lossless()),
+            words_dropped: t.words_dropped + u64::from(s.report.words_dropped),
+            features_dropped: t.features_dropped + u64::from(s.report.features_dropped),
+            long_runs: t.long_runs + u64::from(s.report.long_runs),
+        })
+    }
+}
+
+impl std::fmt::Display for TokenizerTotals {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} of {} sentences lost words or features to the tokenizer's caps ({} words, {} features \
+             dropped); {} long runs cut into windows",
+            self.lossy_sentences, self.sentences, self.words_dropped, self.features_dropped, self.long_runs
+        )
+    }
 }
 
 /// Tokenizes with the runtime tokenizer (the code the device runs).
@@ -322,11 +443,6 @@ impl StudentBatch {
     pub fn is_empty(&self) -> bool {
         self.lengths.is_empty()
     }
-
-    /// `[batch, words]`, 1 on real words.
-    pub fn word_mask(&self) -> &Tensor {
-        &self.word_mask
-    }
 }
 
 /// What the student computes for a batch.
@@ -519,7 +635,9 @@ mod tests {
     #[test]
     fn presets_fit_their_parameter_budgets() {
         for preset in [Preset::Micro, Preset::Small] {
-            let student = Student::new(preset.config(384), 0).unwrap();
+            let config = preset.validated_config(384).unwrap();
+            let student = Student::new(config, 0).unwrap();
+            assert_eq!(config.parameters(), student.params().count());
             let count = student.params().count();
             assert!(count <= preset.budget(), "{preset:?}: {count} > {}", preset.budget());
             assert!(count > preset.budget() / 2, "{preset:?} wastes its budget: {count}");
@@ -607,6 +725,24 @@ mod tests {
             student.init_from_ridge(&[], |_| &targets[..12], 1e-4),
             Err(InitError::NoSentences)
         ));
+    }
+
+    #[test]
+    fn invalid_architectures_are_named() {
+        let good = Preset::Micro.config(384);
+        let cases = [
+            (StudentConfig { heads: 5, ..good }, "5 heads do not divide the width 192"),
+            (StudentConfig { dim: 0, ..good }, "dim must be > 0"),
+            (StudentConfig { max_words: 32, ..good }, "32 positions"),
+            (
+                StudentConfig { tokenizer: TokenizerConfig { buckets: 0, ..good.tokenizer }, ..good },
+                "buckets must be > 0",
+            ),
+        ];
+        for (config, message) in cases {
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains(message), "{err}");
+        }
     }
 
     #[test]

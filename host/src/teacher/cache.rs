@@ -1,6 +1,8 @@
 //! The cache of teacher outputs: one safetensors file per sentence list (e.g. `train.en`), keyed
 //! by a hash of the teacher's files, the sentences and the encoding options, written atomically
-//! and reused across runs.
+//! and reused across runs. Each entry stores an FNV-64 checksum of its contents: flipped bits that
+//! leave the values finite would otherwise become teacher targets without a word; an entry whose
+//! checksum does not match is re-encoded.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -11,7 +13,7 @@ use crate::paths::{Fnv64, write_atomically};
 use crate::teacher::{Teacher, TeacherError, TeacherOutputs, TokenStates};
 
 /// Bumped whenever the file layout or the teacher's numerics change, so old entries miss.
-const FORMAT_VERSION: &str = "otkd-teacher-cache-v1";
+const FORMAT_VERSION: &str = "otkd-teacher-cache-v2";
 
 /// Errors of the cache itself (a corrupt entry is not an error: it is re-encoded).
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +111,23 @@ impl TeacherCache {
     }
 }
 
+/// FNV-64 over the little-endian bytes of the embeddings, then the offsets and token states.
+fn checksum(embeddings: &[f32], states: Option<&TokenStates>) -> u64 {
+    let mut h = Fnv64::default();
+    for v in embeddings {
+        h.update(&v.to_le_bytes());
+    }
+    if let Some(states) = states {
+        for &o in &states.offsets {
+            h.update(&(o as u64).to_le_bytes());
+        }
+        for v in &states.states {
+            h.update(&v.to_bits().to_le_bytes());
+        }
+    }
+    h.finish()
+}
+
 fn write_entry(path: &Path, outputs: &TeacherOutputs) -> std::io::Result<()> {
     let n = outputs.embeddings.len() / outputs.dim;
     let to_io = |e: candle_core::Error| std::io::Error::other(e.to_string());
@@ -126,6 +145,8 @@ fn write_entry(path: &Path, outputs: &TeacherOutputs) -> std::io::Result<()> {
             Tensor::from_slice(&states.states, (total, outputs.dim), &Device::Cpu).map_err(to_io)?,
         );
     }
+    let sum = checksum(&outputs.embeddings, outputs.token_states.as_ref()).to_le_bytes().to_vec();
+    tensors.insert("checksum".to_string(), Tensor::from_vec(sum, 8, &Device::Cpu).map_err(to_io)?);
     write_atomically(path, |tmp| candle_core::safetensors::save(&tensors, tmp).map_err(to_io))
 }
 
@@ -147,8 +168,9 @@ fn read_entry(path: &Path, sentences: usize, keep_token_states: bool) -> Result<
         let states = get("token_states")?;
         let (total, states_dim) = states.dims2().map_err(|e| e.to_string())?;
         let offsets: Vec<usize> = offsets.iter().map(|&o| o.max(0) as usize).collect();
-        let monotone = offsets.windows(2).all(|w| w[0] <= w[1]);
-        if offsets.len() != n + 1 || !monotone || offsets[n] != total || states_dim != dim {
+        // Every sentence has at least its [CLS] and [SEP] rows.
+        let rows_ok = offsets.windows(2).all(|w| w[0] + 2 <= w[1]);
+        if offsets.len() != n + 1 || offsets[0] != 0 || !rows_ok || offsets[n] != total || states_dim != dim {
             return Err("token state offsets do not match the states".into());
         }
         let states: Vec<half::f16> =
@@ -157,5 +179,10 @@ fn read_entry(path: &Path, sentences: usize, keep_token_states: bool) -> Result<
     } else {
         None
     };
+    let stored: Vec<u8> = get("checksum")?.to_vec1().map_err(|e| e.to_string())?;
+    let computed = checksum(&embeddings, token_states.as_ref());
+    if stored.as_slice() != computed.to_le_bytes() {
+        return Err("checksum mismatch: the file changed after it was written".into());
+    }
     Ok(TeacherOutputs { dim, embeddings, token_states })
 }
