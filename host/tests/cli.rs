@@ -100,6 +100,51 @@ fn resume_without_a_checkpoint_names_the_file() {
 }
 
 #[test]
+fn out_of_range_numbers_are_rejected_before_any_work() {
+    // Each flag is named in the message; nothing is loaded (the data path does not exist).
+    for (flag, value) in [
+        ("--clip-norm", "-1"),
+        ("--clip-norm", "0"),
+        ("--lr", "0"),
+        ("--lr", "NaN"),
+        ("--lr", "5"),
+        ("--temperature", "0"),
+        ("--epsilon", "0"),
+        ("--sinkhorn-iterations", "0"),
+        ("--sinkhorn-tolerance", "-1"),
+        ("--teacher-batch", "0"),
+        ("--weight-decay", "1.5"),
+        ("--ot-kd-weight", "-0.5"),
+        ("--ridge-lambda", "0"),
+        ("--english-weight", "inf"),
+        ("--steps", "0"),
+    ] {
+        let arg = format!("{flag}={value}");
+        let out = otkd(&["train", "--method", "ot", "--data", "/nonexistent", &arg]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}: {err}");
+        assert!(err.contains(flag) && !err.contains("/nonexistent"), "{flag} {value}: {err}");
+    }
+}
+
+#[test]
+fn a_closed_pipe_ends_quietly() {
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_otkd"))
+        .args(["data", "check"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Close the reading end before otkd writes its table, as `otkd data check | head -0` would.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert!(out.status.success(), "{:?}: {err}", out.status);
+    assert!(!err.contains("panicked") && !err.contains("Broken pipe"), "{err}");
+}
+
+#[test]
 fn bad_flags_are_usage_errors() {
     let out = otkd(&["train", "--method", "kd", "--pairs", "none"]);
     assert_eq!(out.status.code(), Some(2));

@@ -31,20 +31,28 @@ pub const TEST_FEATURES_FILE: &str = "test_2016_flickr.resnet50-avgpool.npy";
 /// A Multi30k language (README table).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Lang {
+    /// English, the teacher's language.
     #[serde(rename = "en")]
     En,
+    /// German (human translation).
     #[serde(rename = "de")]
     De,
+    /// French (human translation).
     #[serde(rename = "fr")]
     Fr,
+    /// Spanish (machine translation).
     #[serde(rename = "es")]
     Es,
+    /// Czech (human translation).
     #[serde(rename = "cs")]
     Cs,
+    /// Aymara (machine translation).
     #[serde(rename = "ay")]
     Ay,
+    /// Guarani (machine translation).
     #[serde(rename = "gn")]
     Gn,
+    /// Quechua (machine translation).
     #[serde(rename = "qu")]
     Qu,
 }
@@ -129,15 +137,19 @@ impl FromStr for Lang {
 /// A Multi30k split.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Split {
+    /// 29,000 training captions.
     #[serde(rename = "train")]
     Train,
+    /// 1,014 validation (dev) captions.
     #[serde(rename = "val")]
     Val,
+    /// The 1,000 captions of the 2016 Flickr test set.
     #[serde(rename = "test_2016_flickr")]
     Test2016Flickr,
 }
 
 impl Split {
+    /// Every split, in file order.
     pub const ALL: [Split; 3] = [Split::Train, Split::Val, Split::Test2016Flickr];
 
     /// File stem: `"train"`, `"val"`, `"test_2016_flickr"`.
@@ -195,45 +207,137 @@ fn tried_suffix(tried: &[PathBuf]) -> String {
 }
 
 /// Every defect the loader can meet; each names the file (and the 1-based line where it applies).
+/// Fields: `path` is the file or directory concerned, `line`/`first_line` are 1-based.
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     /// A directory is missing; `tried` lists the candidates of [`resolve_data_dir`] (else empty).
     #[error("directory not found: {path}{}", tried_suffix(.tried))]
-    MissingDir { path: PathBuf, tried: Vec<PathBuf> },
+    MissingDir {
+        /// The directory.
+        path: PathBuf,
+        /// Every candidate tried.
+        tried: Vec<PathBuf>,
+    },
+    /// A file is missing.
     #[error("file not found: {path}")]
-    MissingFile { path: PathBuf },
+    MissingFile {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A file could not be read.
     #[error("cannot read {path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// A `.gz` file is not valid gzip.
     #[error("gzip decode error in {path}: {source}")]
-    Gzip { path: PathBuf, source: io::Error },
+    Gzip {
+        /// The file.
+        path: PathBuf,
+        /// The decoder's error.
+        source: io::Error,
+    },
+    /// A line is not valid UTF-8.
     #[error("{path}: line {line} is not valid UTF-8")]
-    InvalidUtf8 { path: PathBuf, line: usize },
+    InvalidUtf8 {
+        /// The file.
+        path: PathBuf,
+        /// The 1-based line.
+        line: usize,
+    },
     /// Two files of one split differ in length (`path` should have as many lines as `expected_path`).
     #[error(
         "{split}: {path} has {lines} lines but {expected_path} has {expected_lines}; the files are not aligned"
     )]
     LineCountMismatch {
+        /// The split.
         split: Split,
+        /// The file of the other length.
         path: PathBuf,
+        /// Its lines.
         lines: usize,
+        /// The file it must align with (English).
         expected_path: PathBuf,
+        /// That file's lines.
         expected_lines: usize,
     },
     /// A file's length differs from the canonical Multi30k size of its split (reported by `check`).
     #[error("{split}: {path} has {lines} lines, expected {expected}")]
-    UnexpectedLineCount { split: Split, path: PathBuf, lines: usize, expected: usize },
+    UnexpectedLineCount {
+        /// The split.
+        split: Split,
+        /// The file.
+        path: PathBuf,
+        /// Its lines.
+        lines: usize,
+        /// The canonical count.
+        expected: usize,
+    },
+    /// Image-id lines are empty.
     #[error("{path}: {count} empty image id line(s), first at line {first_line}")]
-    EmptyImageIds { path: PathBuf, count: usize, first_line: usize },
+    EmptyImageIds {
+        /// The image split file.
+        path: PathBuf,
+        /// Empty lines.
+        count: usize,
+        /// The first, 1-based.
+        first_line: usize,
+    },
+    /// Image ids repeat within a split.
     #[error("{path}: {count} duplicated image id(s), first {first:?} at line {first_line}")]
-    DuplicateImageIds { path: PathBuf, count: usize, first: String, first_line: usize },
+    DuplicateImageIds {
+        /// The image split file.
+        path: PathBuf,
+        /// Duplicated ids.
+        count: usize,
+        /// The first duplicated id.
+        first: String,
+        /// Its line, 1-based.
+        first_line: usize,
+    },
+    /// The `.npy` header cannot be parsed or is not f16/f32 little-endian C order.
     #[error("{path}: bad .npy header: {reason}")]
-    BadNpyHeader { path: PathBuf, reason: String },
+    BadNpyHeader {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The `.npy` array has another shape.
     #[error("{path}: .npy shape {shape:?}, expected {expected:?}")]
-    NpyShape { path: PathBuf, shape: Vec<usize>, expected: Vec<usize> },
+    NpyShape {
+        /// The file.
+        path: PathBuf,
+        /// Its shape.
+        shape: Vec<usize>,
+        /// The expected shape.
+        expected: Vec<usize>,
+    },
+    /// The `.npy` data is shorter or longer than its header says.
     #[error("{path}: .npy data has {bytes} bytes, the header implies {expected}")]
-    NpyDataLength { path: PathBuf, bytes: usize, expected: usize },
+    NpyDataLength {
+        /// The file.
+        path: PathBuf,
+        /// Bytes present.
+        bytes: usize,
+        /// Bytes the header implies.
+        expected: usize,
+    },
+    /// Image features hold NaN or infinities.
     #[error("{path}: {count} non-finite value(s), first at row {row}, column {col} (0-based)")]
-    NonFiniteFeatures { path: PathBuf, count: usize, row: usize, col: usize },
+    NonFiniteFeatures {
+        /// The file.
+        path: PathBuf,
+        /// Non-finite values.
+        count: usize,
+        /// Row of the first.
+        row: usize,
+        /// Column of the first.
+        col: usize,
+    },
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -245,15 +349,20 @@ pub enum DataError {
 pub struct Pair {
     /// 0-based line index in the split's files (= the image's index).
     pub line: usize,
+    /// The English caption.
     pub en: String,
+    /// The caption in language X.
     pub x: String,
 }
 
 /// English–X caption pairs of one split, empty lines on either side skipped.
 #[derive(Clone, Debug)]
 pub struct Bitext {
+    /// The split.
     pub split: Split,
+    /// Language X.
     pub lang: Lang,
+    /// The pairs with both sides non-empty, in line order.
     pub pairs: Vec<Pair>,
     /// 0-based line indices skipped because the English or the X side is empty.
     pub skipped: Vec<usize>,
@@ -281,7 +390,9 @@ impl Bitext {
 /// A dense row-major f32 matrix read from a `.npy` file.
 #[derive(Clone)]
 pub struct ImageFeatures {
+    /// Rows (images).
     pub rows: usize,
+    /// Columns (feature dimensions).
     pub cols: usize,
     /// Row-major, `rows * cols` values.
     pub data: Vec<f32>,
@@ -307,10 +418,15 @@ impl fmt::Debug for ImageFeatures {
 /// One split × language row of [`CheckReport`].
 #[derive(Clone, Debug, Serialize)]
 pub struct CheckRow {
+    /// The split.
     pub split: Split,
+    /// The language.
     pub lang: Lang,
+    /// Lines of the file.
     pub lines: usize,
+    /// Pairs with English with both sides non-empty.
     pub pairs: usize,
+    /// Lines skipped for an empty side.
     pub skipped: usize,
     /// Mean whitespace-separated words of the non-empty X captions.
     pub mean_words: f64,
@@ -319,7 +435,9 @@ pub struct CheckRow {
 /// Result of [`Multi30k::check`].
 #[derive(Debug, Serialize)]
 pub struct CheckReport {
+    /// The data directory checked.
     pub root: PathBuf,
+    /// One row per split x language.
     pub rows: Vec<CheckRow>,
     /// Display of every [`DataError`] met.
     pub defects: Vec<String>,
@@ -330,6 +448,7 @@ pub struct CheckReport {
 }
 
 impl CheckReport {
+    /// True when no defect was found.
     pub fn is_ok(&self) -> bool {
         self.defects.is_empty()
     }
@@ -623,6 +742,7 @@ impl Multi30k {
         Ok(Multi30k { root })
     }
 
+    /// The data directory.
     pub fn root(&self) -> &Path {
         &self.root
     }

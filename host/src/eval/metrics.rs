@@ -12,17 +12,24 @@ use serde::{Deserialize, Serialize};
 /// R@1, R@5, R@10 and MRR as fractions in [0, 1], over `queries` queries.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct RetrievalMetrics {
+    /// Recall at 1: the fraction of queries whose answer ranks first.
     pub r1: f64,
+    /// Recall at 5.
     pub r5: f64,
+    /// Recall at 10.
     pub r10: f64,
+    /// Mean reciprocal rank.
     pub mrr: f64,
+    /// Number of queries.
     pub queries: usize,
 }
 
 /// Both retrieval directions over paired embeddings.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 pub struct BothDirections {
+    /// Language-X queries against English documents.
     pub x_to_en: RetrievalMetrics,
+    /// English queries against language-X documents.
     pub en_to_x: RetrievalMetrics,
 }
 
