@@ -55,10 +55,25 @@ pub fn run(inputs: &Inputs, args: &BaselineArgs) -> Result<()> {
                 let val = data.bitext(Split::Val, lang)?;
                 let config = crate::eval::ridge::RidgeConfig::default();
                 let fit = crate::eval::ridge::fit(&config, &train, train_en, &val, val_en, |_| {})?;
+                let (val_ref, train_ref) = crate::eval::csls_reference(&train, &val);
+                let reference_x: Vec<&str> = val_ref.iter().chain(&train_ref).map(|p| p.x.as_str()).collect();
+                let mut reference_en =
+                    val_en.embeddings_of(&val_ref.iter().map(|p| p.line).collect::<Vec<_>>());
+                reference_en
+                    .extend(train_en.embeddings_of(&train_ref.iter().map(|p| p.line).collect::<Vec<_>>()));
+                let x = fit.student.embed(&test.x());
+                let test_csls = crate::eval::csls_both_directions(
+                    &x,
+                    &en_rows,
+                    &fit.student.embed(&reference_x),
+                    &reference_en,
+                    dim,
+                );
                 Some(baseline::RidgeBaseline {
                     parameters: fit.student.parameters(),
                     lambda: fit.student.lambda,
                     test: crate::eval::ridge::evaluate(&fit.student, &test, &en_test)?,
+                    test_csls,
                 })
             }
             None => None,

@@ -177,14 +177,16 @@ fn render_final(report: &FinalReport) -> String {
         report.pairs_per_second
     );
     out.push_str(
-        "checkpoint  step  dev R@1 | test X->en R@1   R@5  R@10   MRR | en->X R@1   R@5  R@10   MRR\n",
+        "checkpoint  step  dev R@1  scoring | test X->en R@1   R@5  R@10   MRR | en->X R@1   R@5  R@10   MRR\n",
     );
     for r in &report.checkpoints {
-        let (a, b) = (&r.test.x_to_en, &r.test.en_to_x);
-        out.push_str(&format!(
-            "{:<10} {:>5}  {:>7.3} | {:>14.3} {:>5.3} {:>5.3} {:>5.3} | {:>9.3} {:>5.3} {:>5.3} {:>5.3}\n",
-            r.label, r.step, r.dev_r1, a.r1, a.r5, a.r10, a.mrr, b.r1, b.r5, b.r10, b.mrr
-        ));
+        for (scoring, m) in [("cosine", &r.test), ("CSLS", &r.test_csls)] {
+            let (a, b) = (&m.x_to_en, &m.en_to_x);
+            out.push_str(&format!(
+                "{:<10} {:>5}  {:>7.3}  {:<7} | {:>14.3} {:>5.3} {:>5.3} {:>5.3} | {:>9.3} {:>5.3} {:>5.3} {:>5.3}\n",
+                r.label, r.step, r.dev_r1, scoring, a.r1, a.r5, a.r10, a.mrr, b.r1, b.r5, b.r10, b.mrr
+            ));
+        }
     }
     out
 }

@@ -93,6 +93,9 @@ pub struct TrainData {
     pub dev: EvalSet,
     /// Test set (test_2016_flickr).
     pub test: EvalSet,
+    /// The CSLS reference population ([`crate::eval::csls_reference`]): student tokens of its
+    /// X side and teacher embeddings of its English side.
+    pub csls_reference: EvalSet,
 }
 
 impl TrainData {
@@ -149,6 +152,13 @@ impl TrainData {
             en: outputs.embeddings_of(&bitext.lines()),
         };
         let x = tokenize(pairs.iter().map(|p| p.x.as_str()).collect());
+        let (val_ref, train_ref) = crate::eval::csls_reference(train, dev.0);
+        let mut reference_en = dev.1.embeddings_of(&val_ref.iter().map(|p| p.line).collect::<Vec<_>>());
+        reference_en.extend(teacher.embeddings_of(&train_ref.iter().map(|p| p.line).collect::<Vec<_>>()));
+        let csls_reference = EvalSet {
+            x: tokenize(val_ref.iter().chain(&train_ref).map(|p| p.x.as_str()).collect()),
+            en: reference_en,
+        };
         Ok(Self {
             lines: pairs.iter().map(|p| p.line).collect(),
             tokenizer: TokenizerTotals::of(&x),
@@ -157,6 +167,7 @@ impl TrainData {
             teacher,
             dev: eval_set(dev),
             test: eval_set(test),
+            csls_reference,
         })
     }
 }
@@ -229,6 +240,8 @@ pub struct CheckpointResult {
     pub dev_r1: f64,
     /// test_2016_flickr retrieval, both directions (documents: teacher English embeddings).
     pub test: BothDirections,
+    /// The same ranked by CSLS (hubness from [`TrainData::csls_reference`]).
+    pub test_csls: BothDirections,
 }
 
 /// `final.json`.
@@ -581,25 +594,39 @@ impl<'a> Trainer<'a> {
         Ok(Outcome::Finished(Box::new(report)))
     }
 
+    /// Test retrieval of `student`, cosine and CSLS.
+    fn test_both_scorings(&self, student: &Student) -> Result<(BothDirections, BothDirections)> {
+        let dim = student.config().out_dim;
+        let x = student.embed(&self.data.test.x, 256)?;
+        let reference_x = student.embed(&self.data.csls_reference.x, 256)?;
+        let en = &self.data.test.en;
+        let csls = crate::eval::csls_both_directions(&x, en, &reference_x, &self.data.csls_reference.en, dim);
+        Ok((both_directions(&x, en, dim), csls))
+    }
+
     /// Test metrics of the last and the best-dev checkpoints, written to `final.json`.
     fn finish(&self) -> Result<FinalReport> {
         let last: checkpoint::Checkpoint<RunState> = checkpoint::load(&self.out.join(files::LAST))?;
         let best_dev = last.state.best.context("no dev evaluation recorded")?;
         let last_dev = read_metrics(&self.out.join(files::METRICS))?.last().map_or(0.0, |r| r.dev_r1);
+        let (test, test_csls) = self.test_both_scorings(&self.student)?;
         let mut checkpoints = vec![CheckpointResult {
             label: "last".into(),
             step: last.state.step,
             dev_r1: last_dev,
-            test: evaluate(&self.student, &self.data.test)?,
+            test,
+            test_csls,
         }];
         let best: checkpoint::Checkpoint<RunState> = checkpoint::load(&self.out.join(files::BEST))?;
         let best_student = Student::new(self.config.student, self.config.seed)?;
         best_student.load_weights(&best.tensors).map_err(|e| anyhow::anyhow!("{}: {e}", files::BEST))?;
+        let (test, test_csls) = self.test_both_scorings(&best_student)?;
         checkpoints.push(CheckpointResult {
             label: "best-dev".into(),
             step: best_dev.step,
             dev_r1: best_dev.r1,
-            test: evaluate(&best_student, &self.data.test)?,
+            test,
+            test_csls,
         });
         let elapsed_seconds = last.state.elapsed_seconds;
         let report = FinalReport {

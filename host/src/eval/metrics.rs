@@ -241,13 +241,7 @@ pub fn both_directions_ranks(x: &[f32], en: &[f32], dim: usize) -> (Vec<usize>, 
     }
     // One score matrix S[i][j] = cos(x_i, en_j): rows give x→en, columns give en→x (the dot
     // arithmetic is symmetric, so this equals scoring en against x).
-    let xn = normalise(x, dim);
-    let packed = pack_documents(&normalise(en, dim), dim);
-    let mut s = vec![0.0f32; n * n];
-    s.par_chunks_mut(QROWS * n)
-        .zip(xn.par_chunks(QROWS * dim))
-        .for_each(|(out, qrows)| score_rows(qrows, &packed, dim, n, out));
-    paired_ranks(&s, n)
+    paired_ranks(&cosine_matrix(x, en, dim), n)
 }
 
 /// Ranks of both directions from an `n x n` row-major score matrix of paired items, where
@@ -258,10 +252,19 @@ pub fn both_directions_ranks(x: &[f32], en: &[f32], dim: usize) -> (Vec<usize>, 
 /// # Panics
 /// If `scores.len() != n * n`.
 pub fn paired_ranks(s: &[f32], n: usize) -> (Vec<usize>, Vec<usize>) {
-    assert_eq!(s.len(), n * n, "paired_ranks: {} scores for {n} x {n} pairs", s.len());
-    let x_to_en: Vec<usize> =
-        (0..n).into_par_iter().map(|i| rank_in_row(&s[i * n..(i + 1) * n], i)).collect();
-    // Column ranks, by column blocks so that each pass reads contiguous row segments.
+    (row_ranks(s, n), column_ranks(s, n))
+}
+
+/// Rank of the diagonal entry within each row of the `n x n` row-major `s`.
+fn row_ranks(s: &[f32], n: usize) -> Vec<usize> {
+    assert_eq!(s.len(), n * n, "{} scores for {n} x {n} pairs", s.len());
+    (0..n).into_par_iter().map(|i| rank_in_row(&s[i * n..(i + 1) * n], i)).collect()
+}
+
+/// Rank of the diagonal entry within each column of the `n x n` row-major `s`, by column
+/// blocks so that each pass reads contiguous row segments.
+fn column_ranks(s: &[f32], n: usize) -> Vec<usize> {
+    assert_eq!(s.len(), n * n, "{} scores for {n} x {n} pairs", s.len());
     const COLS: usize = 64;
     let mut en_to_x = vec![0usize; n];
     en_to_x.par_chunks_mut(COLS).enumerate().for_each(|(b, out)| {
@@ -281,7 +284,7 @@ pub fn paired_ranks(s: &[f32], n: usize) -> (Vec<usize>, Vec<usize>) {
             *o = 1 + a;
         }
     });
-    (x_to_en, en_to_x)
+    en_to_x
 }
 
 /// Both retrieval directions over paired embeddings (row i of `x` and row i of `en` are a pair;
@@ -289,6 +292,77 @@ pub fn paired_ranks(s: &[f32], n: usize) -> (Vec<usize>, Vec<usize>) {
 pub fn both_directions(x: &[f32], en: &[f32], dim: usize) -> BothDirections {
     let (a, b) = both_directions_ranks(x, en, dim);
     BothDirections { x_to_en: metrics_from_ranks(&a), en_to_x: metrics_from_ranks(&b) }
+}
+
+/// The cosine scores of every row of `queries` against every row of `documents`
+/// (`[queries, documents]` row-major; rows are normalised first, zero rows score 0).
+pub fn cosine_matrix(queries: &[f32], documents: &[f32], dim: usize) -> Vec<f32> {
+    assert!(dim > 0, "cosine_matrix: dim must be positive");
+    let n = documents.len() / dim;
+    let q = normalise(queries, dim);
+    let packed = pack_documents(&normalise(documents, dim), dim);
+    let mut s = vec![0.0f32; (queries.len() / dim) * n];
+    if n > 0 {
+        s.par_chunks_mut(QROWS * n)
+            .zip(q.par_chunks(QROWS * dim))
+            .for_each(|(out, qrows)| score_rows(qrows, &packed, dim, n, out));
+    }
+    s
+}
+
+/// The hubness term of CSLS (Conneau et al. 2018) for every document: `r(d)`, the mean cosine of
+/// document `d` to its `k` nearest neighbours among `reference` queries (rows of the query
+/// language, never the test queries themselves). A document that is close to many queries (a
+/// hub) gets a large `r(d)` and is ranked down by `2 cos(q, d) - r(d)`.
+///
+/// With fewer than `k` reference rows, the mean is over all of them; with none, `r(d)` is 0.
+pub fn hubness(documents: &[f32], reference: &[f32], dim: usize, k: usize) -> Vec<f32> {
+    let refs = reference.len() / dim.max(1);
+    let k = k.min(refs);
+    if k == 0 {
+        return vec![0.0; documents.len() / dim.max(1)];
+    }
+    let scores = cosine_matrix(documents, reference, dim);
+    scores
+        .par_chunks(refs)
+        .map(|row| {
+            let mut row = row.to_vec();
+            row.select_nth_unstable_by(k - 1, |a, b| key(*b).total_cmp(&key(*a)));
+            (row[..k].iter().map(|&v| f64::from(key(v).max(-1.0))).sum::<f64>() / k as f64) as f32
+        })
+        .collect()
+}
+
+/// How documents are ranked for a query.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "kind")]
+pub enum Scoring {
+    /// Plain cosine similarity.
+    Cosine,
+    /// CSLS: `2 cos(q, d) - r(d)`, with `r(d)` over `k` nearest reference queries ([`hubness`]).
+    Csls {
+        /// Neighbours averaged in `r(d)`.
+        k: usize,
+    },
+}
+
+/// Both retrieval directions over paired embeddings ranked by CSLS: X -> en subtracts
+/// `r_en` (each English document's hubness among language-X reference queries), en -> X
+/// subtracts `r_x` (each X document's hubness among English reference queries).
+///
+/// # Panics
+/// If the shapes disagree (`x` and `en` paired rows, one `r` per document).
+pub fn both_directions_csls(x: &[f32], en: &[f32], dim: usize, r_en: &[f32], r_x: &[f32]) -> BothDirections {
+    assert_eq!(x.len(), en.len(), "both_directions_csls: x and en must have the same shape");
+    let n = x.len() / dim.max(1);
+    assert!(r_en.len() == n && r_x.len() == n, "both_directions_csls: one hubness term per document");
+    let cos = cosine_matrix(x, en, dim);
+    let x_to_en: Vec<f32> = cos.iter().enumerate().map(|(t, &c)| 2.0 * c - r_en[t % n.max(1)]).collect();
+    let en_to_x: Vec<f32> = cos.iter().enumerate().map(|(t, &c)| 2.0 * c - r_x[t / n.max(1)]).collect();
+    BothDirections {
+        x_to_en: metrics_from_ranks(&row_ranks(&x_to_en, n)),
+        en_to_x: metrics_from_ranks(&column_ranks(&en_to_x, n)),
+    }
 }
 
 #[cfg(test)]
@@ -325,6 +399,32 @@ mod tests {
                 ((x >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
             })
             .collect()
+    }
+
+    #[test]
+    fn hubness_and_csls_by_hand() {
+        // Documents e0 = (1, 0), e1 = (0, 1); reference queries (1, 0) twice and (0, 1) once.
+        let docs = [1.0, 0.0, 0.0, 1.0];
+        let reference = [1.0, 0.0, 1.0, 0.0, 0.0, 1.0];
+        // k = 1: each document's nearest reference query is itself: r = 1 for both.
+        assert_eq!(hubness(&docs, &reference, 2, 1), vec![1.0, 1.0]);
+        // k = 2: e0 -> (1 + 1) / 2 = 1; e1 -> (1 + 0) / 2 = 0.5.
+        assert_eq!(hubness(&docs, &reference, 2, 2), vec![1.0, 0.5]);
+        // k larger than the reference: all rows. No reference: zeros.
+        assert_eq!(hubness(&docs, &reference, 2, 10), vec![2.0 / 3.0, 1.0 / 3.0]);
+        assert_eq!(hubness(&docs, &[], 2, 10), vec![0.0, 0.0]);
+
+        // Query x0 = (0.8, 0.6) is paired with e1 but closer to e0 (a hub): cosine ranks e1
+        // second; CSLS with r = (1, 0.5): 2 * 0.8 - 1 = 0.6 < 2 * 0.6 - 0.5 = 0.7, so e1 first.
+        // Query x1 = (0, 1) is paired with e0: cos 0 vs 1, CSLS -1 vs 1.5: rank 2 either way.
+        let x = [0.8, 0.6, 0.0, 1.0];
+        let en = [0.0, 1.0, 1.0, 0.0];
+        let cosine = both_directions(&x, &en, 2);
+        assert_eq!((cosine.x_to_en.r1, cosine.x_to_en.mrr), (0.0, 0.5));
+        let csls = both_directions_csls(&x, &en, 2, &[0.5, 1.0], &[0.0, 0.0]);
+        assert_eq!((csls.x_to_en.r1, csls.x_to_en.mrr), (0.5, 0.75));
+        // With r_x = 0, en -> X CSLS ranks like cosine.
+        assert_eq!(csls.en_to_x, cosine.en_to_x);
     }
 
     #[test]
