@@ -502,3 +502,224 @@ fn check_f32s(bytes: &[u8], len: usize) -> Result<(), LoadError> {
 fn finite(mut values: impl Iterator<Item = f32>) -> Result<(), LoadError> {
     if values.all(f32::is_finite) { Ok(()) } else { Err(LoadError::NonFinite) }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{BlobParts, IndexParts};
+
+    fn tiny_config() -> ModelConfig {
+        ModelConfig {
+            tokenizer: TokenizerConfig { buckets: 16, max_words: 4, ..TokenizerConfig::DEFAULT },
+            dim: 4,
+            layers: 1,
+            heads: 2,
+            ffn: 4,
+            out_dim: 4,
+            layer_norm_eps: 1e-5,
+        }
+    }
+
+    fn tiny_blob() -> Vec<u8> {
+        let mut parts = BlobParts::new(tiny_config());
+        parts.index =
+            Some(IndexParts { ids: vec![1, 2], embeddings: vec![0.5; 8], hubness: vec![0.1, -0.2] });
+        parts.to_bytes().unwrap()
+    }
+
+    /// A blob around `payload` with a valid header and CRC.
+    fn seal(payload: &[u8]) -> Vec<u8> {
+        let mut blob = MAGIC.to_vec();
+        blob.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        blob.extend_from_slice(&u32::try_from(payload.len()).unwrap().to_le_bytes());
+        blob.extend_from_slice(&crc32(payload).to_le_bytes());
+        blob.extend_from_slice(payload);
+        blob
+    }
+
+    /// Loads the tiny blob after `change` to its decoded payload, re-encoded and resealed, so that
+    /// only the checks after the CRC can refuse it.
+    fn load_changed(change: impl FnOnce(&mut Payload<'static>)) -> Result<(), LoadError> {
+        let blob: &'static [u8] = Box::leak(tiny_blob().into_boxed_slice());
+        let mut payload = open(blob).unwrap();
+        change(&mut payload);
+        open(&seal(&postcard::to_allocvec(&payload).unwrap())).map(drop)
+    }
+
+    fn leak(bytes: Vec<u8>) -> &'static [u8] {
+        Box::leak(bytes.into_boxed_slice())
+    }
+
+    #[test]
+    fn crc_matches_the_standard_check_values() {
+        assert_eq!(crc32(b""), 0);
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+        assert_eq!(crc32(b"The quick brown fox jumps over the lazy dog"), 0x414F_A339);
+    }
+
+    #[test]
+    fn unchanged_payload_reseals_to_a_valid_blob() {
+        assert_eq!(load_changed(|_| {}), Ok(()));
+        assert_eq!(seal(&tiny_blob()[HEADER_LEN..]), tiny_blob());
+    }
+
+    #[test]
+    fn weights_are_borrowed_in_place() {
+        let blob = tiny_blob();
+        let payload = open(&blob).unwrap();
+        let range = blob.as_ptr_range();
+        for slice in [payload.embeddings.values, payload.layers[0].ffn_out.bias, payload.index.unwrap().ids] {
+            assert!(range.contains(&slice.as_ptr()), "not inside the blob");
+        }
+    }
+
+    #[test]
+    fn config_encoding_is_pinned() {
+        // A change here (e.g. a new TokenizerConfig field) changes the format: bump FORMAT_VERSION.
+        let micro = ModelConfig {
+            tokenizer: TokenizerConfig { buckets: 5632, ..TokenizerConfig::DEFAULT },
+            dim: 192,
+            layers: 1,
+            heads: 4,
+            ffn: 384,
+            out_dim: 384,
+            layer_norm_eps: 1e-5,
+        };
+        assert_eq!(
+            postcard::to_allocvec(&micro).unwrap(),
+            [
+                0x80, 0x2c, 0xe4, 0xd6, 0xd1, 0xfb, 0x06, 0x03, 0x05, 0x40, 0x30, 0xc0, 0x01, 0x01, 0x04,
+                0x80, 0x03, 0x80, 0x03, 0xac, 0xc5, 0x27, 0x37
+            ]
+        );
+    }
+
+    #[test]
+    fn zero_and_inconsistent_dimensions_are_refused() {
+        assert_eq!(load_changed(|p| p.config.dim = 0), Err(LoadError::ZeroDimension));
+        assert_eq!(load_changed(|p| p.config.heads = 0), Err(LoadError::ZeroDimension));
+        assert_eq!(load_changed(|p| p.config.ffn = 0), Err(LoadError::ZeroDimension));
+        assert_eq!(load_changed(|p| p.config.out_dim = 0), Err(LoadError::ZeroDimension));
+        assert_eq!(load_changed(|p| p.config.tokenizer.buckets = 0), Err(LoadError::BadTokenizerConfig));
+        assert_eq!(load_changed(|p| p.config.tokenizer.max_words = 0), Err(LoadError::BadTokenizerConfig));
+        assert_eq!(load_changed(|p| p.config.heads = 3), Err(LoadError::HeadsDoNotDivideDim));
+        assert_eq!(load_changed(|p| p.config.layers = 9), Err(LoadError::TooManyLayers));
+        assert_eq!(load_changed(|p| p.config.out_dim = 1025), Err(LoadError::OutDimTooLarge));
+        for eps in [0.0, -1e-5, f32::NAN, f32::INFINITY] {
+            assert_eq!(load_changed(|p| p.config.layer_norm_eps = eps), Err(LoadError::BadLayerNormEps));
+        }
+        // Valid configs that do not match the tensors.
+        assert_eq!(load_changed(|p| p.config.layers = 0), Err(LoadError::ShapeMismatch));
+        assert_eq!(load_changed(|p| p.config.dim = 8), Err(LoadError::ShapeMismatch));
+        assert_eq!(load_changed(|p| p.config.ffn = 8), Err(LoadError::ShapeMismatch));
+        assert_eq!(load_changed(|p| p.config.tokenizer.max_words = 5), Err(LoadError::ShapeMismatch));
+    }
+
+    #[test]
+    fn huge_declared_sizes_are_refused() {
+        assert_eq!(load_changed(|p| p.config.tokenizer.buckets = u32::MAX), Err(LoadError::ShapeMismatch));
+        assert_eq!(load_changed(|p| p.config.dim = u16::MAX), Err(LoadError::HeadsDoNotDivideDim));
+        assert_eq!(
+            load_changed(|p| {
+                p.config.dim = 65534;
+                p.config.tokenizer.buckets = u32::MAX;
+            }),
+            Err(LoadError::ShapeMismatch)
+        );
+        assert_eq!(
+            load_changed(|p| p.index.as_mut().unwrap().docs = u32::MAX),
+            Err(LoadError::ShapeMismatch)
+        );
+        // Products that overflow usize (reachable from a config on 32-bit devices).
+        let empty = Matrix { values: &[], scales: &[] };
+        assert_eq!(empty.check(usize::MAX, 2), Err(LoadError::SizeOverflow));
+        assert_eq!(empty.check(usize::MAX / 2 + 1, 1), Err(LoadError::SizeOverflow));
+        assert_eq!(check_f32s(&[], usize::MAX / 2), Err(LoadError::SizeOverflow));
+        // A byte string whose declared length runs past the payload.
+        let mut payload = postcard::to_allocvec(&tiny_config()).unwrap();
+        payload.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f, 1, 2, 3]);
+        assert_eq!(open(&seal(&payload)).err(), Some(LoadError::Decode));
+    }
+
+    #[test]
+    fn mismatched_tensors_are_refused() {
+        assert_eq!(
+            load_changed(|p| p.embeddings.values = &p.embeddings.values[1..]),
+            Err(LoadError::ShapeMismatch)
+        );
+        assert_eq!(load_changed(|p| p.positions.scales = &[]), Err(LoadError::ShapeMismatch));
+        assert_eq!(
+            load_changed(|p| p.layers[0].key.bias = &p.layers[0].key.bias[4..]),
+            Err(LoadError::ShapeMismatch)
+        );
+        assert_eq!(load_changed(|p| p.layers[0].ffn_norm.weight = &[]), Err(LoadError::ShapeMismatch));
+        assert_eq!(load_changed(|p| p.projection.weight.values = &[]), Err(LoadError::ShapeMismatch));
+        assert_eq!(load_changed(|p| p.index.as_mut().unwrap().hubness = &[]), Err(LoadError::ShapeMismatch));
+        assert_eq!(load_changed(|p| p.index.as_mut().unwrap().ids = &[0; 4]), Err(LoadError::ShapeMismatch));
+        assert_eq!(load_changed(|p| p.index = None), Ok(()));
+    }
+
+    #[test]
+    fn non_finite_scales_and_parameters_are_refused() {
+        let nan_scale = |scales: &[u8]| {
+            let mut bytes = scales.to_vec();
+            bytes[..2].copy_from_slice(&half::f16::NAN.to_le_bytes());
+            leak(bytes)
+        };
+        assert_eq!(
+            load_changed(|p| p.embeddings.scales = nan_scale(p.embeddings.scales)),
+            Err(LoadError::NonFinite)
+        );
+        assert_eq!(
+            load_changed(|p| p.layers[0].query.weight.scales = nan_scale(p.layers[0].query.weight.scales)),
+            Err(LoadError::NonFinite)
+        );
+        assert_eq!(
+            load_changed(|p| {
+                let index = p.index.as_mut().unwrap();
+                index.scales = nan_scale(index.scales);
+            }),
+            Err(LoadError::NonFinite)
+        );
+        let infinite = leak([f32::INFINITY; 4].iter().flat_map(|v| v.to_le_bytes()).collect());
+        assert_eq!(load_changed(|p| p.layers[0].attention_norm.bias = infinite), Err(LoadError::NonFinite));
+        assert_eq!(load_changed(|p| p.projection.bias = infinite), Err(LoadError::NonFinite));
+    }
+
+    #[test]
+    fn payload_framing_errors_are_refused() {
+        let blob = tiny_blob();
+        let mut payload = blob[HEADER_LEN..].to_vec();
+        payload.push(0);
+        assert_eq!(open(&seal(&payload)).err(), Some(LoadError::TrailingBytes));
+        assert_eq!(open(&seal(&[])).err(), Some(LoadError::Decode));
+        let mut bad_magic = blob.clone();
+        bad_magic[..4].copy_from_slice(b"OTKE");
+        assert_eq!(open(&bad_magic).err(), Some(LoadError::BadMagic));
+    }
+
+    #[test]
+    fn every_error_has_a_message() {
+        let errors = [
+            LoadError::TooShort,
+            LoadError::BadMagic,
+            LoadError::UnsupportedVersion { found: 7, supported: FORMAT_VERSION },
+            LoadError::Truncated,
+            LoadError::TrailingBytes,
+            LoadError::BadCrc,
+            LoadError::Decode,
+            LoadError::BadTokenizerConfig,
+            LoadError::ZeroDimension,
+            LoadError::HeadsDoNotDivideDim,
+            LoadError::TooManyLayers,
+            LoadError::OutDimTooLarge,
+            LoadError::BadLayerNormEps,
+            LoadError::SizeOverflow,
+            LoadError::ShapeMismatch,
+            LoadError::NonFinite,
+        ];
+        let messages: std::collections::HashSet<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(messages.len(), errors.len(), "messages are distinct");
+        assert!(messages.iter().all(|m| m.starts_with("blob: ")));
+    }
+}
