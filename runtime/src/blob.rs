@@ -319,7 +319,7 @@ impl fmt::Display for LoadError {
 impl core::error::Error for LoadError {}
 
 /// A quantized matrix borrowed from the blob (see the [module docs](self) for the layout).
-#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+#[derive(Clone, Copy, Serialize, Deserialize)]
 pub(crate) struct Matrix<'a> {
     /// `rows · cols` int8, row-major.
     pub values: &'a [u8],
@@ -351,7 +351,7 @@ impl<'a> Matrix<'a> {
 }
 
 /// A dense layer: `weight` rows are output units.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+#[derive(Clone, Copy, Serialize, Deserialize)]
 pub(crate) struct Dense<'a> {
     #[serde(borrow)]
     pub weight: Matrix<'a>,
@@ -367,7 +367,7 @@ impl Dense<'_> {
 }
 
 /// LayerNorm gain and bias, f32 little endian.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+#[derive(Clone, Copy, Serialize, Deserialize)]
 pub(crate) struct Norm<'a> {
     pub weight: &'a [u8],
     pub bias: &'a [u8],
@@ -381,7 +381,7 @@ impl Norm<'_> {
 }
 
 /// One pre-LayerNorm transformer layer.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+#[derive(Clone, Copy, Serialize, Deserialize)]
 pub(crate) struct Layer<'a> {
     #[serde(borrow)]
     pub attention_norm: Norm<'a>,
@@ -402,7 +402,7 @@ pub(crate) struct Layer<'a> {
 }
 
 /// The document index as stored.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+#[derive(Clone, Copy, Serialize, Deserialize)]
 pub(crate) struct IndexBytes<'a> {
     pub docs: u32,
     /// `docs · out_dim` int8.
@@ -416,7 +416,7 @@ pub(crate) struct IndexBytes<'a> {
 }
 
 /// The payload, in format order.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub(crate) struct Payload<'a> {
     pub config: ModelConfig,
     #[serde(borrow)]

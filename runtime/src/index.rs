@@ -206,7 +206,7 @@ impl core::error::Error for SearchError {}
 /// assert_eq!(hits[0].id, 11);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy)]
 pub struct Index<'a> {
     dim: usize,
     values: &'a [u8],
@@ -318,6 +318,13 @@ impl<'a> Index<'a> {
             let _ = hits.insert(at, hit);
         }
         Ok(hits)
+    }
+}
+
+/// The sizes, not the documents.
+impl fmt::Debug for Index<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Index").field("documents", &self.len()).field("dim", &self.dim).finish()
     }
 }
 

@@ -27,7 +27,7 @@ use crate::tokenizer::{Feature, tokenize};
 /// assert!(model.index().is_none());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Model<'a> {
     payload: Payload<'a>,
     index: Option<Index<'a>>,
@@ -143,13 +143,14 @@ impl<'a> Model<'a> {
     pub fn encode(&self, text: &str, scratch: &mut Scratch<'_>) -> Result<Embedding, EncodeError> {
         let config = &self.payload.config;
         let report = tokenize(&config.tokenizer, text, scratch.features);
+        // `Scratch::features_len` leaves one spare slot: a full buffer means features were cut off
+        // (checked first: with no room at all, no word is counted).
+        if scratch.features.len() >= scratch.features.capacity() {
+            return Err(EncodeError::ScratchTooSmall);
+        }
         let words = usize::from(report.words);
         if words == 0 {
             return Err(EncodeError::EmptyQuery);
-        }
-        // `Scratch::features_len` leaves one spare slot: a full buffer means features were cut off.
-        if scratch.features.len() >= scratch.features.capacity() {
-            return Err(EncodeError::ScratchTooSmall);
         }
         #[cfg(feature = "defmt")]
         defmt::trace!("encode: {=usize} words, {=usize} features", words, scratch.features.len());
@@ -189,6 +190,17 @@ impl<'a> Model<'a> {
         for (word, (row, scale)) in x.chunks_exact_mut(dim).zip(self.payload.positions.rows(dim)) {
             add_dequantized(word, row, scale);
         }
+    }
+}
+
+/// The config and sizes, not the weights.
+impl fmt::Debug for Model<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Model")
+            .field("config", &self.payload.config)
+            .field("weight_bytes", &self.weight_bytes())
+            .field("index", &self.index)
+            .finish()
     }
 }
 

@@ -137,3 +137,17 @@ fn zero_weights_give_a_zero_embedding_not_nan() {
     assert!(embedding.values().iter().all(|&v| v == 0));
     assert_eq!(embedding.scale(), 0.0);
 }
+
+#[test]
+fn a_feature_buffer_without_room_is_too_small_not_empty() {
+    let config = small_config();
+    let blob = random_parts(config, 5).to_bytes().unwrap();
+    let model = Model::from_bytes(&blob).unwrap();
+    let mut floats = vec![0f32; Scratch::floats_len(&config, 16)];
+    let mut int8s = vec![0i8; Scratch::int8s_len(&config, 16)];
+    let mut none = heapless::Vec::<Feature, 0>::new();
+    let result = model.encode("a dog", &mut Scratch::new(none.as_mut_view(), &mut floats, &mut int8s));
+    assert_eq!(result, Err(EncodeError::ScratchTooSmall));
+    let debug = format!("{model:?}");
+    assert!(debug.contains("weight_bytes") && debug.len() < 1000, "{debug}");
+}
