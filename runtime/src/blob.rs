@@ -1,0 +1,725 @@
+//! The blob: a quantized student (and optionally a document index) in one byte string that the
+//! device reads in place, from flash.
+//!
+//! # Layout
+//!
+//! A fixed 16-byte header, all integers little endian:
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 4 | magic [`MAGIC`], `b"OTKD"` |
+//! | 4 | 4 | format version, `u32` ([`FORMAT_VERSION`]) |
+//! | 8 | 4 | payload length in bytes, `u32`; the blob ends exactly where the payload does |
+//! | 12 | 4 | CRC-32 ([`crc32`]: IEEE 802.3, as zlib and PNG) of the payload, `u32` |
+//!
+//! The header is fixed-width rather than postcard so that every future version can read the
+//! magic and the version of any blob and refuse it by name.
+//!
+//! The payload is the postcard encoding of these fields, in this order (postcard: integers wider
+//! than a byte are varints, `f32` is 4 bytes little endian, a byte string is a varint length and
+//! the bytes, a sequence is a varint count and the elements, an `Option` is a 0 or 1 byte and the
+//! value):
+//!
+//! 1. **config** ([`ModelConfig`]): the tokenizer's fields in the order of
+//!    [`TokenizerConfig`](crate::TokenizerConfig) (so changing that struct changes the format and
+//!    needs a new version), then `dim`, `layers`, `heads`, `ffn`, `out_dim` (`u16`) and
+//!    `layer_norm_eps` (`f32`).
+//! 2. **embeddings**: a *matrix* of `buckets` rows by `dim` (the hashed-feature table; row = bucket).
+//! 3. **positions**: a *matrix* of `max_words` rows by `dim` (one learned vector per word position).
+//! 4. **layers**: a sequence of `layers` (at most [`MAX_LAYERS`]) *layers*.
+//! 5. **projection**: a *dense* layer, `out_dim` rows by `dim`.
+//! 6. **index**: an `Option` of an *index*.
+//!
+//! where
+//!
+//! - a *matrix* of `rows x cols` is two byte strings: `values`, `rows · cols` int8 (two's
+//!   complement bytes), row-major; and `scales`, `rows` f16 (2 bytes little endian each). Row `r`
+//!   is `values[r] · scales[r]` (see [`quantize_row`](crate::quantize_row)).
+//! - a *dense* layer is a *matrix* whose rows are its **output** units (the transpose of the
+//!   host student's `[in, out]` weight, so each output is one contiguous int8 dot product and has
+//!   its own scale), then `bias`: a byte string of `rows` f32.
+//! - a *norm* (LayerNorm) is two byte strings of `dim` f32: `weight` (gain) and `bias`.
+//! - a *layer* is, in order: `attention_norm` (*norm*), `query`, `key`, `value`, `attention_out`
+//!   (*dense*, `dim x dim` each), `ffn_norm` (*norm*), `ffn_in` (*dense*, `ffn x dim`),
+//!   `ffn_out` (*dense*, `dim x ffn`).
+//! - an *index* is `docs` (`u32`), then four byte strings: `values` (`docs · out_dim` int8, one
+//!   document per row, each the quantized L2-normalised embedding of the document), `scales`
+//!   (`docs` f16), `ids` (`docs` u32, the caller's document ids) and `hubness` (`docs` i16: the CSLS
+//!   term `r(d)`, see below).
+//!
+//! Biases and LayerNorm parameters are f32 because the runtime computes with them in f32 exactly
+//! as stored (they are a few KiB); they are bytes, not `f32` sequences, because serde can borrow
+//! only `&[u8]`, and bytes need no alignment.
+//!
+//! **Hubness term.** `r(d)`, the mean cosine of document `d` to its K nearest neighbours in a
+//! reference population of encoded queries, lies in `[-1, 1]`; it is stored as
+//! `round(r(d) · 32767)` clamped to `±32767` and read back as `q / 32767` (steps of 3.05e-5, far
+//! below the differences CSLS ranks by). Choosing K and the reference population is the exporter's
+//! job; an index exported without them stores 0, and CSLS then ranks as cosine does.
+//!
+//! # Loading
+//!
+//! [`Model::from_bytes`](crate::Model::from_bytes) checks, in order: the header (length, magic,
+//! version, payload length, CRC), the postcard decoding (every length inside is checked against
+//! the bytes left) with no trailing bytes, the config ([`ModelConfig::validate`]), then every
+//! tensor's byte length against the config (products computed with overflow checks) and every
+//! scale and f32 parameter for NaN and infinity. The tensors are then borrowed, never copied.
+
+use core::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::quant::{f16s, f32s};
+use crate::tokenizer::TokenizerConfig;
+
+/// The first four bytes of every blob.
+///
+/// ```
+/// assert_eq!(&otkd_runtime::MAGIC, b"OTKD");
+/// ```
+pub const MAGIC: [u8; 4] = *b"OTKD";
+
+/// The blob format this runtime reads and writes.
+///
+/// ```
+/// assert_eq!(otkd_runtime::FORMAT_VERSION, 1);
+/// ```
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Bytes before the payload: magic, version, payload length, CRC-32.
+///
+/// ```
+/// assert_eq!(otkd_runtime::HEADER_LEN, 16);
+/// ```
+pub const HEADER_LEN: usize = 16;
+
+/// The most transformer layers a blob may hold (they are kept in a fixed-capacity list).
+///
+/// ```
+/// use otkd_runtime::{LoadError, ModelConfig, TokenizerConfig, MAX_LAYERS};
+///
+/// let config = ModelConfig {
+///     tokenizer: TokenizerConfig::DEFAULT,
+///     dim: 8, layers: MAX_LAYERS as u16 + 1, heads: 2, ffn: 16, out_dim: 4, layer_norm_eps: 1e-5,
+/// };
+/// assert_eq!(config.validate(), Err(LoadError::TooManyLayers));
+/// ```
+pub const MAX_LAYERS: usize = 8;
+
+/// The widest output (sentence embedding) a blob may have: an [`Embedding`](crate::Embedding)
+/// has this fixed capacity.
+///
+/// ```
+/// assert!(otkd_runtime::MAX_OUT_DIM >= 384);
+/// ```
+pub const MAX_OUT_DIM: usize = 1024;
+
+/// Stored hubness terms are `round(r(d) · HUBNESS_SCALE)` as i16 (see the module docs).
+pub(crate) const HUBNESS_SCALE: f32 = 32767.0;
+
+/// CRC-32 (IEEE 802.3, reflected polynomial `0xEDB88320`, the CRC of zlib, PNG and Ethernet).
+///
+/// ```
+/// assert_eq!(otkd_runtime::crc32(b"123456789"), 0xCBF4_3926);
+/// ```
+pub fn crc32(bytes: &[u8]) -> u32 {
+    !bytes.iter().fold(!0u32, |crc, &b| {
+        let [low, ..] = crc.to_le_bytes();
+        // The table has 256 entries and the index is a byte.
+        #[allow(clippy::indexing_slicing)]
+        let entry = CRC_TABLE[usize::from(low ^ b)];
+        entry ^ (crc >> 8)
+    })
+}
+
+/// CRC-32 of every byte value, computed at compile time (1 KiB of flash).
+// Evaluated by the compiler: `i < 256` fits a u32, and a bad index would fail the build.
+#[allow(clippy::indexing_slicing, clippy::cast_possible_truncation)]
+const CRC_TABLE: [u32; 256] = {
+    let mut table = [0u32; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut crc = i as u32;
+        let mut bit = 0;
+        while bit < 8 {
+            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            bit += 1;
+        }
+        table[i] = crc;
+        i += 1;
+    }
+    table
+};
+
+/// The architecture of a student, stored at the head of its blob.
+///
+/// The encoder: each word's vector is the sum of its features' rows of the embedding table plus
+/// its position's vector; then `layers` pre-LayerNorm transformer layers (`heads`-head
+/// self-attention, then an exact-erf GELU feed-forward of width `ffn`, each added to the
+/// residual); then a projection to `out_dim` per word, the mean over the words and an L2
+/// normalisation. No final LayerNorm. Positions are `tokenizer.max_words` long.
+///
+/// ```
+/// use otkd_runtime::{ModelConfig, TokenizerConfig};
+///
+/// let micro = ModelConfig {
+///     tokenizer: TokenizerConfig { buckets: 5632, ..TokenizerConfig::DEFAULT },
+///     dim: 192, layers: 1, heads: 4, ffn: 384, out_dim: 384, layer_norm_eps: 1e-5,
+/// };
+/// micro.validate()?;
+/// assert_eq!(micro.head_dim(), 48);
+/// # Ok::<(), otkd_runtime::LoadError>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    /// The tokenizer's settings; `buckets` is the embedding table's height, `max_words` the
+    /// number of positions.
+    pub tokenizer: TokenizerConfig,
+    /// Width inside the encoder.
+    pub dim: u16,
+    /// Transformer layers (0 is allowed: the encoder is then linear in the features).
+    pub layers: u16,
+    /// Attention heads per layer; divides `dim`.
+    pub heads: u16,
+    /// Feed-forward width.
+    pub ffn: u16,
+    /// Output (sentence embedding) width.
+    pub out_dim: u16,
+    /// LayerNorm epsilon, added to the variance.
+    pub layer_norm_eps: f32,
+}
+
+impl ModelConfig {
+    /// Checks what loading checks before any tensor: a valid tokenizer config, no zero width,
+    /// `heads` dividing `dim`, at most [`MAX_LAYERS`] layers and [`MAX_OUT_DIM`] outputs, and a
+    /// finite positive epsilon.
+    ///
+    /// ```
+    /// use otkd_runtime::{LoadError, ModelConfig, TokenizerConfig};
+    ///
+    /// let config = ModelConfig {
+    ///     tokenizer: TokenizerConfig::DEFAULT,
+    ///     dim: 10, layers: 1, heads: 4, ffn: 16, out_dim: 8, layer_norm_eps: 1e-5,
+    /// };
+    /// assert_eq!(config.validate(), Err(LoadError::HeadsDoNotDivideDim));
+    /// ```
+    pub const fn validate(&self) -> Result<(), LoadError> {
+        if self.tokenizer.validate().is_err() {
+            Err(LoadError::BadTokenizerConfig)
+        } else if self.dim == 0 || self.heads == 0 || self.ffn == 0 || self.out_dim == 0 {
+            Err(LoadError::ZeroDimension)
+        } else if !self.dim.is_multiple_of(self.heads) {
+            Err(LoadError::HeadsDoNotDivideDim)
+        } else if self.layers as usize > MAX_LAYERS {
+            Err(LoadError::TooManyLayers)
+        } else if self.out_dim as usize > MAX_OUT_DIM {
+            Err(LoadError::OutDimTooLarge)
+        } else if !(self.layer_norm_eps.is_finite() && self.layer_norm_eps > 0.0) {
+            Err(LoadError::BadLayerNormEps)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Width of one attention head, `dim / heads` (0 when `heads` is 0).
+    ///
+    /// ```
+    /// use otkd_runtime::{ModelConfig, TokenizerConfig};
+    ///
+    /// let config = ModelConfig {
+    ///     tokenizer: TokenizerConfig::DEFAULT,
+    ///     dim: 192, layers: 1, heads: 4, ffn: 384, out_dim: 384, layer_norm_eps: 1e-5,
+    /// };
+    /// assert_eq!(config.head_dim(), 48);
+    /// ```
+    pub const fn head_dim(&self) -> usize {
+        match (self.dim as usize).checked_div(self.heads as usize) {
+            Some(width) => width,
+            None => 0,
+        }
+    }
+}
+
+/// Why a blob was refused.
+///
+/// ```
+/// use otkd_runtime::{LoadError, Model};
+///
+/// assert_eq!(Model::from_bytes(b"OTKD").err(), Some(LoadError::TooShort));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum LoadError {
+    /// The blob is shorter than its 16-byte header.
+    TooShort,
+    /// The blob does not start with [`MAGIC`].
+    BadMagic,
+    /// The blob is of another format version than this runtime reads.
+    UnsupportedVersion {
+        /// The version the blob declares.
+        found: u32,
+        /// The version this runtime reads, [`FORMAT_VERSION`].
+        supported: u32,
+    },
+    /// The blob has fewer bytes than its header declares.
+    Truncated,
+    /// Bytes follow the declared payload, or the model inside it.
+    TrailingBytes,
+    /// The payload's CRC-32 differs from the header's.
+    BadCrc,
+    /// The payload is not a postcard encoding of the format (a length past the end, a bad varint, …).
+    Decode,
+    /// The tokenizer config is invalid (see [`TokenizerConfig::validate`]).
+    BadTokenizerConfig,
+    /// `dim`, `heads`, `ffn` or `out_dim` is 0.
+    ZeroDimension,
+    /// `heads` does not divide `dim`.
+    HeadsDoNotDivideDim,
+    /// More than [`MAX_LAYERS`] layers.
+    TooManyLayers,
+    /// `out_dim` is above [`MAX_OUT_DIM`].
+    OutDimTooLarge,
+    /// The LayerNorm epsilon is not a finite positive number.
+    BadLayerNormEps,
+    /// A tensor's size, computed from the config, overflows `usize`.
+    SizeOverflow,
+    /// A tensor's byte length (or the layer count) does not match the config.
+    ShapeMismatch,
+    /// A scale or an f32 parameter is NaN or infinite.
+    NonFinite,
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = match self {
+            Self::UnsupportedVersion { found, supported } => {
+                return write!(f, "blob: format version {found}, but this runtime reads version {supported}");
+            }
+            Self::TooShort => "blob: shorter than its 16-byte header",
+            Self::BadMagic => "blob: not an otkd blob (bad magic)",
+            Self::Truncated => "blob: truncated (fewer bytes than the header declares)",
+            Self::TrailingBytes => "blob: bytes after the model",
+            Self::BadCrc => "blob: CRC mismatch (corrupted payload)",
+            Self::Decode => "blob: the payload does not decode",
+            Self::BadTokenizerConfig => "blob: invalid tokenizer config",
+            Self::ZeroDimension => "blob: a model dimension is 0",
+            Self::HeadsDoNotDivideDim => "blob: heads do not divide dim",
+            Self::TooManyLayers => "blob: too many layers",
+            Self::OutDimTooLarge => "blob: output width too large",
+            Self::BadLayerNormEps => "blob: LayerNorm epsilon is not finite and positive",
+            Self::SizeOverflow => "blob: a tensor size overflows",
+            Self::ShapeMismatch => "blob: a tensor does not match the config",
+            Self::NonFinite => "blob: a scale or parameter is NaN or infinite",
+        };
+        f.write_str(text)
+    }
+}
+
+impl core::error::Error for LoadError {}
+
+/// A quantized matrix borrowed from the blob (see the [module docs](self) for the layout).
+#[derive(Clone, Copy, Serialize, Deserialize)]
+pub(crate) struct Matrix<'a> {
+    /// `rows · cols` int8, row-major.
+    pub values: &'a [u8],
+    /// `rows` f16, little endian.
+    pub scales: &'a [u8],
+}
+
+impl<'a> Matrix<'a> {
+    /// Every row's int8 values (`cols` of them) with its scale.
+    pub fn rows(&self, cols: usize) -> impl Iterator<Item = (&'a [u8], f32)> + 'a {
+        self.values.chunks_exact(cols.max(1)).zip(f16s(self.scales))
+    }
+
+    /// Row `row` with its scale.
+    pub fn row(&self, row: usize, cols: usize) -> Option<(&'a [u8], f32)> {
+        let values = self.values.chunks_exact(cols.max(1)).nth(row)?;
+        let scale = f16s(self.scales.get(row.checked_mul(2)?..)?).next()?;
+        Some((values, scale))
+    }
+
+    fn check(&self, rows: usize, cols: usize) -> Result<(), LoadError> {
+        let values = rows.checked_mul(cols).ok_or(LoadError::SizeOverflow)?;
+        let scales = rows.checked_mul(2).ok_or(LoadError::SizeOverflow)?;
+        if self.values.len() != values || self.scales.len() != scales {
+            return Err(LoadError::ShapeMismatch);
+        }
+        finite(f16s(self.scales))
+    }
+}
+
+/// A dense layer: `weight` rows are output units.
+#[derive(Clone, Copy, Serialize, Deserialize)]
+pub(crate) struct Dense<'a> {
+    #[serde(borrow)]
+    pub weight: Matrix<'a>,
+    /// One f32 per output, little endian.
+    pub bias: &'a [u8],
+}
+
+impl Dense<'_> {
+    fn check(&self, outputs: usize, inputs: usize) -> Result<(), LoadError> {
+        self.weight.check(outputs, inputs)?;
+        check_f32s(self.bias, outputs)
+    }
+}
+
+/// LayerNorm gain and bias, f32 little endian.
+#[derive(Clone, Copy, Serialize, Deserialize)]
+pub(crate) struct Norm<'a> {
+    pub weight: &'a [u8],
+    pub bias: &'a [u8],
+}
+
+impl Norm<'_> {
+    fn check(&self, dim: usize) -> Result<(), LoadError> {
+        check_f32s(self.weight, dim)?;
+        check_f32s(self.bias, dim)
+    }
+}
+
+/// One pre-LayerNorm transformer layer.
+#[derive(Clone, Copy, Serialize, Deserialize)]
+pub(crate) struct Layer<'a> {
+    #[serde(borrow)]
+    pub attention_norm: Norm<'a>,
+    #[serde(borrow)]
+    pub query: Dense<'a>,
+    #[serde(borrow)]
+    pub key: Dense<'a>,
+    #[serde(borrow)]
+    pub value: Dense<'a>,
+    #[serde(borrow)]
+    pub attention_out: Dense<'a>,
+    #[serde(borrow)]
+    pub ffn_norm: Norm<'a>,
+    #[serde(borrow)]
+    pub ffn_in: Dense<'a>,
+    #[serde(borrow)]
+    pub ffn_out: Dense<'a>,
+}
+
+/// The document index as stored.
+#[derive(Clone, Copy, Serialize, Deserialize)]
+pub(crate) struct IndexBytes<'a> {
+    pub docs: u32,
+    /// `docs · out_dim` int8.
+    pub values: &'a [u8],
+    /// `docs` f16.
+    pub scales: &'a [u8],
+    /// `docs` u32.
+    pub ids: &'a [u8],
+    /// `docs` i16: `r(d) · 32767`.
+    pub hubness: &'a [u8],
+}
+
+/// The payload, in format order.
+#[derive(Clone, Serialize, Deserialize)]
+pub(crate) struct Payload<'a> {
+    pub config: ModelConfig,
+    #[serde(borrow)]
+    pub embeddings: Matrix<'a>,
+    #[serde(borrow)]
+    pub positions: Matrix<'a>,
+    #[serde(borrow)]
+    pub layers: heapless::Vec<Layer<'a>, MAX_LAYERS>,
+    #[serde(borrow)]
+    pub projection: Dense<'a>,
+    #[serde(borrow)]
+    pub index: Option<IndexBytes<'a>>,
+}
+
+/// Reads and checks a whole blob (see the [module docs](self)); the tensors stay borrowed.
+pub(crate) fn open(blob: &[u8]) -> Result<Payload<'_>, LoadError> {
+    let (header, payload) = blob.split_first_chunk::<HEADER_LEN>().ok_or(LoadError::TooShort)?;
+    let [m0, m1, m2, m3, v0, v1, v2, v3, l0, l1, l2, l3, c0, c1, c2, c3] = *header;
+    if [m0, m1, m2, m3] != MAGIC {
+        return Err(LoadError::BadMagic);
+    }
+    let version = u32::from_le_bytes([v0, v1, v2, v3]);
+    if version != FORMAT_VERSION {
+        return Err(LoadError::UnsupportedVersion { found: version, supported: FORMAT_VERSION });
+    }
+    let declared = usize::try_from(u32::from_le_bytes([l0, l1, l2, l3])).map_err(|_| LoadError::Truncated)?;
+    let payload = match payload.len().cmp(&declared) {
+        core::cmp::Ordering::Less => return Err(LoadError::Truncated),
+        core::cmp::Ordering::Greater => return Err(LoadError::TrailingBytes),
+        core::cmp::Ordering::Equal => payload,
+    };
+    if crc32(payload) != u32::from_le_bytes([c0, c1, c2, c3]) {
+        return Err(LoadError::BadCrc);
+    }
+    let (decoded, rest) = postcard::take_from_bytes::<Payload>(payload).map_err(|_| LoadError::Decode)?;
+    if !rest.is_empty() {
+        return Err(LoadError::TrailingBytes);
+    }
+    decoded.check()?;
+    Ok(decoded)
+}
+
+impl Payload<'_> {
+    fn check(&self) -> Result<(), LoadError> {
+        let config = &self.config;
+        config.validate()?;
+        let (dim, ffn, out) = (usize::from(config.dim), usize::from(config.ffn), usize::from(config.out_dim));
+        let buckets = usize::try_from(config.tokenizer.buckets).map_err(|_| LoadError::SizeOverflow)?;
+        self.embeddings.check(buckets, dim)?;
+        self.positions.check(usize::from(config.tokenizer.max_words), dim)?;
+        if self.layers.len() != usize::from(config.layers) {
+            return Err(LoadError::ShapeMismatch);
+        }
+        for layer in &self.layers {
+            layer.attention_norm.check(dim)?;
+            for dense in [layer.query, layer.key, layer.value, layer.attention_out] {
+                dense.check(dim, dim)?;
+            }
+            layer.ffn_norm.check(dim)?;
+            layer.ffn_in.check(ffn, dim)?;
+            layer.ffn_out.check(dim, ffn)?;
+        }
+        self.projection.check(out, dim)?;
+        if let Some(index) = &self.index {
+            let docs = usize::try_from(index.docs).map_err(|_| LoadError::SizeOverflow)?;
+            Matrix { values: index.values, scales: index.scales }.check(docs, out)?;
+            let ids = docs.checked_mul(4).ok_or(LoadError::SizeOverflow)?;
+            if index.ids.len() != ids || index.hubness.len() != docs.saturating_mul(2) {
+                return Err(LoadError::ShapeMismatch);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_f32s(bytes: &[u8], len: usize) -> Result<(), LoadError> {
+    if bytes.len() != len.checked_mul(4).ok_or(LoadError::SizeOverflow)? {
+        return Err(LoadError::ShapeMismatch);
+    }
+    finite(f32s(bytes))
+}
+
+fn finite(mut values: impl Iterator<Item = f32>) -> Result<(), LoadError> {
+    if values.all(f32::is_finite) { Ok(()) } else { Err(LoadError::NonFinite) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{BlobParts, IndexParts};
+
+    fn tiny_config() -> ModelConfig {
+        ModelConfig {
+            tokenizer: TokenizerConfig { buckets: 16, max_words: 4, ..TokenizerConfig::DEFAULT },
+            dim: 4,
+            layers: 1,
+            heads: 2,
+            ffn: 4,
+            out_dim: 4,
+            layer_norm_eps: 1e-5,
+        }
+    }
+
+    fn tiny_blob() -> Vec<u8> {
+        let mut parts = BlobParts::new(tiny_config());
+        parts.index =
+            Some(IndexParts { ids: vec![1, 2], embeddings: vec![0.5; 8], hubness: vec![0.1, -0.2] });
+        parts.to_bytes().unwrap()
+    }
+
+    /// A blob around `payload` with a valid header and CRC.
+    fn seal(payload: &[u8]) -> Vec<u8> {
+        let mut blob = MAGIC.to_vec();
+        blob.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        blob.extend_from_slice(&u32::try_from(payload.len()).unwrap().to_le_bytes());
+        blob.extend_from_slice(&crc32(payload).to_le_bytes());
+        blob.extend_from_slice(payload);
+        blob
+    }
+
+    /// Loads the tiny blob after `change` to its decoded payload, re-encoded and resealed, so that
+    /// only the checks after the CRC can refuse it.
+    fn load_changed(change: impl FnOnce(&mut Payload<'static>)) -> Result<(), LoadError> {
+        let blob: &'static [u8] = Box::leak(tiny_blob().into_boxed_slice());
+        let mut payload = open(blob).unwrap();
+        change(&mut payload);
+        open(&seal(&postcard::to_allocvec(&payload).unwrap())).map(drop)
+    }
+
+    fn leak(bytes: Vec<u8>) -> &'static [u8] {
+        Box::leak(bytes.into_boxed_slice())
+    }
+
+    #[test]
+    fn crc_matches_the_standard_check_values() {
+        assert_eq!(crc32(b""), 0);
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+        assert_eq!(crc32(b"The quick brown fox jumps over the lazy dog"), 0x414F_A339);
+    }
+
+    #[test]
+    fn unchanged_payload_reseals_to_a_valid_blob() {
+        assert_eq!(load_changed(|_| {}), Ok(()));
+        assert_eq!(seal(&tiny_blob()[HEADER_LEN..]), tiny_blob());
+    }
+
+    #[test]
+    fn weights_are_borrowed_in_place() {
+        let blob = tiny_blob();
+        let payload = open(&blob).unwrap();
+        let range = blob.as_ptr_range();
+        for slice in [payload.embeddings.values, payload.layers[0].ffn_out.bias, payload.index.unwrap().ids] {
+            assert!(range.contains(&slice.as_ptr()), "not inside the blob");
+        }
+    }
+
+    #[test]
+    fn config_encoding_is_pinned() {
+        // A change here (e.g. a new TokenizerConfig field) changes the format: bump FORMAT_VERSION.
+        let micro = ModelConfig {
+            tokenizer: TokenizerConfig { buckets: 5632, ..TokenizerConfig::DEFAULT },
+            dim: 192,
+            layers: 1,
+            heads: 4,
+            ffn: 384,
+            out_dim: 384,
+            layer_norm_eps: 1e-5,
+        };
+        assert_eq!(
+            postcard::to_allocvec(&micro).unwrap(),
+            [
+                0x80, 0x2c, 0xe4, 0xd6, 0xd1, 0xfb, 0x06, 0x03, 0x05, 0x40, 0x30, 0xc0, 0x01, 0x01, 0x04,
+                0x80, 0x03, 0x80, 0x03, 0xac, 0xc5, 0x27, 0x37
+            ]
+        );
+    }
+
+    #[test]
+    fn zero_and_inconsistent_dimensions_are_refused() {
+        assert_eq!(load_changed(|p| p.config.dim = 0), Err(LoadError::ZeroDimension));
+        assert_eq!(load_changed(|p| p.config.heads = 0), Err(LoadError::ZeroDimension));
+        assert_eq!(load_changed(|p| p.config.ffn = 0), Err(LoadError::ZeroDimension));
+        assert_eq!(load_changed(|p| p.config.out_dim = 0), Err(LoadError::ZeroDimension));
+        assert_eq!(load_changed(|p| p.config.tokenizer.buckets = 0), Err(LoadError::BadTokenizerConfig));
+        assert_eq!(load_changed(|p| p.config.tokenizer.max_words = 0), Err(LoadError::BadTokenizerConfig));
+        assert_eq!(load_changed(|p| p.config.heads = 3), Err(LoadError::HeadsDoNotDivideDim));
+        assert_eq!(load_changed(|p| p.config.layers = 9), Err(LoadError::TooManyLayers));
+        assert_eq!(load_changed(|p| p.config.out_dim = 1025), Err(LoadError::OutDimTooLarge));
+        for eps in [0.0, -1e-5, f32::NAN, f32::INFINITY] {
+            assert_eq!(load_changed(|p| p.config.layer_norm_eps = eps), Err(LoadError::BadLayerNormEps));
+        }
+        // Valid configs that do not match the tensors.
+        assert_eq!(load_changed(|p| p.config.layers = 0), Err(LoadError::ShapeMismatch));
+        assert_eq!(load_changed(|p| p.config.dim = 8), Err(LoadError::ShapeMismatch));
+        assert_eq!(load_changed(|p| p.config.ffn = 8), Err(LoadError::ShapeMismatch));
+        assert_eq!(load_changed(|p| p.config.tokenizer.max_words = 5), Err(LoadError::ShapeMismatch));
+    }
+
+    #[test]
+    fn huge_declared_sizes_are_refused() {
+        assert_eq!(load_changed(|p| p.config.tokenizer.buckets = u32::MAX), Err(LoadError::ShapeMismatch));
+        assert_eq!(load_changed(|p| p.config.dim = u16::MAX), Err(LoadError::HeadsDoNotDivideDim));
+        assert_eq!(
+            load_changed(|p| {
+                p.config.dim = 65534;
+                p.config.tokenizer.buckets = u32::MAX;
+            }),
+            Err(LoadError::ShapeMismatch)
+        );
+        assert_eq!(
+            load_changed(|p| p.index.as_mut().unwrap().docs = u32::MAX),
+            Err(LoadError::ShapeMismatch)
+        );
+        // Products that overflow usize (reachable from a config on 32-bit devices).
+        let empty = Matrix { values: &[], scales: &[] };
+        assert_eq!(empty.check(usize::MAX, 2), Err(LoadError::SizeOverflow));
+        assert_eq!(empty.check(usize::MAX / 2 + 1, 1), Err(LoadError::SizeOverflow));
+        assert_eq!(check_f32s(&[], usize::MAX / 2), Err(LoadError::SizeOverflow));
+        // A byte string whose declared length runs past the payload.
+        let mut payload = postcard::to_allocvec(&tiny_config()).unwrap();
+        payload.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f, 1, 2, 3]);
+        assert_eq!(open(&seal(&payload)).err(), Some(LoadError::Decode));
+    }
+
+    #[test]
+    fn mismatched_tensors_are_refused() {
+        assert_eq!(
+            load_changed(|p| p.embeddings.values = &p.embeddings.values[1..]),
+            Err(LoadError::ShapeMismatch)
+        );
+        assert_eq!(load_changed(|p| p.positions.scales = &[]), Err(LoadError::ShapeMismatch));
+        assert_eq!(
+            load_changed(|p| p.layers[0].key.bias = &p.layers[0].key.bias[4..]),
+            Err(LoadError::ShapeMismatch)
+        );
+        assert_eq!(load_changed(|p| p.layers[0].ffn_norm.weight = &[]), Err(LoadError::ShapeMismatch));
+        assert_eq!(load_changed(|p| p.projection.weight.values = &[]), Err(LoadError::ShapeMismatch));
+        assert_eq!(load_changed(|p| p.index.as_mut().unwrap().hubness = &[]), Err(LoadError::ShapeMismatch));
+        assert_eq!(load_changed(|p| p.index.as_mut().unwrap().ids = &[0; 4]), Err(LoadError::ShapeMismatch));
+        assert_eq!(load_changed(|p| p.index = None), Ok(()));
+    }
+
+    #[test]
+    fn non_finite_scales_and_parameters_are_refused() {
+        let nan_scale = |scales: &[u8]| {
+            let mut bytes = scales.to_vec();
+            bytes[..2].copy_from_slice(&half::f16::NAN.to_le_bytes());
+            leak(bytes)
+        };
+        assert_eq!(
+            load_changed(|p| p.embeddings.scales = nan_scale(p.embeddings.scales)),
+            Err(LoadError::NonFinite)
+        );
+        assert_eq!(
+            load_changed(|p| p.layers[0].query.weight.scales = nan_scale(p.layers[0].query.weight.scales)),
+            Err(LoadError::NonFinite)
+        );
+        assert_eq!(
+            load_changed(|p| {
+                let index = p.index.as_mut().unwrap();
+                index.scales = nan_scale(index.scales);
+            }),
+            Err(LoadError::NonFinite)
+        );
+        let infinite = leak([f32::INFINITY; 4].iter().flat_map(|v| v.to_le_bytes()).collect());
+        assert_eq!(load_changed(|p| p.layers[0].attention_norm.bias = infinite), Err(LoadError::NonFinite));
+        assert_eq!(load_changed(|p| p.projection.bias = infinite), Err(LoadError::NonFinite));
+    }
+
+    #[test]
+    fn payload_framing_errors_are_refused() {
+        let blob = tiny_blob();
+        let mut payload = blob[HEADER_LEN..].to_vec();
+        payload.push(0);
+        assert_eq!(open(&seal(&payload)).err(), Some(LoadError::TrailingBytes));
+        assert_eq!(open(&seal(&[])).err(), Some(LoadError::Decode));
+        let mut bad_magic = blob.clone();
+        bad_magic[..4].copy_from_slice(b"OTKE");
+        assert_eq!(open(&bad_magic).err(), Some(LoadError::BadMagic));
+    }
+
+    #[test]
+    fn every_error_has_a_message() {
+        let errors = [
+            LoadError::TooShort,
+            LoadError::BadMagic,
+            LoadError::UnsupportedVersion { found: 7, supported: FORMAT_VERSION },
+            LoadError::Truncated,
+            LoadError::TrailingBytes,
+            LoadError::BadCrc,
+            LoadError::Decode,
+            LoadError::BadTokenizerConfig,
+            LoadError::ZeroDimension,
+            LoadError::HeadsDoNotDivideDim,
+            LoadError::TooManyLayers,
+            LoadError::OutDimTooLarge,
+            LoadError::BadLayerNormEps,
+            LoadError::SizeOverflow,
+            LoadError::ShapeMismatch,
+            LoadError::NonFinite,
+        ];
+        let messages: std::collections::HashSet<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(messages.len(), errors.len(), "messages are distinct");
+        assert!(messages.iter().all(|m| m.starts_with("blob: ")));
+    }
+}

@@ -1,0 +1,338 @@
+//! Sentence embeddings and the on-device document index with cosine and CSLS search.
+
+use core::cmp::Ordering;
+use core::fmt;
+
+use heapless::CapacityError;
+
+use crate::blob::{HUBNESS_SCALE, IndexBytes, MAX_OUT_DIM};
+use crate::quant::{dot, dot_stored, f16s, quantize_activations};
+
+/// A sentence embedding: L2-normalised, then quantized to int8 with one f32 scale (the form the
+/// index's documents have, so a score is one integer dot product and one float product).
+///
+/// ```
+/// use otkd_runtime::Embedding;
+///
+/// let e = Embedding::from_f32(&[0.6, -0.8])?;
+/// assert_eq!(e.values(), &[95, -127]);
+/// let back: Vec<f32> = e.to_f32().collect();
+/// assert!((back[0] - 0.6).abs() < 0.01 && (back[1] + 0.8).abs() < 1e-6);
+/// # Ok::<(), heapless::CapacityError>(())
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct Embedding {
+    values: heapless::Vec<i8, MAX_OUT_DIM>,
+    scale: f32,
+}
+
+impl Embedding {
+    /// Quantizes a vector (normalise it first: scores are dot products). Fails when it has more
+    /// than [`MAX_OUT_DIM`] values.
+    ///
+    /// ```
+    /// use otkd_runtime::{Embedding, MAX_OUT_DIM};
+    ///
+    /// assert!(Embedding::from_f32(&[1.0; 384]).is_ok());
+    /// assert!(Embedding::from_f32(&[1.0; MAX_OUT_DIM + 1]).is_err());
+    /// ```
+    pub fn from_f32(values: &[f32]) -> Result<Self, CapacityError> {
+        if values.len() > MAX_OUT_DIM {
+            return Err(CapacityError::default());
+        }
+        Ok(Self::quantize(values))
+    }
+
+    /// [`Embedding::from_f32`] of at most the first [`MAX_OUT_DIM`] values.
+    pub(crate) fn quantize(values: &[f32]) -> Self {
+        let mut quantized = heapless::Vec::new();
+        // Within capacity: cannot fail.
+        let _ = quantized.resize(values.len().min(MAX_OUT_DIM), 0);
+        let scale = quantize_activations(values, &mut quantized);
+        Self { values: quantized, scale }
+    }
+
+    /// The int8 values.
+    ///
+    /// ```
+    /// let e = otkd_runtime::Embedding::from_f32(&[0.0, 1.0])?;
+    /// assert_eq!(e.values(), &[0, 127]);
+    /// # Ok::<(), heapless::CapacityError>(())
+    /// ```
+    pub fn values(&self) -> &[i8] {
+        &self.values
+    }
+
+    /// The scale: value `i` is `values()[i] as f32 * scale()`.
+    ///
+    /// ```
+    /// let e = otkd_runtime::Embedding::from_f32(&[0.0, 1.0])?;
+    /// assert_eq!(e.scale(), 1.0 / 127.0);
+    /// # Ok::<(), heapless::CapacityError>(())
+    /// ```
+    pub fn scale(&self) -> f32 {
+        self.scale
+    }
+
+    /// Number of values (the model's `out_dim`).
+    ///
+    /// ```
+    /// let e = otkd_runtime::Embedding::from_f32(&[0.5; 384])?;
+    /// assert_eq!(e.len(), 384);
+    /// # Ok::<(), heapless::CapacityError>(())
+    /// ```
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    /// True for an embedding of no value.
+    ///
+    /// ```
+    /// assert!(otkd_runtime::Embedding::from_f32(&[])?.is_empty());
+    /// # Ok::<(), heapless::CapacityError>(())
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// The values as f32 (`values()[i] · scale()`).
+    ///
+    /// ```
+    /// let e = otkd_runtime::Embedding::from_f32(&[0.0, -2.0])?;
+    /// assert_eq!(e.to_f32().collect::<Vec<_>>(), [0.0, -2.0]);
+    /// # Ok::<(), heapless::CapacityError>(())
+    /// ```
+    pub fn to_f32(&self) -> impl Iterator<Item = f32> + '_ {
+        self.values.iter().map(|&q| f32::from(q) * self.scale)
+    }
+
+    /// The cosine of two embeddings of unit length: their dot product, `Σ qᵢ q'ᵢ` in integers,
+    /// times both scales.
+    ///
+    /// ```
+    /// use otkd_runtime::Embedding;
+    ///
+    /// let a = Embedding::from_f32(&[0.6, 0.8])?;
+    /// assert!((a.cosine(&a) - 1.0).abs() < 0.01);
+    /// # Ok::<(), heapless::CapacityError>(())
+    /// ```
+    pub fn cosine(&self, other: &Embedding) -> f32 {
+        dot(&self.values, &other.values) as f32 * (self.scale * other.scale)
+    }
+}
+
+/// How [`Index::search`] ranks documents.
+///
+/// ```
+/// use otkd_runtime::Scoring;
+///
+/// assert_ne!(Scoring::Cosine, Scoring::Csls);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Scoring {
+    /// `cos(q, d)`.
+    Cosine,
+    /// Cross-domain similarity local scaling (Conneau et al. 2018): `2 cos(q, d) - r(d)`, where
+    /// `r(d)` (stored per document) is the mean cosine of `d` to its nearest reference queries;
+    /// it demotes hubs, documents that are near every query.
+    Csls,
+}
+
+/// One search result.
+///
+/// ```
+/// use otkd_runtime::Hit;
+///
+/// let hit = Hit { id: 7, score: 0.5 };
+/// assert_eq!(hit.id, 7);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Hit {
+    /// The document id given to the exporter.
+    pub id: u32,
+    /// The document's score under the chosen [`Scoring`] (higher is better).
+    pub score: f32,
+}
+
+/// Why [`Index::search`] could not run.
+///
+/// ```
+/// use otkd_runtime::SearchError;
+///
+/// assert_eq!(SearchError::DimensionMismatch, SearchError::DimensionMismatch.clone());
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum SearchError {
+    /// The query's width differs from the index's (an embedding of another model).
+    DimensionMismatch,
+}
+
+impl fmt::Display for SearchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::DimensionMismatch => "search: the query's width differs from the index's",
+        })
+    }
+}
+
+impl core::error::Error for SearchError {}
+
+/// The document index of a blob, borrowed in place: per document an int8 embedding with an f16
+/// scale, an id and the CSLS hubness term (layout in [`blob`](crate::blob)).
+///
+/// ```
+/// use otkd_runtime::{BlobParts, IndexParts, Model, ModelConfig, Scoring, TokenizerConfig};
+///
+/// let config = ModelConfig {
+///     tokenizer: TokenizerConfig { buckets: 64, max_words: 8, ..TokenizerConfig::DEFAULT },
+///     dim: 8, layers: 1, heads: 2, ffn: 16, out_dim: 2, layer_norm_eps: 1e-5,
+/// };
+/// let mut parts = BlobParts::new(config);
+/// parts.index = Some(IndexParts {
+///     ids: vec![10, 11],
+///     embeddings: vec![1.0, 0.0, 0.0, 1.0],
+///     hubness: vec![0.0, 0.0],
+/// });
+/// let blob = parts.to_bytes()?;
+/// let model = Model::from_bytes(&blob)?;
+/// let index = model.index().expect("exported with an index");
+/// assert_eq!(index.len(), 2);
+/// let query = otkd_runtime::Embedding::from_f32(&[0.0, 1.0])?;
+/// let hits = index.search::<1>(&query, 1, Scoring::Cosine)?;
+/// assert_eq!(hits[0].id, 11);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Copy)]
+pub struct Index<'a> {
+    dim: usize,
+    values: &'a [u8],
+    scales: &'a [u8],
+    ids: &'a [u8],
+    hubness: &'a [u8],
+}
+
+impl<'a> Index<'a> {
+    /// The index of a checked blob, whose documents are `dim` wide.
+    pub(crate) fn new(bytes: &IndexBytes<'a>, dim: usize) -> Self {
+        Self { dim, values: bytes.values, scales: bytes.scales, ids: bytes.ids, hubness: bytes.hubness }
+    }
+
+    /// Number of documents.
+    ///
+    /// See the [type's example](Index).
+    pub fn len(&self) -> usize {
+        self.ids.len() / 4
+    }
+
+    /// True when the index holds no document.
+    ///
+    /// See the [type's example](Index).
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Bytes of the blob the index occupies (values, scales, ids, hubness terms).
+    ///
+    /// See the [type's example](Index): 2 documents of width 2 take `2·2 + 2·2 + 2·4 + 2·2` bytes.
+    ///
+    /// ```
+    /// # use otkd_runtime::{BlobParts, IndexParts, Model, ModelConfig, TokenizerConfig};
+    /// # let config = ModelConfig {
+    /// #     tokenizer: TokenizerConfig { buckets: 64, max_words: 8, ..TokenizerConfig::DEFAULT },
+    /// #     dim: 8, layers: 1, heads: 2, ffn: 16, out_dim: 2, layer_norm_eps: 1e-5,
+    /// # };
+    /// # let mut parts = BlobParts::new(config);
+    /// # parts.index = Some(IndexParts { ids: vec![10, 11], embeddings: vec![1.0, 0.0, 0.0, 1.0], hubness: vec![0.0; 2] });
+    /// # let blob = parts.to_bytes()?;
+    /// # let index = Model::from_bytes(&blob)?.index().unwrap();
+    /// assert_eq!(index.stored_bytes(), 20);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn stored_bytes(&self) -> usize {
+        self.values.len() + self.scales.len() + self.ids.len() + self.hubness.len()
+    }
+
+    /// The `min(k, K)` best documents for `query`, best first; equal scores rank by smaller id.
+    ///
+    /// A score is `Σ qᵢ dᵢ` over the int8 values (an exact integer) times the query's and the
+    /// document's scales; for [`Scoring::Csls`] then `2 · cosine - r(d)`. Fails when the query's
+    /// width is not the index's.
+    ///
+    /// ```
+    /// # use otkd_runtime::{BlobParts, IndexParts, Model, ModelConfig, TokenizerConfig};
+    /// use otkd_runtime::{Embedding, Scoring};
+    /// # let config = ModelConfig {
+    /// #     tokenizer: TokenizerConfig { buckets: 64, max_words: 8, ..TokenizerConfig::DEFAULT },
+    /// #     dim: 8, layers: 1, heads: 2, ffn: 16, out_dim: 2, layer_norm_eps: 1e-5,
+    /// # };
+    /// # let mut parts = BlobParts::new(config);
+    /// // Two documents equally near the query; document 5 is a hub (r = 0.5).
+    /// # parts.index = Some(IndexParts { ids: vec![5, 9], embeddings: vec![0.6, 0.8, 0.8, 0.6], hubness: vec![0.5, 0.1] });
+    /// # let blob = parts.to_bytes()?;
+    /// # let index = Model::from_bytes(&blob)?.index().unwrap();
+    /// let query = Embedding::from_f32(&[0.7071, 0.7071])?;
+    /// let cosine = index.search::<2>(&query, 2, Scoring::Cosine)?;
+    /// assert_eq!([cosine[0].id, cosine[1].id], [5, 9]); // a tie: smaller id first
+    /// let csls = index.search::<2>(&query, 2, Scoring::Csls)?;
+    /// assert_eq!([csls[0].id, csls[1].id], [9, 5]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn search<const K: usize>(
+        &self,
+        query: &Embedding,
+        k: usize,
+        scoring: Scoring,
+    ) -> Result<heapless::Vec<Hit, K>, SearchError> {
+        if query.len() != self.dim {
+            return Err(SearchError::DimensionMismatch);
+        }
+        let k = k.min(K);
+        let mut hits = heapless::Vec::<Hit, K>::new();
+        if k == 0 {
+            return Ok(hits);
+        }
+        let ids = self.ids.as_chunks::<4>().0.iter().map(|b| u32::from_le_bytes(*b));
+        let hubness =
+            self.hubness.as_chunks::<2>().0.iter().map(|b| f32::from(i16::from_le_bytes(*b)) / HUBNESS_SCALE);
+        let documents =
+            self.values.chunks_exact(self.dim.max(1)).zip(f16s(self.scales)).zip(ids).zip(hubness);
+        for (((document, scale), id), hubness) in documents {
+            let cosine = dot_stored(&query.values, document) as f32 * (query.scale * scale);
+            let score = match scoring {
+                Scoring::Cosine => cosine,
+                Scoring::Csls => 2.0 * cosine - hubness,
+            };
+            let hit = Hit { id, score };
+            if hits.len() == k {
+                if !hits.last().is_some_and(|last| ranks_before(&hit, last)) {
+                    continue;
+                }
+                hits.pop();
+            }
+            let at = hits.partition_point(|h| ranks_before(h, &hit));
+            // Below capacity (`len < k <= K`) and `at <= len`: cannot fail.
+            let _ = hits.insert(at, hit);
+        }
+        Ok(hits)
+    }
+}
+
+/// The sizes, not the documents.
+impl fmt::Debug for Index<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Index").field("documents", &self.len()).field("dim", &self.dim).finish()
+    }
+}
+
+/// Higher score first; equal scores by smaller id. `total_cmp` makes it a total order, NaN included.
+fn ranks_before(a: &Hit, b: &Hit) -> bool {
+    match a.score.total_cmp(&b.score) {
+        Ordering::Greater => true,
+        Ordering::Less => false,
+        Ordering::Equal => a.id < b.id,
+    }
+}

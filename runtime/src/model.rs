@@ -1,0 +1,541 @@
+//! The int8 student: a model borrowed from its blob, and the encoder that runs in caller-provided
+//! scratch memory.
+
+use core::fmt;
+
+use heapless::VecView;
+
+use crate::LoadError;
+use crate::blob::{self, Dense, Layer, ModelConfig, Norm, Payload};
+use crate::index::{Embedding, Index};
+use crate::quant::{dot, dot_stored, f32s, quantize_activations};
+use crate::tokenizer::{Feature, tokenize};
+
+/// A student loaded from a blob. It borrows the blob (which can sit in flash) and copies no
+/// weight.
+///
+/// ```
+/// use otkd_runtime::{BlobParts, Model, ModelConfig, TokenizerConfig};
+///
+/// let config = ModelConfig {
+///     tokenizer: TokenizerConfig { buckets: 64, max_words: 8, ..TokenizerConfig::DEFAULT },
+///     dim: 8, layers: 1, heads: 2, ffn: 16, out_dim: 4, layer_norm_eps: 1e-5,
+/// };
+/// let blob = BlobParts::new(config).to_bytes()?;
+/// let model = Model::from_bytes(&blob)?;
+/// assert_eq!(model.config(), &config);
+/// assert!(model.index().is_none());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct Model<'a> {
+    payload: Payload<'a>,
+    index: Option<Index<'a>>,
+}
+
+impl<'a> Model<'a> {
+    /// Checks a whole blob (header, CRC, every length, dimension and scale; see
+    /// [`blob`](crate::blob)) and borrows its tensors in place.
+    ///
+    /// ```
+    /// use otkd_runtime::{LoadError, Model, FORMAT_VERSION};
+    ///
+    /// let mut blob = *b"OTKD\x09\0\0\0\0\0\0\0\0\0\0\0";
+    /// assert_eq!(
+    ///     Model::from_bytes(&blob).err(),
+    ///     Some(LoadError::UnsupportedVersion { found: 9, supported: FORMAT_VERSION })
+    /// );
+    /// blob[4] = FORMAT_VERSION as u8;
+    /// // An empty payload: its CRC is 0, but it holds no model.
+    /// assert_eq!(Model::from_bytes(&blob).err(), Some(LoadError::Decode));
+    /// ```
+    pub fn from_bytes(blob: &'a [u8]) -> Result<Self, LoadError> {
+        let payload = blob::open(blob)?;
+        let index =
+            payload.index.as_ref().map(|index| Index::new(index, usize::from(payload.config.out_dim)));
+        #[cfg(feature = "defmt")]
+        defmt::debug!(
+            "otkd blob: {=usize} bytes, {=u16} layers, {=usize} documents",
+            blob.len(),
+            payload.config.layers,
+            index.as_ref().map_or(0, Index::len)
+        );
+        Ok(Self { payload, index })
+    }
+
+    /// The architecture.
+    ///
+    /// See the [type's example](Model).
+    pub fn config(&self) -> &ModelConfig {
+        &self.payload.config
+    }
+
+    /// The document index, when the blob has one.
+    ///
+    /// See [`Index`].
+    pub fn index(&self) -> Option<Index<'a>> {
+        self.index
+    }
+
+    /// Bytes of the blob that hold the model's weights: int8 values, their scales, f32 biases and
+    /// LayerNorm parameters (the header, config and postcard lengths are the rest, tens of bytes).
+    ///
+    /// ```
+    /// use otkd_runtime::{BlobParts, Model, ModelConfig, TokenizerConfig};
+    ///
+    /// let config = ModelConfig {
+    ///     tokenizer: TokenizerConfig { buckets: 64, max_words: 8, ..TokenizerConfig::DEFAULT },
+    ///     dim: 8, layers: 0, heads: 2, ffn: 16, out_dim: 4, layer_norm_eps: 1e-5,
+    /// };
+    /// let blob = BlobParts::new(config).to_bytes()?;
+    /// // Embeddings 64 x (8 + 2), positions 8 x (8 + 2), projection 4 x (8 + 2 + 4).
+    /// assert_eq!(Model::from_bytes(&blob)?.weight_bytes(), 640 + 80 + 56);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn weight_bytes(&self) -> usize {
+        let p = &self.payload;
+        let matrix = |m: &blob::Matrix| m.values.len() + m.scales.len();
+        let dense = |d: &Dense| matrix(&d.weight) + d.bias.len();
+        let norm = |n: &Norm| n.weight.len() + n.bias.len();
+        let layers = p.layers.iter().map(|l| {
+            norm(&l.attention_norm)
+                + [l.query, l.key, l.value, l.attention_out, l.ffn_in, l.ffn_out]
+                    .iter()
+                    .map(dense)
+                    .sum::<usize>()
+                + norm(&l.ffn_norm)
+        });
+        matrix(&p.embeddings) + matrix(&p.positions) + layers.sum::<usize>() + dense(&p.projection)
+    }
+
+    /// Encodes `text` into its sentence embedding, computing in `scratch`.
+    ///
+    /// The text is tokenized with the blob's tokenizer config (so words past `max_words` are
+    /// dropped, as on the host). Fails on a text without a word ([`EncodeError::EmptyQuery`]) and
+    /// when `scratch` is too small for this text's words ([`EncodeError::ScratchTooSmall`]).
+    /// Deterministic: the same blob and text give the same bits on every platform.
+    ///
+    /// ```
+    /// use otkd_runtime::{BlobParts, EncodeError, Feature, Model, ModelConfig, Scratch, TokenizerConfig};
+    ///
+    /// let config = ModelConfig {
+    ///     tokenizer: TokenizerConfig { buckets: 64, max_words: 8, ..TokenizerConfig::DEFAULT },
+    ///     dim: 8, layers: 1, heads: 2, ffn: 16, out_dim: 4, layer_norm_eps: 1e-5,
+    /// };
+    /// let mut parts = BlobParts::new(config);
+    /// parts.embeddings.iter_mut().enumerate().for_each(|(i, e)| *e = (i % 7) as f32 - 3.0);
+    /// parts.projection.weight.iter_mut().enumerate().for_each(|(i, w)| *w = (i % 5) as f32 - 2.0);
+    /// let blob = parts.to_bytes()?;
+    /// let model = Model::from_bytes(&blob)?;
+    ///
+    /// // Room for 4 words.
+    /// let mut features = heapless::Vec::<Feature, 256>::new();
+    /// let mut floats = vec![0f32; Scratch::floats_len(&config, 4)];
+    /// let mut int8s = vec![0i8; Scratch::int8s_len(&config, 4)];
+    /// let mut scratch = Scratch::new(features.as_mut_view(), &mut floats, &mut int8s);
+    ///
+    /// let embedding = model.encode("ein Hund rennt", &mut scratch)?;
+    /// assert_eq!(embedding.len(), 4);
+    /// assert_eq!(model.encode(" ¿? ", &mut scratch), Err(EncodeError::EmptyQuery));
+    /// assert_eq!(model.encode("one two three four five", &mut scratch), Err(EncodeError::ScratchTooSmall));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn encode(&self, text: &str, scratch: &mut Scratch<'_>) -> Result<Embedding, EncodeError> {
+        let config = &self.payload.config;
+        let report = tokenize(&config.tokenizer, text, scratch.features);
+        // `Scratch::features_len` leaves one spare slot: a full buffer means features were cut off
+        // (checked first: with no room at all, no word is counted).
+        if scratch.features.len() >= scratch.features.capacity() {
+            return Err(EncodeError::ScratchTooSmall);
+        }
+        let words = usize::from(report.words);
+        if words == 0 {
+            return Err(EncodeError::EmptyQuery);
+        }
+        #[cfg(feature = "defmt")]
+        defmt::trace!("encode: {=usize} words, {=usize} features", words, scratch.features.len());
+        let mut buffers = Buffers::split(config, words, scratch.floats, scratch.int8s)?;
+        self.embed_words(scratch.features, buffers.x);
+        for layer in &self.payload.layers {
+            run_layer(layer, config, &mut buffers);
+        }
+        let dim = usize::from(config.dim);
+        buffers.sum.fill(0.0);
+        for x in buffers.x.chunks_exact(dim) {
+            let scale = quantize_activations(x, buffers.row_q);
+            add_dense(&self.payload.projection, buffers.row_q, scale, buffers.sum);
+        }
+        // The mean over the words has the direction of their sum: normalising the sum is enough.
+        let norm = libm::sqrtf(buffers.sum.iter().fold(0.0, |total, &v| total + v * v));
+        if norm > 0.0 {
+            buffers.sum.iter_mut().for_each(|v| *v /= norm);
+        }
+        Ok(Embedding::quantize(buffers.sum))
+    }
+
+    /// Each word's vector: the sum of its features' embedding rows plus its position's vector.
+    fn embed_words(&self, features: &[Feature], x: &mut [f32]) {
+        let dim = usize::from(self.payload.config.dim);
+        x.fill(0.0);
+        for feature in features {
+            let row = usize::try_from(feature.id).ok().and_then(|id| self.payload.embeddings.row(id, dim));
+            // Always both: ids are below `buckets` (the tokenizer's contract) and `x` has a row
+            // per word.
+            if let (Some((row, scale)), Some(word)) =
+                (row, x.chunks_exact_mut(dim).nth(usize::from(feature.word)))
+            {
+                add_dequantized(word, row, scale);
+            }
+        }
+        for (word, (row, scale)) in x.chunks_exact_mut(dim).zip(self.payload.positions.rows(dim)) {
+            add_dequantized(word, row, scale);
+        }
+    }
+}
+
+/// The config and sizes, not the weights.
+impl fmt::Debug for Model<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Model")
+            .field("config", &self.payload.config)
+            .field("weight_bytes", &self.weight_bytes())
+            .field("index", &self.index)
+            .finish()
+    }
+}
+
+/// Why [`Model::encode`] could not encode a text.
+///
+/// ```
+/// use otkd_runtime::EncodeError;
+///
+/// assert_eq!(EncodeError::EmptyQuery.to_string(), "encode: the text has no word");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum EncodeError {
+    /// The text has no word (empty, or only separators such as spaces and punctuation).
+    EmptyQuery,
+    /// The scratch buffers are smaller than this text's words need (see [`Scratch`]).
+    ScratchTooSmall,
+}
+
+impl fmt::Display for EncodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::EmptyQuery => "encode: the text has no word",
+            Self::ScratchTooSmall => "encode: the scratch memory is too small for this text",
+        })
+    }
+}
+
+impl core::error::Error for EncodeError {}
+
+/// Caller-provided working memory for [`Model::encode`]: a feature buffer, f32s and int8s.
+///
+/// How much a text of `words` words needs is a function of the config: at least
+/// [`Scratch::features_len`] features, [`Scratch::floats_len`] f32s and [`Scratch::int8s_len`]
+/// int8s, [`Scratch::ram_bytes`] in all (53.9 KiB for 32 words of the micro student). Larger
+/// buffers are fine; a text with more words than they allow is refused with
+/// [`EncodeError::ScratchTooSmall`], never cut short.
+///
+/// What lives there, for `n` words: the residual stream (`n x dim` f32), every word's keys and
+/// values (int8, one scale per word and head), the attention scores (`n x heads`), and one
+/// word's row at a time for everything else; so memory grows with `n · (dim · 6 + heads · 12)`
+/// bytes plus the features.
+///
+/// ```
+/// use otkd_runtime::{Feature, ModelConfig, Scratch, TokenizerConfig};
+///
+/// const MICRO: ModelConfig = ModelConfig {
+///     tokenizer: TokenizerConfig { buckets: 5632, ..TokenizerConfig::DEFAULT },
+///     dim: 192, layers: 1, heads: 4, ffn: 384, out_dim: 384, layer_norm_eps: 1e-5,
+/// };
+/// // Statically sized for 32-word queries, e.g. in a `static` on a device.
+/// const FEATURES: usize = Scratch::features_len(&MICRO, 32);
+/// let mut features = heapless::Vec::<Feature, FEATURES>::new();
+/// let mut floats = [0f32; Scratch::floats_len(&MICRO, 32)];
+/// let mut int8s = [0i8; Scratch::int8s_len(&MICRO, 32)];
+/// let scratch = Scratch::new(features.as_mut_view(), &mut floats, &mut int8s);
+/// assert!(Scratch::ram_bytes(&MICRO, 32) <= 64 * 1024);
+/// ```
+pub struct Scratch<'s> {
+    features: &'s mut VecView<Feature>,
+    floats: &'s mut [f32],
+    int8s: &'s mut [i8],
+}
+
+impl<'s> Scratch<'s> {
+    /// Working memory made of the caller's buffers (their old contents do not matter).
+    ///
+    /// See the [type's example](Scratch).
+    pub fn new(features: &'s mut VecView<Feature>, floats: &'s mut [f32], int8s: &'s mut [i8]) -> Self {
+        Self { features, floats, int8s }
+    }
+
+    /// Capacity of the feature buffer for texts of up to `words` words: `max_features_per_word`
+    /// per word, plus one spare slot that tells a full buffer from a cut-off one.
+    ///
+    /// ```
+    /// use otkd_runtime::{ModelConfig, Scratch, TokenizerConfig};
+    ///
+    /// let config = ModelConfig {
+    ///     tokenizer: TokenizerConfig::DEFAULT,
+    ///     dim: 8, layers: 1, heads: 2, ffn: 16, out_dim: 4, layer_norm_eps: 1e-5,
+    /// };
+    /// assert_eq!(Scratch::features_len(&config, 32), 32 * 48 + 1);
+    /// ```
+    pub const fn features_len(config: &ModelConfig, words: usize) -> usize {
+        words.saturating_mul(config.tokenizer.max_features_per_word as usize).saturating_add(1)
+    }
+
+    /// f32s needed for texts of up to `words` words.
+    ///
+    /// ```
+    /// use otkd_runtime::{ModelConfig, Scratch, TokenizerConfig};
+    ///
+    /// let config = ModelConfig {
+    ///     tokenizer: TokenizerConfig::DEFAULT,
+    ///     dim: 8, layers: 1, heads: 2, ffn: 16, out_dim: 4, layer_norm_eps: 1e-5,
+    /// };
+    /// // Per word: 8 residual + 2 key scales + 2 value scales + 2 scores; then 3 x 2 + 8 + 16 + 4.
+    /// assert_eq!(Scratch::floats_len(&config, 3), 3 * 14 + 34);
+    /// ```
+    pub const fn floats_len(config: &ModelConfig, words: usize) -> usize {
+        let (dim, heads) = (config.dim as usize, config.heads as usize);
+        let per_text = 3 * heads + dim + config.ffn as usize + config.out_dim as usize;
+        words.saturating_mul(dim + 3 * heads).saturating_add(per_text)
+    }
+
+    /// int8s needed for texts of up to `words` words.
+    ///
+    /// ```
+    /// use otkd_runtime::{ModelConfig, Scratch, TokenizerConfig};
+    ///
+    /// let config = ModelConfig {
+    ///     tokenizer: TokenizerConfig::DEFAULT,
+    ///     dim: 8, layers: 1, heads: 2, ffn: 16, out_dim: 4, layer_norm_eps: 1e-5,
+    /// };
+    /// // Per word: keys and values; then one row and one feed-forward row.
+    /// assert_eq!(Scratch::int8s_len(&config, 3), 3 * 16 + 8 + 16);
+    /// ```
+    pub const fn int8s_len(config: &ModelConfig, words: usize) -> usize {
+        let dim = config.dim as usize;
+        words.saturating_mul(2 * dim).saturating_add(dim + config.ffn as usize)
+    }
+
+    /// Bytes of all three buffers for texts of up to `words` words: the RAM a query needs besides
+    /// the blob and the call stack.
+    ///
+    /// ```
+    /// use otkd_runtime::{ModelConfig, Scratch, TokenizerConfig};
+    ///
+    /// let micro = ModelConfig {
+    ///     tokenizer: TokenizerConfig { buckets: 5632, ..TokenizerConfig::DEFAULT },
+    ///     dim: 192, layers: 1, heads: 4, ffn: 384, out_dim: 384, layer_norm_eps: 1e-5,
+    /// };
+    /// assert_eq!(Scratch::ram_bytes(&micro, 32), 1537 * 8 + 7500 * 4 + 12864);
+    /// ```
+    pub const fn ram_bytes(config: &ModelConfig, words: usize) -> usize {
+        Self::features_len(config, words)
+            .saturating_mul(size_of::<Feature>())
+            .saturating_add(Self::floats_len(config, words).saturating_mul(size_of::<f32>()))
+            .saturating_add(Self::int8s_len(config, words))
+    }
+}
+
+/// The scratch memory cut into the encoder's buffers for `words` words (sizes as in
+/// [`Scratch::floats_len`] and [`Scratch::int8s_len`]).
+struct Buffers<'s> {
+    /// `words x dim`: the residual stream.
+    x: &'s mut [f32],
+    /// `words x heads`: the scale of each word's key, per head.
+    key_scales: &'s mut [f32],
+    /// `words x heads`: the scale of each word's value, per head.
+    value_scales: &'s mut [f32],
+    /// `words x heads`: one word's attention scores, then their softmax numerators.
+    scores: &'s mut [f32],
+    /// `heads`: the scales of one word's query.
+    query_scales: &'s mut [f32],
+    /// `heads`: the softmax maxima.
+    score_max: &'s mut [f32],
+    /// `heads`: the softmax denominators.
+    score_sum: &'s mut [f32],
+    /// `dim`: one row (a LayerNorm output, a key, value or query, an attention context).
+    row: &'s mut [f32],
+    /// `ffn`: one feed-forward row.
+    hidden: &'s mut [f32],
+    /// `out_dim`: the sum of the words' projections.
+    sum: &'s mut [f32],
+    /// `words x dim`: every word's key, int8.
+    keys: &'s mut [i8],
+    /// `words x dim`: every word's value, int8.
+    values: &'s mut [i8],
+    /// `dim`: one quantized row.
+    row_q: &'s mut [i8],
+    /// `ffn`: one quantized feed-forward row.
+    hidden_q: &'s mut [i8],
+}
+
+impl<'s> Buffers<'s> {
+    fn split(
+        config: &ModelConfig,
+        words: usize,
+        mut floats: &'s mut [f32],
+        mut int8s: &'s mut [i8],
+    ) -> Result<Self, EncodeError> {
+        let (dim, heads) = (usize::from(config.dim), usize::from(config.heads));
+        let per_word_heads = words.checked_mul(heads).ok_or(EncodeError::ScratchTooSmall)?;
+        let per_word_dim = words.checked_mul(dim).ok_or(EncodeError::ScratchTooSmall)?;
+        Ok(Self {
+            x: take(&mut floats, per_word_dim)?,
+            key_scales: take(&mut floats, per_word_heads)?,
+            value_scales: take(&mut floats, per_word_heads)?,
+            scores: take(&mut floats, per_word_heads)?,
+            query_scales: take(&mut floats, heads)?,
+            score_max: take(&mut floats, heads)?,
+            score_sum: take(&mut floats, heads)?,
+            row: take(&mut floats, dim)?,
+            hidden: take(&mut floats, usize::from(config.ffn))?,
+            sum: take(&mut floats, usize::from(config.out_dim))?,
+            keys: take(&mut int8s, per_word_dim)?,
+            values: take(&mut int8s, per_word_dim)?,
+            row_q: take(&mut int8s, dim)?,
+            hidden_q: take(&mut int8s, usize::from(config.ffn))?,
+        })
+    }
+}
+
+/// The first `len` elements of `rest`, which keeps the others.
+fn take<'s, T>(rest: &mut &'s mut [T], len: usize) -> Result<&'s mut [T], EncodeError> {
+    let (head, tail) = core::mem::take(rest).split_at_mut_checked(len).ok_or(EncodeError::ScratchTooSmall)?;
+    *rest = tail;
+    Ok(head)
+}
+
+/// One pre-LayerNorm transformer layer over every word, in place in `b.x`.
+///
+/// Keys and values come from the layer's input first; then each word in turn is updated by its
+/// attention and feed-forward branches. A word's update reads only its own row and the keys and
+/// values, so updating in place computes the same as the batched layer.
+fn run_layer(layer: &Layer, config: &ModelConfig, b: &mut Buffers) {
+    // All at least 1: the config was checked on loading (`chunks_exact` needs it).
+    let (dim, heads, head_dim) = (usize::from(config.dim), usize::from(config.heads), config.head_dim());
+    let eps = config.layer_norm_eps;
+    let rows = b.x.chunks_exact(dim).zip(b.keys.chunks_exact_mut(dim)).zip(b.values.chunks_exact_mut(dim));
+    let scales = b.key_scales.chunks_exact_mut(heads).zip(b.value_scales.chunks_exact_mut(heads));
+    for (((x, keys), values), (key_scales, value_scales)) in rows.zip(scales) {
+        let scale = layer_norm(x, &layer.attention_norm, eps, b.row, b.row_q);
+        project(&layer.key, b.row_q, scale, b.row);
+        quantize_heads(b.row, head_dim, keys, key_scales);
+        project(&layer.value, b.row_q, scale, b.row);
+        quantize_heads(b.row, head_dim, values, value_scales);
+    }
+    // The host divides the query by sqrt(head_dim); scaling the score is the same.
+    let score_scale = 1.0 / libm::sqrtf(head_dim as f32);
+    for x in b.x.chunks_exact_mut(dim) {
+        // Attention: this word's query against every word's key, per head.
+        let scale = layer_norm(x, &layer.attention_norm, eps, b.row, b.row_q);
+        project(&layer.query, b.row_q, scale, b.row);
+        quantize_heads(b.row, head_dim, b.row_q, b.query_scales);
+        let keys = b.keys.chunks_exact(dim).zip(b.key_scales.chunks_exact(heads));
+        for (scores, (key, key_scales)) in b.scores.chunks_exact_mut(heads).zip(keys) {
+            let per_head =
+                b.row_q.chunks_exact(head_dim).zip(b.query_scales.iter()).zip(key.chunks_exact(head_dim));
+            for ((score, ((query, &query_scale), key)), &key_scale) in
+                scores.iter_mut().zip(per_head).zip(key_scales)
+            {
+                *score = dot(query, key) as f32 * (query_scale * key_scale) * score_scale;
+            }
+        }
+        softmax_numerators(b.scores, b.score_max, b.score_sum);
+        b.row.fill(0.0);
+        let values = b.values.chunks_exact(dim).zip(b.value_scales.chunks_exact(heads));
+        for (numerators, (value, value_scales)) in b.scores.chunks_exact(heads).zip(values) {
+            let per_head = numerators.iter().zip(b.score_sum.iter()).zip(value_scales);
+            for (((&numerator, &sum), &value_scale), (value, context)) in
+                per_head.zip(value.chunks_exact(head_dim).zip(b.row.chunks_exact_mut(head_dim)))
+            {
+                let weight = numerator / sum * value_scale;
+                for (c, &v) in context.iter_mut().zip(value) {
+                    *c += weight * f32::from(v);
+                }
+            }
+        }
+        let scale = quantize_activations(b.row, b.row_q);
+        add_dense(&layer.attention_out, b.row_q, scale, x);
+
+        // Feed-forward.
+        let scale = layer_norm(x, &layer.ffn_norm, eps, b.row, b.row_q);
+        project(&layer.ffn_in, b.row_q, scale, b.hidden);
+        b.hidden.iter_mut().for_each(|h| *h = gelu(*h));
+        let scale = quantize_activations(b.hidden, b.hidden_q);
+        add_dense(&layer.ffn_out, b.hidden_q, scale, x);
+    }
+}
+
+/// Replaces each score by `exp(score - max)` over the words, per head (`scores` is
+/// `words x heads`), and writes each head's maximum and sum of numerators.
+fn softmax_numerators(scores: &mut [f32], max: &mut [f32], sum: &mut [f32]) {
+    let heads = max.len().max(1);
+    max.fill(f32::NEG_INFINITY);
+    for word in scores.chunks_exact(heads) {
+        max.iter_mut().zip(word).for_each(|(m, &s)| *m = libm::fmaxf(*m, s));
+    }
+    sum.fill(0.0);
+    for word in scores.chunks_exact_mut(heads) {
+        for ((s, &m), total) in word.iter_mut().zip(max.iter()).zip(sum.iter_mut()) {
+            *s = libm::expf(*s - m);
+            *total += *s;
+        }
+    }
+}
+
+/// LayerNorm of `x` (gain and bias from `norm`), quantized into `out`; returns the scale.
+/// `tmp` holds the f32 result.
+fn layer_norm(x: &[f32], norm: &Norm, eps: f32, tmp: &mut [f32], out: &mut [i8]) -> f32 {
+    let n = x.len() as f32;
+    let mean = x.iter().fold(0.0, |total, &v| total + v) / n;
+    let variance = x.iter().fold(0.0, |total, &v| total + (v - mean) * (v - mean)) / n;
+    let inverse = 1.0 / libm::sqrtf(variance + eps);
+    let params = f32s(norm.weight).zip(f32s(norm.bias));
+    for ((t, &v), (weight, bias)) in tmp.iter_mut().zip(x).zip(params) {
+        *t = (v - mean) * inverse * weight + bias;
+    }
+    quantize_activations(tmp, out)
+}
+
+/// Exact GELU, `x/2 · (1 + erf(x/√2))`.
+fn gelu(x: f32) -> f32 {
+    0.5 * x * (1.0 + libm::erff(x * core::f32::consts::FRAC_1_SQRT_2))
+}
+
+/// Quantizes `row` per head: each `head_dim` slice gets its own scale.
+fn quantize_heads(row: &[f32], head_dim: usize, out: &mut [i8], scales: &mut [f32]) {
+    let heads = row.chunks_exact(head_dim).zip(out.chunks_exact_mut(head_dim));
+    for ((head, out), scale) in heads.zip(scales) {
+        *scale = quantize_activations(head, out);
+    }
+}
+
+/// `out = W · input + bias`.
+fn project(dense: &Dense, input: &[i8], input_scale: f32, out: &mut [f32]) {
+    out.fill(0.0);
+    add_dense(dense, input, input_scale, out);
+}
+
+/// `out += W · input + bias`, each output one `i8 x i8 -> i32` dot product scaled once.
+fn add_dense(dense: &Dense, input: &[i8], input_scale: f32, out: &mut [f32]) {
+    let rows = dense.weight.rows(input.len()).zip(f32s(dense.bias));
+    for (o, ((weights, scale), bias)) in out.iter_mut().zip(rows) {
+        *o += dot_stored(input, weights) as f32 * (input_scale * scale) + bias;
+    }
+}
+
+/// `out += row · scale` (a dequantized int8 row).
+fn add_dequantized(out: &mut [f32], row: &[u8], scale: f32) {
+    for (o, &q) in out.iter_mut().zip(row) {
+        *o += f32::from(q.cast_signed()) * scale;
+    }
+}
