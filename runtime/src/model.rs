@@ -274,7 +274,7 @@ impl<'s> Scratch<'s> {
         Self { features, floats, int8s }
     }
 
-    /// Capacity of the feature buffer for texts of up to `words` words: `max_features_per_word`
+    /// Capacity of the feature buffer for texts of up to `words` words: `max_features_per_window`
     /// per word, plus one spare slot that tells a full buffer from a cut-off one.
     ///
     /// ```
@@ -284,10 +284,10 @@ impl<'s> Scratch<'s> {
     ///     tokenizer: TokenizerConfig::DEFAULT,
     ///     dim: 8, layers: 1, heads: 2, ffn: 16, out_dim: 4, layer_norm_eps: 1e-5,
     /// };
-    /// assert_eq!(Scratch::features_len(&config, 32), 32 * 48 + 1);
+    /// assert_eq!(Scratch::features_len(&config, 32), 32 * 46 + 1);
     /// ```
     pub const fn features_len(config: &ModelConfig, words: usize) -> usize {
-        words.saturating_mul(config.tokenizer.max_features_per_word as usize).saturating_add(1)
+        words.saturating_mul(config.tokenizer.max_features_per_window()).saturating_add(1)
     }
 
     /// f32s needed for texts of up to `words` words.
@@ -335,7 +335,7 @@ impl<'s> Scratch<'s> {
     ///     tokenizer: TokenizerConfig { buckets: 5632, ..TokenizerConfig::DEFAULT },
     ///     dim: 192, layers: 1, heads: 4, ffn: 384, out_dim: 384, layer_norm_eps: 1e-5,
     /// };
-    /// assert_eq!(Scratch::ram_bytes(&micro, 32), 1537 * 8 + 7500 * 4 + 12864);
+    /// assert_eq!(Scratch::ram_bytes(&micro, 32), 1473 * 8 + 7500 * 4 + 12864);
     /// ```
     pub const fn ram_bytes(config: &ModelConfig, words: usize) -> usize {
         Self::features_len(config, words)

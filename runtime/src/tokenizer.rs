@@ -181,6 +181,22 @@ impl TokenizerConfig {
         chars
     }
 
+    /// The most features one word (or window) gives: its word feature and the n-grams of a
+    /// word [`window_chars`](Self::window_chars) long, at most `max_features_per_word`. A buffer
+    /// of `words` times this holds every feature of `words` words.
+    ///
+    /// ```
+    /// use otkd_runtime::TokenizerConfig;
+    ///
+    /// // 1 + 16 + 15 + 14 for a 16-char window with n = 3..=5.
+    /// assert_eq!(TokenizerConfig::DEFAULT.max_features_per_window(), 46);
+    /// ```
+    pub const fn max_features_per_window(&self) -> usize {
+        let all = 1 + ngram_count(self.window_chars(), self.min_ngram as usize, self.max_ngram as usize);
+        let cap = self.max_features_per_word as usize;
+        if all < cap { all } else { cap }
+    }
+
     /// How far apart consecutive windows of a long run start: half a window (at least 1 char).
     ///
     /// ```

@@ -67,8 +67,8 @@ fn scratch_sizes_are_exact() {
     let config = small_config();
     let blob = random_parts(config, 3).to_bytes().unwrap();
     let model = Model::from_bytes(&blob).unwrap();
-    // Five words, each longer than the n-gram cap allows: every word gives max_features_per_word.
-    let long_word = "abcdefghijklmnopqrstuvwxyz";
+    // Five words of one window each (16 chars): every word gives the most features a word can.
+    let long_word = "abcdefghijklmnop";
     let text = [long_word; 5].join(" ");
     let words = 5;
     let (features_len, floats_len, int8s_len) = (
@@ -81,17 +81,17 @@ fn scratch_sizes_are_exact() {
     let mut int8s = vec![0i8; int8s_len];
     let expected =
         model.encode(&text, &mut Scratch::new(features.as_mut_view(), &mut floats, &mut int8s)).unwrap();
-    assert_eq!(features.len(), features_len - 1, "every word at the per-word cap");
+    assert_eq!(features.len(), features_len - 1, "every word gives max_features_per_window");
 
     // Exactly the stated sizes work; one less of anything does not.
     let mut exact = heapless::Vec::<Feature, 4096>::new();
     let exact = &mut exact.as_mut_view();
-    let mut exact_features = heapless::Vec::<Feature, { 5 * 48 + 1 }>::new();
+    let mut exact_features = heapless::Vec::<Feature, { 5 * 46 + 1 }>::new();
     assert_eq!(exact_features.capacity(), features_len);
     let result =
         model.encode(&text, &mut Scratch::new(exact_features.as_mut_view(), &mut floats, &mut int8s));
     assert_eq!(result.as_ref(), Ok(&expected));
-    let mut short_features = heapless::Vec::<Feature, { 5 * 48 }>::new();
+    let mut short_features = heapless::Vec::<Feature, { 5 * 46 }>::new();
     let short = model.encode(&text, &mut Scratch::new(short_features.as_mut_view(), &mut floats, &mut int8s));
     assert_eq!(short, Err(EncodeError::ScratchTooSmall));
     let short = model.encode(&text, &mut Scratch::new(exact, &mut floats[..floats_len - 1], &mut int8s));
