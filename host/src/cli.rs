@@ -51,9 +51,107 @@ pub enum Command {
     /// --eval-every steps into metrics.jsonl, test metrics of the last and best-dev checkpoints
     /// into final.json. Ctrl-C saves a checkpoint and exits; --resume continues bit for bit.
     Train(Box<TrainArgs>),
+    /// Quantize a trained student to int8 and write a blob for the no_std runtime, with an index
+    /// of English documents (and their CSLS hubness terms); prints the size budget.
+    Export(ExportArgs),
+    /// Answer a query with the int8 runtime on the host (the code the device runs): top-k
+    /// document ids, scores and English captions.
+    Query(QueryArgs),
+    /// Retrieval metrics of a blob (int8, through the runtime) next to the f32 student, cosine
+    /// and CSLS.
+    EvalBlob(EvalBlobArgs),
     /// Benchmarks that print ratios against a baseline measured in the same run.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+/// How documents are ranked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ScoringArg {
+    /// Plain cosine.
+    Cosine,
+    /// CSLS, 2 cos(q, d) - r(d): documents that are near many queries (hubs) ranked down.
+    Csls,
+}
+
+impl From<ScoringArg> for otkd_runtime::Scoring {
+    fn from(s: ScoringArg) -> Self {
+        match s {
+            ScoringArg::Cosine => Self::Cosine,
+            ScoringArg::Csls => Self::Csls,
+        }
+    }
+}
+
+/// Flags of `otkd export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Run directory of `otkd train` (holds config.json and the checkpoints).
+    #[arg(long, value_name = "DIR")]
+    pub run: PathBuf,
+    /// The blob to write (atomically).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Which checkpoint to export.
+    #[arg(long, value_enum, default_value_t = crate::export::Checkpoint::Best)]
+    pub checkpoint: crate::export::Checkpoint,
+    /// Split whose English captions form the document index (ids = 0-based caption lines).
+    #[arg(long, default_value_t = Split::Test2016Flickr)]
+    pub index_split: Split,
+    /// Write no document index.
+    #[arg(long, conflicts_with = "index_split")]
+    pub no_index: bool,
+    /// csls stores each document's hubness term r(d) for CSLS search; cosine stores zeros.
+    #[arg(long, value_enum, default_value_t = ScoringArg::Csls)]
+    pub scoring: ScoringArg,
+    /// Print the budget as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Flags of `otkd query`.
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    /// The blob (from `otkd export`).
+    #[arg(long, value_name = "FILE")]
+    pub blob: PathBuf,
+    /// The query text, in the student's language.
+    pub text: String,
+    /// How many documents to return (1 to 100).
+    #[arg(short, long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub k: u32,
+    /// Ranking.
+    #[arg(long, value_enum, default_value_t = ScoringArg::Csls)]
+    pub scoring: ScoringArg,
+    /// Split whose English captions the index ids refer to (for printing them).
+    #[arg(long, default_value_t = Split::Test2016Flickr)]
+    pub captions_split: Split,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Flags of `otkd eval-blob`.
+#[derive(Debug, Args)]
+pub struct EvalBlobArgs {
+    /// The blob (from `otkd export`), with an index of the --split English captions.
+    #[arg(long, value_name = "FILE")]
+    pub blob: PathBuf,
+    /// Language X of the queries.
+    #[arg(long)]
+    pub lang: Lang,
+    /// The split whose X captions are the queries (the one the index was built from).
+    #[arg(long, default_value_t = Split::Test2016Flickr)]
+    pub split: Split,
+    /// The run the blob was exported from: adds the f32 student's metrics on the same documents.
+    #[arg(long, value_name = "DIR")]
+    pub run: Option<PathBuf>,
+    /// Which checkpoint of --run to compare with.
+    #[arg(long, value_enum, default_value_t = crate::export::Checkpoint::Best)]
+    pub checkpoint: crate::export::Checkpoint,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `otkd data ...`

@@ -19,6 +19,7 @@ pub mod commands;
 pub mod data;
 pub mod distill;
 pub mod eval;
+pub mod export;
 pub mod linalg;
 pub mod paths;
 pub mod rng;

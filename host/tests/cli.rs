@@ -55,6 +55,9 @@ fn every_subcommand_has_help() {
         &["train", "--help"],
         &["bench", "teacher", "--help"],
         &["bench", "train", "--help"],
+        &["export", "--help"],
+        &["query", "--help"],
+        &["eval-blob", "--help"],
     ] {
         let out = otkd(args);
         assert!(out.status.success(), "{args:?}: {}", stderr(&out));
@@ -151,4 +154,66 @@ fn bad_flags_are_usage_errors() {
     assert!(stderr(&out).contains("--pairs"), "{}", stderr(&out));
     let out = otkd(&["baseline", "--langs", "xx"]);
     assert_eq!(out.status.code(), Some(2));
+}
+
+/// A small valid blob with a two-document index, written to `dir/name`.
+fn tiny_blob(dir: &Path, name: &str) -> PathBuf {
+    use otkd_runtime::{BlobParts, IndexParts, ModelConfig, TokenizerConfig};
+    let config = ModelConfig {
+        tokenizer: TokenizerConfig { buckets: 64, max_words: 8, ..TokenizerConfig::DEFAULT },
+        dim: 8,
+        layers: 1,
+        heads: 2,
+        ffn: 16,
+        out_dim: 4,
+        layer_norm_eps: 1e-5,
+    };
+    let mut parts = BlobParts::new(config);
+    parts.embeddings.iter_mut().enumerate().for_each(|(i, e)| *e = ((i * 37 % 11) as f32 - 5.0) / 5.0);
+    parts.projection.weight.iter_mut().enumerate().for_each(|(i, w)| *w = ((i * 13 % 7) as f32 - 3.0) / 3.0);
+    parts.index = Some(IndexParts {
+        ids: vec![0, 1],
+        embeddings: vec![1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0],
+        hubness: vec![0.1, 0.2],
+    });
+    let path = dir.join(name);
+    std::fs::write(&path, parts.to_bytes().unwrap()).unwrap();
+    path
+}
+
+#[test]
+fn query_answers_and_refuses_bad_queries_and_blobs() {
+    let dir = temp_dir("query");
+    let blob = tiny_blob(&dir, "tiny.otkd");
+    let blob_arg = blob.to_str().unwrap();
+    // A good query: two answers, ids and scores (captions may be absent).
+    let out = otkd(&["query", "--blob", blob_arg, "-k", "2", "--json", "jaʼa qhana"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let answers: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answers.as_array().unwrap().len(), 2);
+
+    let out = otkd(&["query", "--blob", blob_arg, " ¿? "]);
+    assert_clean_failure(&out, &["no word"]);
+    let long = "a ".repeat(50_000);
+    let out = otkd(&["query", "--blob", blob_arg, &long]);
+    assert_clean_failure(&out, &["100000 bytes"]);
+    let out = otkd(&["query", "--blob", "/nonexistent/model.otkd", "a dog"]);
+    assert_clean_failure(&out, &["/nonexistent/model.otkd"]);
+
+    // A blob of another format version (e.g. for another tokenizer) names both versions.
+    let mut bytes = std::fs::read(&blob).unwrap();
+    let found = otkd_runtime::FORMAT_VERSION + 1;
+    bytes[4..8].copy_from_slice(&found.to_le_bytes());
+    let other = dir.join("other.otkd");
+    std::fs::write(&other, &bytes).unwrap();
+    let out = otkd(&["query", "--blob", other.to_str().unwrap(), "a dog"]);
+    assert_clean_failure(
+        &out,
+        &["other.otkd", &found.to_string(), &otkd_runtime::FORMAT_VERSION.to_string()],
+    );
+    // A truncated blob.
+    std::fs::write(&other, &bytes[..bytes.len() / 2]).unwrap();
+    let out = otkd(&["query", "--blob", other.to_str().unwrap(), "a dog"]);
+    assert_clean_failure(&out, &["other.otkd"]);
+    std::fs::remove_dir_all(dir).unwrap();
 }

@@ -21,6 +21,7 @@ macro_rules! out {
 mod baseline;
 mod bench;
 mod data;
+mod export;
 pub mod progress;
 mod teacher;
 mod train;
@@ -49,6 +50,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Teacher(TeacherCommand::Embed(args)) => teacher::embed(&cli.inputs, &args),
         Command::Baseline(args) => baseline::run(&cli.inputs, &args),
         Command::Train(args) => train::run(&cli.inputs, &args),
+        Command::Export(args) => export::export(&cli.inputs, &args),
+        Command::Query(args) => export::query(&cli.inputs, &args),
+        Command::EvalBlob(args) => export::eval_blob(&cli.inputs, &args),
         Command::Bench(BenchCommand::Teacher(args)) => bench::teacher(&cli.inputs, &args),
         Command::Bench(BenchCommand::Train(args)) => bench::train(&cli.inputs, &args),
     }

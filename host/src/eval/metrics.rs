@@ -333,6 +333,29 @@ pub fn hubness(documents: &[f32], reference: &[f32], dim: usize, k: usize) -> Ve
         .collect()
 }
 
+/// [`ranks`] by CSLS: `2 cos(q, d) - hubness[d]`.
+///
+/// # Panics
+/// As [`ranks`], and if `hubness` does not have one value per document.
+pub fn ranks_csls(
+    queries: &[f32],
+    documents: &[f32],
+    dim: usize,
+    targets: &[usize],
+    hubness: &[f32],
+) -> Vec<usize> {
+    let n = check_inputs(queries, documents, dim, targets);
+    assert_eq!(hubness.len(), n, "ranks_csls: one hubness term per document");
+    let cos = cosine_matrix(queries, documents, dim);
+    cos.par_chunks(n.max(1))
+        .zip(targets.par_iter())
+        .map(|(row, &t)| {
+            let scores: Vec<f32> = row.iter().zip(hubness).map(|(&c, &r)| 2.0 * c - r).collect();
+            rank_in_row(&scores, t)
+        })
+        .collect()
+}
+
 /// How documents are ranked for a query.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase", tag = "kind")]
