@@ -406,6 +406,44 @@ pub enum BenchCommand {
     /// Training throughput (pairs/second) of kd and ot on the same student, bitext and batch,
     /// with the ot/kd cost ratio measured in the same run.
     Train(BenchTrainArgs),
+    /// Query latency (encode + search over the blob's index) of the int8 runtime against the f32
+    /// candle student on the same queries and documents, alternated, with their ratio.
+    Query(BenchQueryArgs),
+}
+
+/// Which side `otkd bench query` runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchSides {
+    /// Both, alternated.
+    Both,
+    /// Only the int8 runtime, once (for `valgrind --tool=callgrind`).
+    Runtime,
+}
+
+/// Flags of `otkd bench query`.
+#[derive(Debug, Args)]
+pub struct BenchQueryArgs {
+    /// The blob (from `otkd export`, with an index).
+    #[arg(long, value_name = "FILE")]
+    pub blob: PathBuf,
+    /// The run the blob was exported from (the f32 side).
+    #[arg(long, value_name = "DIR")]
+    pub run: Option<PathBuf>,
+    /// Language of the queries (test_2016_flickr captions).
+    #[arg(long, default_value_t = Lang::Ay)]
+    pub lang: Lang,
+    /// Queries per pass (0 measures the fixed cost of loading, for instruction counts).
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(0..=1000))]
+    pub queries: u32,
+    /// Alternated rounds (runtime pass, then f32 pass, per round).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub rounds: u32,
+    /// Sides to run.
+    #[arg(long, value_enum, default_value_t = BenchSides::Both)]
+    pub only: BenchSides,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Flags of `otkd bench train`.

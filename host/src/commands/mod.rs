@@ -20,6 +20,7 @@ macro_rules! out {
 
 mod baseline;
 mod bench;
+mod bench_query;
 mod data;
 mod export;
 pub mod progress;
@@ -55,6 +56,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::EvalBlob(args) => export::eval_blob(&cli.inputs, &args),
         Command::Bench(BenchCommand::Teacher(args)) => bench::teacher(&cli.inputs, &args),
         Command::Bench(BenchCommand::Train(args)) => bench::train(&cli.inputs, &args),
+        Command::Bench(BenchCommand::Query(args)) => bench_query::run(&cli.inputs, &args),
     }
 }
 
