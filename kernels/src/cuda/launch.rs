@@ -2,12 +2,13 @@
 //! since candle's CUDA backend needs nvcc at build time).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::{CudaDevice, CudaStorage, WrapErr};
 use candle_core::{Layout, Shape};
-use cudarc::driver::{CudaSlice, CudaView, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaFunction, CudaSlice, CudaView, LaunchConfig, PushKernelArg};
 
 use super::{KD, KernelSource, SINKHORN};
 use crate::kd::{KdForward, KdGradient, ROW_STATISTICS};
@@ -19,6 +20,26 @@ const THREADS: u32 = 256;
 const SHARED_LIMIT: usize = 48 * 1024;
 /// `OTKD_REDUCE_SCRATCH` of `common.cuh`.
 const REDUCE_SCRATCH: usize = 64;
+
+/// Whether op outputs start as NaN instead of uninitialised memory ([`poison_outputs`]).
+static POISON: AtomicBool = AtomicBool::new(false);
+
+/// Makes every output buffer of the CUDA ops start as NaN (a host-to-device copy per
+/// allocation) instead of uninitialised memory, so that tests can check that a kernel wrote
+/// every element. Off by default; for tests only.
+pub fn poison_outputs(enabled: bool) {
+    POISON.store(enabled, Ordering::Relaxed);
+}
+
+/// An output buffer of `len` floats that the kernels about to run overwrite completely.
+fn output(device: &CudaDevice, len: usize) -> candle_core::Result<CudaSlice<f32>> {
+    if POISON.load(Ordering::Relaxed) {
+        return device.clone_htod(&vec![f32::NAN; len]);
+    }
+    // SAFETY: every caller's kernels write all `len` elements before anything reads them (the
+    // SAFETY comment at each call says how); poisoned runs of the parity tests check it.
+    unsafe { device.alloc::<f32>(len) }
+}
 
 /// PTX per (module, compute capability), compiled once per process: NVRTC takes ~0.1-0.5 s.
 fn ptx(source: &'static KernelSource, capability: (i32, i32)) -> candle_core::Result<Arc<str>> {
@@ -37,14 +58,15 @@ fn ptx(source: &'static KernelSource, capability: (i32, i32)) -> candle_core::Re
 }
 
 /// The entry `entry` of `source` on `device`; candle keeps the loaded module per device.
+/// Launch it on `device.cuda_stream()`, the stream candle's own kernels use.
 fn function(
     device: &CudaDevice,
     source: &'static KernelSource,
     entry: &str,
-) -> candle_core::Result<candle_core::cuda_backend::CudaFunc> {
+) -> candle_core::Result<CudaFunction> {
     let capability = device.cuda_stream().context().compute_capability().w()?;
     let ptx = ptx(source, capability)?;
-    device.get_or_load_custom_func(entry, source.module, &ptx)
+    Ok(device.get_or_load_custom_func(entry, source.module, &ptx)?.into_cuda_function())
 }
 
 /// The contiguous f32 elements of an input (`op` names the kernel in the error).
@@ -75,9 +97,9 @@ pub(crate) fn sinkhorn_fwd(
     let cost = contiguous(storage, layout, OP)?;
     let (b, n, m) = op.shape;
     let out_len = op.output_len();
-    // SAFETY: the kernel writes every element: each block its whole n x m plan slab (zeros
-    // outside the real block) and its three statistics; with b = 0 there are none.
-    let mut out = unsafe { device.alloc::<f32>(out_len)? };
+    // Fully written: each block writes its whole n x m plan slab (zeros outside the real block)
+    // and its three statistics; with b = 0 there are none.
+    let mut out = output(&device, out_len)?;
     if b > 0 {
         let potentials = 2 * n + m + REDUCE_SCRATCH;
         let staged = (potentials + n * m) * size_of::<f32>();
@@ -93,6 +115,7 @@ pub(crate) fn sinkhorn_fwd(
         let rows = device.clone_htod(&op.row_lengths)?;
         let cols = device.clone_htod(&op.col_lengths)?;
         let func = function(&device, &SINKHORN, entry)?;
+        let stream = device.cuda_stream();
         let config = LaunchConfig {
             grid_dim: (int(b, "batch", OP)? as u32, 1, 1),
             block_dim: (THREADS, 1, 1),
@@ -101,7 +124,7 @@ pub(crate) fn sinkhorn_fwd(
         let (batch, n, m) = (int(b, "batch", OP)?, int(n, "n", OP)?, int(m, "m", OP)?);
         let (epsilon, max_iterations, tolerance) =
             (op.config.epsilon, op.config.max_iterations, op.config.tolerance);
-        let mut builder = func.builder();
+        let mut builder = stream.launch_builder(&func);
         builder.arg(&cost).arg(&rows).arg(&cols).arg(&mut out);
         builder.arg(&batch).arg(&n).arg(&m).arg(&epsilon).arg(&max_iterations).arg(&tolerance);
         // SAFETY: the arguments match `sinkhorn_{smem,gmem}_f32` in order and type (const
@@ -129,13 +152,14 @@ pub(crate) fn kd_forward(
         candle_core::bail!("{OP}: batch {b} is too large for the CUDA kernel (rows over 48 KiB)")
     }
     let out_len = 1 + ROW_STATISTICS * b;
-    // SAFETY: kd_rows_f32 writes out[1..] (four statistics per row, b >= 1 rows), then
+    // Fully written: kd_rows_f32 writes out[1..] (four statistics per row, b >= 1 rows), then
     // kd_reduce_f32 writes out[0].
-    let mut out = unsafe { device.alloc::<f32>(out_len)? };
+    let mut out = output(&device, out_len)?;
     let (batch, dim) = (int(b, "batch", OP)?, int(d, "dimension", OP)?);
     let (inv_temperature, variant) = (op.term.inv_temperature, op.term.variant);
+    let stream = device.cuda_stream();
     let rows = function(&device, &KD, "kd_rows_f32")?;
-    let mut builder = rows.builder();
+    let mut builder = stream.launch_builder(&rows);
     builder.arg(&s).arg(&t).arg(&mut out).arg(&batch).arg(&dim).arg(&inv_temperature).arg(&variant);
     let config = LaunchConfig {
         grid_dim: (batch as u32, 1, 1),
@@ -146,7 +170,7 @@ pub(crate) fn kd_forward(
     // hold b*d floats, out 1 + 4b; shared memory is z_row, y_row, z_col (b each) + scratch.
     unsafe { builder.launch(config) }.w()?;
     let reduce = function(&device, &KD, "kd_reduce_f32")?;
-    let mut builder = reduce.builder();
+    let mut builder = stream.launch_builder(&reduce);
     builder.arg(&mut out).arg(&batch);
     let config = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 };
     // SAFETY: arguments match kd_reduce_f32 (float*, int); out holds 1 + 4b floats, written by
@@ -173,12 +197,13 @@ pub(crate) fn kd_gradient(
     if shared > SHARED_LIMIT {
         candle_core::bail!("{OP}: batch {b} is too large for the CUDA kernel (rows over 48 KiB)")
     }
-    // SAFETY: kd_grad_f32 writes every element: block i writes row i, all d columns.
-    let mut grad = unsafe { device.alloc::<f32>(b * d)? };
+    // Fully written: block i of kd_grad_f32 writes row i, all d columns.
+    let mut grad = output(&device, b * d)?;
     let (batch, dim) = (int(b, "batch", OP)?, int(d, "dimension", OP)?);
     let (inv_temperature, variant) = (op.forward.term.inv_temperature, op.forward.term.variant);
     let func = function(&device, &KD, "kd_grad_f32")?;
-    let mut builder = func.builder();
+    let stream = device.cuda_stream();
+    let mut builder = stream.launch_builder(&func);
     builder.arg(&s).arg(&t).arg(&forward).arg(&mut grad);
     builder.arg(&batch).arg(&dim).arg(&inv_temperature).arg(&variant);
     let config = LaunchConfig {

@@ -13,6 +13,8 @@
 mod launch;
 
 #[cfg(feature = "cuda")]
+pub use launch::poison_outputs;
+#[cfg(feature = "cuda")]
 pub(crate) use launch::{kd_forward, kd_gradient, sinkhorn_fwd};
 
 /// The header every kernel source includes.

@@ -117,7 +117,7 @@ impl CustomOp2 for KdForward {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let s = crate::error::contiguous_f32(s_storage, s_layout, OP)?;
         let t = crate::error::contiguous_f32(t_storage, t_layout, OP)?;
-        let out = cpu::forward(s, t, self.shape, self.term);
+        let out = cpu::forward(s, t, self.shape, self.term)?;
         let len = out.len();
         Ok((CpuStorage::F32(out), Shape::from(len)))
     }
@@ -172,7 +172,7 @@ impl CustomOp3 for KdGradient {
         let t = crate::error::contiguous_f32(t_storage, t_layout, OP)?;
         let forward = crate::error::contiguous_f32(f_storage, f_layout, OP)?;
         let KdForward { term, shape } = self.forward;
-        Ok((CpuStorage::F32(cpu::gradient(s, t, forward, shape, term)), Shape::from(shape)))
+        Ok((CpuStorage::F32(cpu::gradient(s, t, forward, shape, term)?), Shape::from(shape)))
     }
 
     #[cfg(feature = "cuda")]
