@@ -15,13 +15,14 @@
 //! let x = Tensor::new(&[-1.0f32, 0.0, 1.0], &Device::Cpu)?;
 //! let y = otkd_kernels::gelu_erf(&x)?.to_vec1::<f32>()?;
 //! assert!((y[2] - 0.841_344_7).abs() < 1e-6 && y[1] == 0.0);
-//! # Ok::<(), otkd_kernels::KernelError>(())
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::KernelError;
+use crate::error::InOp;
 
 /// erf for f32 (plain multiply-adds: `mul_add` without a compile-time FMA target is a slow
 /// libm call): odd rational approximation on x clamped to [-4, 4] (Eigen's `generic_fast_erf`).
@@ -162,18 +163,20 @@ pub fn bias_gelu_erf(x: &Tensor, bias: &Tensor) -> Result<Tensor, KernelError> {
     let width = x.dims().last().copied().unwrap_or(0);
     if bias.dims() != [width] {
         return Err(KernelError::ShapeMismatch {
-            what: "bias_gelu_erf bias length",
+            op: "bias_gelu_erf",
+            what: "bias length",
             expected: width,
             got: bias.elem_count(),
         });
     }
-    Ok(x.contiguous()?.apply_op2_no_bwd(&bias.contiguous()?, &BiasGeluErf)?)
+    let fused = || x.contiguous()?.apply_op2_no_bwd(&bias.contiguous()?, &BiasGeluErf);
+    fused().op("bias_gelu_erf")
 }
 
 /// Exact GELU of an f32 tensor, differentiable (see the [module docs](self)).
 pub fn gelu_erf(x: &Tensor) -> Result<Tensor, KernelError> {
     crate::error::expect_cpu_f32(&[x], "gelu_erf")?;
-    Ok(x.contiguous()?.apply_op1(GeluErf)?)
+    x.contiguous().and_then(|x| x.apply_op1(GeluErf)).op("gelu_erf")
 }
 
 #[cfg(test)]

@@ -20,13 +20,14 @@
 //! // s = [2, 2]: zero variance, so the output is the bias.
 //! let y = norm.forward(&x, &residual)?.to_vec2::<f32>()?;
 //! assert!((y[0][0] - 0.0).abs() < 1e-3 && (y[0][1] - 0.5).abs() < 1e-3);
-//! # Ok::<(), otkd_kernels::KernelError>(())
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::KernelError;
+use crate::error::InOp;
 
 /// Rows per rayon task (of the teacher's width 384: ~64 KiB of input).
 const ROWS_PER_TASK: usize = 32;
@@ -45,14 +46,16 @@ impl AddLayerNorm {
     pub fn new(weight: Vec<f32>, bias: Vec<f32>, eps: f32) -> Result<Self, KernelError> {
         if weight.len() != bias.len() {
             return Err(KernelError::ShapeMismatch {
-                what: "add_layer_norm bias length",
+                op: "add_layer_norm",
+                what: "bias length",
                 expected: weight.len(),
                 got: bias.len(),
             });
         }
         if !(eps.is_finite() && eps > 0.0) {
             return Err(KernelError::BadConfig {
-                field: "add_layer_norm eps",
+                op: "add_layer_norm",
+                field: "eps",
                 reason: "must be finite and > 0",
             });
         }
@@ -66,19 +69,22 @@ impl AddLayerNorm {
         let width = x.dims().last().copied().unwrap_or(0);
         if width != self.weight.len() {
             return Err(KernelError::ShapeMismatch {
-                what: "add_layer_norm input width",
+                op: "add_layer_norm",
+                what: "input width",
                 expected: self.weight.len(),
                 got: width,
             });
         }
         if x.dims() != residual.dims() {
             return Err(KernelError::ShapeMismatch {
-                what: "add_layer_norm residual elements",
+                op: "add_layer_norm",
+                what: "residual elements",
                 expected: x.elem_count(),
                 got: residual.elem_count(),
             });
         }
-        Ok(x.contiguous()?.apply_op2_no_bwd(&residual.contiguous()?, self)?)
+        let fused = || x.contiguous()?.apply_op2_no_bwd(&residual.contiguous()?, self);
+        fused().op("add_layer_norm")
     }
 
     fn normalise_row(&self, out: &mut [f32], x: &[f32], residual: &[f32]) {

@@ -1,22 +1,34 @@
 //! Contract tests for the Sinkhorn kernel: closed forms, marginals, masking, numerics, the
 //! unrolled twin against the reference, gradients, and the named errors.
 //!
-//! Each `fn(&Device)` body is stamped per backend by `test_device!` (CPU now; the CUDA issue
-//! adds a cfg-gated `_cuda` arm that runs the same bodies).
+//! Each `fn(&Device)` body is stamped per backend by `test_device!`: `_cpu` always, `_cuda`
+//! with the `cuda` feature (skipped, with a message, when no CUDA device can be opened).
 
 use candle_core::{DType, Device, Tensor, Var};
 use otkd_kernels::sinkhorn::cpu;
 use otkd_kernels::{
-    KernelError, SinkhornConfig, SinkhornPlan, sinkhorn_log_domain, sinkhorn_log_domain_unrolled,
+    KernelError, SinkhornConfig, SinkhornPlan, sinkhorn, sinkhorn_log_domain, sinkhorn_log_domain_unrolled,
 };
 
-type TestResult = Result<(), KernelError>;
+type TestResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
 
 macro_rules! test_device {
-    ($fn_name:ident, $cpu_name:ident) => {
+    ($fn_name:ident, $cpu_name:ident, $cuda_name:ident) => {
         #[test]
         fn $cpu_name() -> TestResult {
             $fn_name(&Device::Cpu)
+        }
+
+        #[cfg(feature = "cuda")]
+        #[test]
+        fn $cuda_name() -> TestResult {
+            match Device::new_cuda(0) {
+                Ok(device) => $fn_name(&device),
+                Err(e) => {
+                    eprintln!("skipped: no CUDA device ({e})");
+                    Ok(())
+                }
+            }
         }
     };
 }
@@ -46,7 +58,7 @@ fn solve(
     cols: &[usize],
     config: &SinkhornConfig,
     device: &Device,
-) -> Result<(Vec<f32>, SinkhornPlan), KernelError> {
+) -> TestResult<(Vec<f32>, SinkhornPlan)> {
     let tensor = Tensor::from_slice(cost, shape, device)?;
     let out = sinkhorn_log_domain(&tensor, rows, cols, config)?;
     assert_eq!(out.plan.dims3()?, shape);
@@ -77,7 +89,7 @@ fn one_by_one(device: &Device) -> TestResult {
     assert!(out.marginal_error[0] < 1e-6);
     Ok(())
 }
-test_device!(one_by_one, one_by_one_cpu);
+test_device!(one_by_one, one_by_one_cpu, one_by_one_cuda);
 
 fn uniform_cost_gives_product_plan(device: &Device) -> TestResult {
     let (n, m) = (5, 7);
@@ -88,7 +100,11 @@ fn uniform_cost_gives_product_plan(device: &Device) -> TestResult {
     assert_eq!(out.iterations, vec![1], "the product plan is a fixed point after one iteration");
     Ok(())
 }
-test_device!(uniform_cost_gives_product_plan, uniform_cost_gives_product_plan_cpu);
+test_device!(
+    uniform_cost_gives_product_plan,
+    uniform_cost_gives_product_plan_cpu,
+    uniform_cost_gives_product_plan_cuda
+);
 
 fn permutation_cost_gives_near_permutation(device: &Device) -> TestResult {
     let n = 6;
@@ -106,7 +122,11 @@ fn permutation_cost_gives_near_permutation(device: &Device) -> TestResult {
     assert!(out.marginal_error[0] < config.tolerance);
     Ok(())
 }
-test_device!(permutation_cost_gives_near_permutation, permutation_cost_gives_near_permutation_cpu);
+test_device!(
+    permutation_cost_gives_near_permutation,
+    permutation_cost_gives_near_permutation_cpu,
+    permutation_cost_gives_near_permutation_cuda
+);
 
 fn marginals_within_tolerance(device: &Device) -> TestResult {
     let mut rng = Rng(0x1234_5678_9abc_def1);
@@ -135,7 +155,7 @@ fn marginals_within_tolerance(device: &Device) -> TestResult {
     }
     Ok(())
 }
-test_device!(marginals_within_tolerance, marginals_within_tolerance_cpu);
+test_device!(marginals_within_tolerance, marginals_within_tolerance_cpu, marginals_within_tolerance_cuda);
 
 fn finite_for_tiny_epsilon(device: &Device) -> TestResult {
     let mut rng = Rng(0xdead_beef_cafe_f00d);
@@ -170,7 +190,7 @@ fn finite_for_tiny_epsilon(device: &Device) -> TestResult {
     }
     Ok(())
 }
-test_device!(finite_for_tiny_epsilon, finite_for_tiny_epsilon_cpu);
+test_device!(finite_for_tiny_epsilon, finite_for_tiny_epsilon_cpu, finite_for_tiny_epsilon_cuda);
 
 fn padding_is_zero_and_real_block_is_the_unpadded_solution(device: &Device) -> TestResult {
     let mut rng = Rng(42);
@@ -236,7 +256,8 @@ fn padding_is_zero_and_real_block_is_the_unpadded_solution(device: &Device) -> T
 }
 test_device!(
     padding_is_zero_and_real_block_is_the_unpadded_solution,
-    padding_is_zero_and_real_block_is_the_unpadded_solution_cpu
+    padding_is_zero_and_real_block_is_the_unpadded_solution_cpu,
+    padding_is_zero_and_real_block_is_the_unpadded_solution_cuda
 );
 
 fn empty_items_give_zero_plans(device: &Device) -> TestResult {
@@ -274,7 +295,7 @@ fn empty_items_give_zero_plans(device: &Device) -> TestResult {
     assert_eq!(out.iterations, vec![0; 3]);
     Ok(())
 }
-test_device!(empty_items_give_zero_plans, empty_items_give_zero_plans_cpu);
+test_device!(empty_items_give_zero_plans, empty_items_give_zero_plans_cpu, empty_items_give_zero_plans_cuda);
 
 fn iterations_and_error_are_reported(device: &Device) -> TestResult {
     let mut rng = Rng(99);
@@ -298,7 +319,11 @@ fn iterations_and_error_are_reported(device: &Device) -> TestResult {
     }
     Ok(())
 }
-test_device!(iterations_and_error_are_reported, iterations_and_error_are_reported_cpu);
+test_device!(
+    iterations_and_error_are_reported,
+    iterations_and_error_are_reported_cpu,
+    iterations_and_error_are_reported_cuda
+);
 
 fn unrolled_matches_reference(device: &Device) -> TestResult {
     let mut rng = Rng(0x5eed);
@@ -337,7 +362,7 @@ fn unrolled_matches_reference(device: &Device) -> TestResult {
     }
     Ok(())
 }
-test_device!(unrolled_matches_reference, unrolled_matches_reference_cpu);
+test_device!(unrolled_matches_reference, unrolled_matches_reference_cpu, unrolled_matches_reference_cuda);
 
 fn unrolled_gradients_are_finite(device: &Device) -> TestResult {
     let mut rng = Rng(0xfeed);
@@ -375,7 +400,11 @@ fn unrolled_gradients_are_finite(device: &Device) -> TestResult {
     assert!(!out.plan.is_variable());
     Ok(())
 }
-test_device!(unrolled_gradients_are_finite, unrolled_gradients_are_finite_cpu);
+test_device!(
+    unrolled_gradients_are_finite,
+    unrolled_gradients_are_finite_cpu,
+    unrolled_gradients_are_finite_cuda
+);
 
 fn non_contiguous_cost_is_accepted(device: &Device) -> TestResult {
     let mut rng = Rng(3);
@@ -391,7 +420,11 @@ fn non_contiguous_cost_is_accepted(device: &Device) -> TestResult {
     assert_eq!(diff, 0.0);
     Ok(())
 }
-test_device!(non_contiguous_cost_is_accepted, non_contiguous_cost_is_accepted_cpu);
+test_device!(
+    non_contiguous_cost_is_accepted,
+    non_contiguous_cost_is_accepted_cpu,
+    non_contiguous_cost_is_accepted_cuda
+);
 
 fn bad_inputs_are_named_errors(device: &Device) -> TestResult {
     let ok = SinkhornConfig::default();
@@ -406,7 +439,7 @@ fn bad_inputs_are_named_errors(device: &Device) -> TestResult {
         assert!(
             matches!(
                 solve(&rank2, &[3], &[4], &ok),
-                Err(KernelError::ShapeMismatch { what: "cost rank", expected: 3, got: 2 })
+                Err(KernelError::ShapeMismatch { what: "cost rank", expected: 3, got: 2, .. })
             ),
             "{name}"
         );
@@ -414,7 +447,7 @@ fn bad_inputs_are_named_errors(device: &Device) -> TestResult {
         assert!(
             matches!(
                 solve(&f64_cost, &[3, 3], &[4, 4], &ok),
-                Err(KernelError::UnsupportedDtype { dtype: DType::F64 })
+                Err(KernelError::UnsupportedDtype { dtype: DType::F64, .. })
             ),
             "{name}"
         );
@@ -435,14 +468,14 @@ fn bad_inputs_are_named_errors(device: &Device) -> TestResult {
         assert!(
             matches!(
                 solve(&cost, &[3, 4], &[4, 4], &ok),
-                Err(KernelError::LengthOutOfRange { what: "row_lengths", item: 1, length: 4, max: 3 })
+                Err(KernelError::LengthOutOfRange { what: "row_lengths", item: 1, length: 4, max: 3, .. })
             ),
             "{name}"
         );
         assert!(
             matches!(
                 solve(&cost, &[3, 3], &[5, 4], &ok),
-                Err(KernelError::LengthOutOfRange { what: "col_lengths", item: 0, length: 5, max: 4 })
+                Err(KernelError::LengthOutOfRange { what: "col_lengths", item: 0, length: 5, max: 4, .. })
             ),
             "{name}"
         );
@@ -464,12 +497,48 @@ fn bad_inputs_are_named_errors(device: &Device) -> TestResult {
     }
     Ok(())
 }
-test_device!(bad_inputs_are_named_errors, bad_inputs_are_named_errors_cpu);
+test_device!(bad_inputs_are_named_errors, bad_inputs_are_named_errors_cpu, bad_inputs_are_named_errors_cuda);
+
+fn the_op_reports_loss_and_statistics_and_differentiates_the_loss(device: &Device) -> TestResult {
+    let mut rng = Rng(0xabc);
+    let (b, n, m) = (4, 9, 7);
+    let values = random_cost(&mut rng, b * n * m);
+    let (rows, cols) = ([9, 4, 0, 1], [7, 7, 3, 5]);
+    let config = SinkhornConfig { max_iterations: 300, ..SinkhornConfig::default() };
+    let cost = Var::from_tensor(&Tensor::from_slice(&values, (b, n, m), device)?)?;
+    let out = sinkhorn(cost.as_tensor(), &rows, &cols, &config)?;
+    assert!(!out.plan.is_variable() && out.loss.dims() == [b]);
+    // The loss is Σ P ⊙ C per item, the statistics are those of sinkhorn_log_domain.
+    let expected = (&out.plan * cost.as_tensor())?.sum((1, 2))?;
+    let loss = out.loss.to_vec1::<f32>()?;
+    for (k, (l, e)) in loss.iter().zip(expected.to_vec1::<f32>()?).enumerate() {
+        assert!((l - e).abs() <= 1e-6 * e.abs().max(1.0), "item {k}: {l} vs {e}");
+    }
+    let reference = sinkhorn_log_domain(cost.as_tensor(), &rows, &cols, &config)?;
+    let (iterations, errors) = out.statistics_to_host()?;
+    assert_eq!(iterations, reference.iterations);
+    assert_eq!(errors, reference.marginal_error);
+    let iterations_tensor: Vec<u32> = out.iterations.to_vec1::<f32>()?.iter().map(|&i| i as u32).collect();
+    assert_eq!(iterations_tensor, iterations);
+    assert_eq!(out.marginal_error.to_vec1::<f32>()?, errors);
+    // ∂(Σ_k w_k loss_k)/∂C_k = w_k P_k: the plan is a constant.
+    let weights = Tensor::new(&[1.0f32, -2.0, 3.0, 0.5], device)?;
+    let grads = (&out.loss * &weights)?.sum_all()?.backward()?;
+    let grad = grads.get(cost.as_tensor()).expect("gradient w.r.t. the cost");
+    let want = out.plan.broadcast_mul(&weights.reshape((b, 1, 1))?)?;
+    assert_eq!((grad - want)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?, 0.0);
+    Ok(())
+}
+test_device!(
+    the_op_reports_loss_and_statistics_and_differentiates_the_loss,
+    the_op_reports_loss_and_statistics_and_differentiates_the_loss_cpu,
+    the_op_reports_loss_and_statistics_and_differentiates_the_loss_cuda
+);
 
 #[test]
 fn errors_display_their_fields() {
-    let e = KernelError::LengthOutOfRange { what: "row_lengths", item: 3, length: 9, max: 8 };
-    assert_eq!(e.to_string(), "row_lengths[3] = 9 exceeds the padded extent 8");
+    let e = KernelError::LengthOutOfRange { op: "sinkhorn", what: "row_lengths", item: 3, length: 9, max: 8 };
+    assert_eq!(e.to_string(), "sinkhorn: row_lengths[3] = 9 exceeds the padded extent 8");
     let e = KernelError::NoCudaImplementation { op: "sinkhorn_log_domain" };
     assert_eq!(e.to_string(), "no cuda implementation for sinkhorn_log_domain");
     assert_eq!(

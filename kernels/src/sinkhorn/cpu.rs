@@ -27,12 +27,23 @@ use rayon::prelude::*;
 
 use super::SinkhornConfig;
 
+/// What the solver reports for one batch item.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ItemResult {
+    /// Iterations used (0 for an empty item).
+    pub iterations: u32,
+    /// Final marginal error (see [`super`]; 0 for an empty item).
+    pub marginal_error: f32,
+    /// The transport cost `Σ_ij P_ij C_ij` over the real block (0 for an empty item).
+    pub loss: f32,
+}
+
 /// Solves every batch item of `cost` (row-major `[b, n, m]`, `shape = (b, n, m)`) and writes the
-/// plans into `plan` (same layout). Returns `(iterations, marginal_error)` per batch item.
+/// plans into `plan` (same layout). Returns iterations, marginal error and loss per batch item.
 ///
 /// Item `k` uses only its real block `cost[k, ..row_lengths[k], ..col_lengths[k]]`; padding
 /// entries of `cost` are never read (they may hold NaN), and padding entries of `plan` are set
-/// to exactly `0.0`. An item with zero real rows or columns gets an all-zero plan and `(0, 0.0)`.
+/// to exactly `0.0`. An item with zero real rows or columns gets an all-zero plan and zeros.
 /// The marginal error is the one defined in [`super`] (row L1 deviation after a column update).
 ///
 /// # Panics
@@ -47,7 +58,7 @@ pub fn sinkhorn_log_domain(
     col_lengths: &[usize],
     config: &SinkhornConfig,
     plan: &mut [f32],
-) -> Vec<(u32, f32)> {
+) -> Vec<ItemResult> {
     let (b, n, m) = shape;
     let item = n * m;
     assert_eq!(cost.len(), b * item, "cost.len() must be b * n * m");
@@ -63,7 +74,7 @@ pub fn sinkhorn_log_domain(
     }
     if item == 0 {
         // Every item is empty; there is no plan entry to write.
-        return vec![(0, 0.0); b];
+        return vec![EMPTY; b];
     }
     plan.par_chunks_mut(item)
         .zip(cost.par_chunks(item))
@@ -74,6 +85,9 @@ pub fn sinkhorn_log_domain(
         })
         .collect()
 }
+
+/// The result of an item without real rows or columns.
+const EMPTY: ItemResult = ItemResult { iterations: 0, marginal_error: 0.0, loss: 0.0 };
 
 /// Vector width the scratch strides are padded to: the baseline x86-64 (SSE2) loop vectoriser
 /// runs 2 x 4 lanes per step, so inner lengths that are multiples of 8 leave no scalar tail.
@@ -112,11 +126,11 @@ struct Item<'a> {
 }
 
 /// Solves one batch item into its `[n, m]` `plan` slice.
-fn solve_item(item: &Item<'_>, plan: &mut [f32], scratch: &mut Scratch) -> (u32, f32) {
+fn solve_item(item: &Item<'_>, plan: &mut [f32], scratch: &mut Scratch) -> ItemResult {
     let Item { cost, m, rows, cols, config } = *item;
     plan.fill(0.0);
     if rows == 0 || cols == 0 {
-        return (0, 0.0);
+        return EMPTY;
     }
     let inv_eps = 1.0 / config.epsilon;
     // Inner strides rounded up to whole vector lanes; the extra lanes hold k = 0 and compute
@@ -164,14 +178,16 @@ fn solve_item(item: &Item<'_>, plan: &mut [f32], scratch: &mut Scratch) -> (u32,
         iterations += 1;
     };
 
-    // P_ij = exp(u_i + v_j + k_ij) on the real block; padding stays 0.
+    // P_ij = exp(u_i + v_j + k_ij) on the real block (padding stays 0), and Σ P_ij C_ij.
+    let mut loss = 0.0f32;
     for (i, &ui) in u.iter().enumerate() {
         let out = &mut plan[i * m..i * m + cols];
         for ((p, &vj), &kij) in out.iter_mut().zip(v.iter()).zip(&k[i * col_stride..]) {
             *p = exp_f32(ui + vj + kij);
         }
+        loss += out.iter().zip(&cost[i * m..i * m + cols]).map(|(p, c)| p * c).sum::<f32>();
     }
-    (iterations, error)
+    ItemResult { iterations, marginal_error: error, loss }
 }
 
 /// `out[x] = LSE_o(pot[o] + mat[o * inner + x])` for a row-major `mat` of shape
