@@ -332,9 +332,21 @@ pub struct TrainArgs {
     /// Teacher batch size when the cache must be filled.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub teacher_batch: u32,
+    /// Where training runs: cpu, or cuda (needs a build with `--features cuda`).
+    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+    pub device: DeviceArg,
     /// Print final.json instead of the table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `--device` of `otkd train`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DeviceArg {
+    /// The CPU (candle, the reference kernels).
+    Cpu,
+    /// An NVIDIA GPU (candle's CUDA backend and the CUDA kernels).
+    Cuda,
 }
 
 /// `--init` of `otkd train`.

@@ -148,6 +148,12 @@ fn a_closed_pipe_ends_quietly() {
 }
 
 #[test]
+fn cuda_without_cuda_support_is_named() {
+    let out = otkd(&["train", "--method", "kd", "--device", "cuda", "--data", "/nonexistent"]);
+    assert_clean_failure(&out, &["--device cuda", "--features cuda"]);
+}
+
+#[test]
 fn bad_flags_are_usage_errors() {
     let out = otkd(&["train", "--method", "kd", "--pairs", "none"]);
     assert_eq!(out.status.code(), Some(2));

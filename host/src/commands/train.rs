@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 
 use super::{Inputs, cached_english, open_cache, open_data, open_teacher, print_json, progress};
-use crate::cli::{InitArg, PairsArg, TrainArgs};
+use crate::cli::{DeviceArg, InitArg, PairsArg, TrainArgs};
 use crate::data::{Lang, Split};
 use crate::distill::losses::LossConfig;
 use crate::distill::optim::AdamWConfig;
@@ -85,6 +85,16 @@ impl crate::distill::trainer::Progress for TrainProgress {
 }
 
 pub fn run(inputs: &Inputs, args: &TrainArgs) -> Result<()> {
+    if args.device == DeviceArg::Cuda {
+        if cfg!(feature = "cuda") {
+            bail!(
+                "--device cuda: the CUDA kernels are built in, but the trainer does not place the student on the GPU yet"
+            );
+        }
+        bail!(
+            "--device cuda: this otkd was built without CUDA support; rebuild with `cargo build --release -p otkd-host --features cuda`"
+        );
+    }
     if args.lang == Lang::En {
         bail!("--lang en: the student learns language X against English; pick another language");
     }

@@ -11,7 +11,7 @@
 //!   Sinkhorn iterations instead.
 
 use candle_core::{D, Tensor};
-use otkd_kernels::{SinkhornConfig, sinkhorn_log_domain, sinkhorn_log_domain_unrolled};
+use otkd_kernels::{KdTerm, KernelError, SinkhornConfig, sinkhorn, sinkhorn_log_domain_unrolled};
 use serde::{Deserialize, Serialize};
 
 /// Training method.
@@ -86,37 +86,28 @@ pub struct LossValue {
 }
 
 /// KD on sentence embeddings `[b, d]` (all L2-normalised); `english` is the student's English
-/// embeddings and their weight, `None` for no English term.
+/// embeddings and their weight, `None` for no English term. One fused kernel per term
+/// ([`otkd_kernels::kd_loss`]: forward and backward in one op).
 pub fn kd_loss(
     student_x: &Tensor,
     teacher_en: &Tensor,
     english: Option<(&Tensor, f64)>,
     variant: KdVariant,
     temperature: f64,
-) -> candle_core::Result<Tensor> {
-    let squared = |s: &Tensor| -> candle_core::Result<Tensor> { (s - teacher_en)?.sqr()?.sum(1)?.mean(0) };
-    let mut mse = squared(student_x)?;
-    if let Some((student_en, weight)) = english {
-        mse = (mse + (squared(student_en)? * weight)?)?;
-    }
-    match variant {
-        KdVariant::Mse => Ok(mse),
-        KdVariant::Kl => {
-            let target =
-                candle_nn::ops::softmax(&(teacher_en.matmul(&teacher_en.t()?)? / temperature)?, D::Minus1)?;
-            let logits = (student_x.matmul(&teacher_en.t()?)? / temperature)?;
-            let log_q = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-            let log_p = (target.clone() + 1e-12)?.log()?;
-            let kl = (target * (log_p - log_q)?)?.sum(1)?.mean(0)?;
-            mse + kl
-        }
-        KdVariant::Infonce => {
-            let logits = (student_x.matmul(&teacher_en.t()?)? / temperature)?;
-            let n = logits.dim(0)?;
-            let targets = Tensor::arange(0u32, n as u32, logits.device())?;
-            let forward = candle_nn::loss::cross_entropy(&logits, &targets)?;
-            let backward = candle_nn::loss::cross_entropy(&logits.t()?, &targets)?;
-            mse + ((forward + backward)? * 0.5)?
+) -> Result<Tensor, KernelError> {
+    let temperature = temperature as f32;
+    let term = match variant {
+        KdVariant::Mse => KdTerm::Mse,
+        KdVariant::Kl => KdTerm::Kl { temperature },
+        KdVariant::Infonce => KdTerm::InfoNce { temperature },
+    };
+    let x = otkd_kernels::kd_loss(student_x, teacher_en, term)?;
+    match english {
+        None => Ok(x),
+        Some((student_en, weight)) => {
+            let en = otkd_kernels::kd_loss(student_en, teacher_en, KdTerm::Mse)?;
+            let combined = || -> candle_core::Result<Tensor> { x + (en * weight)? };
+            combined().map_err(|source| KernelError::Candle { op: "kd", source })
         }
     }
 }
@@ -158,32 +149,21 @@ pub fn ot_term(
 ) -> anyhow::Result<OtTerm> {
     let cost = cosine_cost(teacher, student)?;
     let nonempty = teacher_lengths.iter().zip(student_lengths).filter(|(a, b)| **a > 0 && **b > 0).count();
-    let sinkhorn = config.sinkhorn();
+    let solver = config.sinkhorn();
     if config.ot_unrolled {
-        let plan = sinkhorn_log_domain_unrolled(&cost, teacher_lengths, student_lengths, &sinkhorn)?;
+        let plan = sinkhorn_log_domain_unrolled(&cost, teacher_lengths, student_lengths, &solver)?;
         let loss = transport_cost(&plan, &cost, nonempty)?;
-        let iterations = vec![config.sinkhorn_iterations; teacher_lengths.len()];
-        let marginal_error = row_marginal_error(&plan, teacher_lengths, student_lengths)?;
+        // The statistics of the same fixed number of iterations, from the kernel (its plan equals
+        // the unrolled one to ~1e-6).
+        let fixed = SinkhornConfig { tolerance: 0.0, ..solver };
+        let (iterations, marginal_error) =
+            sinkhorn(&cost.detach(), teacher_lengths, student_lengths, &fixed)?.statistics_to_host()?;
         return Ok(OtTerm { loss, iterations, marginal_error });
     }
-    let solved = sinkhorn_log_domain(&cost.detach(), teacher_lengths, student_lengths, &sinkhorn)?;
-    let loss = transport_cost(&solved.plan, &cost, nonempty)?;
-    Ok(OtTerm { loss, iterations: solved.iterations, marginal_error: solved.marginal_error })
-}
-
-/// `Σ_i |Σ_j P_ij − 1/n|` per item, the kernel's marginal-error definition, for the unrolled plan.
-fn row_marginal_error(plan: &Tensor, rows: &[usize], cols: &[usize]) -> candle_core::Result<Vec<f32>> {
-    let sums: Vec<Vec<f32>> = plan.sum(2)?.to_vec2()?;
-    Ok(sums
-        .iter()
-        .zip(rows.iter().zip(cols))
-        .map(|(row_sums, (&n, &m))| {
-            if n == 0 || m == 0 {
-                return 0.0;
-            }
-            row_sums[..n].iter().map(|s| (s - 1.0 / n as f32).abs()).sum()
-        })
-        .collect())
+    let solved = sinkhorn(&cost, teacher_lengths, student_lengths, &solver)?;
+    let loss = (solved.loss.sum_all()? / nonempty.max(1) as f64)?;
+    let (iterations, marginal_error) = solved.statistics_to_host()?;
+    Ok(OtTerm { loss, iterations, marginal_error })
 }
 
 #[cfg(test)]
@@ -255,7 +235,7 @@ mod tests {
         let student = random(7, &[b, m, d]);
         let student_t = Tensor::from_vec(student.clone(), (b, m, d), &Device::Cpu).unwrap();
         let cost = cosine_cost(&teacher, &student_t).unwrap();
-        let plan = sinkhorn_log_domain(&cost, &[3, 2], &[4, 3], &SinkhornConfig::default()).unwrap().plan;
+        let plan = sinkhorn(&cost, &[3, 2], &[4, 3], &SinkhornConfig::default()).unwrap().plan;
         check_gradient(&student, &[b, m, d], |s| {
             transport_cost(&plan, &cosine_cost(&teacher, s).unwrap(), 2).unwrap()
         });
