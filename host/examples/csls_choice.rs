@@ -8,35 +8,20 @@
 //! cargo run --release -p otkd-host --example csls_choice -- ay,gn,qu,cs
 //! ```
 
+mod common;
+
 use anyhow::Result;
-use otkd::data::{Lang, Multi30k, Split, resolve_data_dir};
+use otkd::data::Split;
 use otkd::eval::metrics::{both_directions, both_directions_csls, hubness};
 use otkd::eval::ridge::{RidgeConfig, fit};
-use otkd::paths::{DEFAULT_TEACHER, TEACHER_ENV, cache_dir, resolve_dir};
 use otkd::rng::SplitMix64;
-use otkd::teacher::cache::TeacherCache;
-use otkd::teacher::{Teacher, TeacherOutputs};
 
 const KS: [usize; 6] = [1, 3, 5, 10, 20, 50];
 const REFERENCE_SIZES: [usize; 4] = [1000, 5000, 10000, 29000];
 
 fn main() -> Result<()> {
-    let langs: Vec<Lang> = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "ay".into())
-        .split(',')
-        .map(|l| l.parse().map_err(anyhow::Error::msg))
-        .collect::<Result<_>>()?;
-    let data = Multi30k::open(resolve_data_dir(None)?)?;
-    let teacher_dir = resolve_dir(None, TEACHER_ENV, DEFAULT_TEACHER)
-        .map_err(|tried| anyhow::anyhow!("teacher not found (tried {tried:?})"))?;
-    let teacher = Teacher::load(&teacher_dir)?;
-    let cache = TeacherCache::new(cache_dir(None), &teacher)?;
-    let english = |split: Split| -> Result<TeacherOutputs> {
-        let captions = data.captions(split, Lang::En)?;
-        Ok(cache.load_or_encode(&teacher, &format!("{split}.en"), &captions, false, 64, |_| {})?.0)
-    };
-    let (train_en, val_en) = (english(Split::Train)?, english(Split::Val)?);
+    let langs = common::languages(std::env::args().nth(1))?;
+    let (data, train_en, val_en) = common::multi30k_english()?;
     let dim = train_en.dim;
 
     println!("lang  reference     K  val X->en R@1  en->X R@1");

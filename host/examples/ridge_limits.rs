@@ -10,14 +10,13 @@
 //! teacher and the cache from the same places as `otkd` (flags aside: `OTKD_DATA`,
 //! `OTKD_TEACHER`, `OTKD_CACHE`).
 
+mod common;
+
 use anyhow::{Context, Result};
-use otkd::data::{Bitext, Lang, Multi30k, Split, resolve_data_dir};
+use otkd::data::{Bitext, Split};
 use otkd::eval::metrics::retrieval;
 use otkd::eval::ridge::{RidgeConfig, RidgeStudent, fit, fit_low_rank, sentence_features};
-use otkd::paths::{DEFAULT_TEACHER, TEACHER_ENV, cache_dir, resolve_dir};
 use otkd::rng::SplitMix64;
-use otkd::teacher::cache::TeacherCache;
-use otkd::teacher::{Teacher, TeacherOutputs};
 use otkd_runtime::TokenizerConfig;
 
 const LAMBDA: f32 = 0.1;
@@ -25,25 +24,11 @@ const RANKS: [usize; 4] = [64, 96, 128, 192];
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
-    let langs: Vec<Lang> = args
-        .next()
-        .unwrap_or_else(|| "ay".into())
-        .split(',')
-        .map(|l| l.parse().map_err(anyhow::Error::msg))
-        .collect::<Result<_>>()?;
+    let langs = common::languages(args.next())?;
     let buckets: u32 = args.next().map_or(Ok(8192), |b| b.parse()).context("buckets")?;
     let tokenizer = TokenizerConfig { buckets, ..TokenizerConfig::DEFAULT };
 
-    let data = Multi30k::open(resolve_data_dir(None)?)?;
-    let teacher_dir = resolve_dir(None, TEACHER_ENV, DEFAULT_TEACHER)
-        .map_err(|tried| anyhow::anyhow!("teacher not found (tried {tried:?})"))?;
-    let teacher = Teacher::load(&teacher_dir)?;
-    let cache = TeacherCache::new(cache_dir(None), &teacher)?;
-    let english = |split: Split| -> Result<TeacherOutputs> {
-        let captions = data.captions(split, Lang::En)?;
-        Ok(cache.load_or_encode(&teacher, &format!("{split}.en"), &captions, false, 64, |_| {})?.0)
-    };
-    let (train_en, val_en) = (english(Split::Train)?, english(Split::Val)?);
+    let (data, train_en, val_en) = common::multi30k_english()?;
     let dim = train_en.dim;
 
     println!("lang  buckets  pairs  rank  val X->en R@1");
