@@ -1,0 +1,193 @@
+//! The firmware on an emulated Cortex-M4F (QEMU mps2-an386), bit-exact with the host runtime.
+//!
+//! Needs `qemu-system-arm`, `defmt-print` and the `thumbv7em-none-eabihf` target: with `CI=true`
+//! a missing tool fails these tests; elsewhere they are skipped with a loud message.
+
+use std::time::Duration;
+
+use otkd_firmware_harness::answers::{self, Answer};
+use otkd_firmware_harness::{
+    Build, DEVICE_WORDS, ESTIMATE_HZ, K, Report, Run, blobgen, build, code, corrupt_embedded_blob,
+    count_tests, parse, require_tools, run, sections,
+};
+use otkd_runtime::Model;
+
+/// Prints past libtest's output capture (straight to stderr, as `print!` is captured), so that the
+/// measurements and the `firmware: N passed, 0 failed` line show in a plain `cargo test` log.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
+/// QEMU's time limit per run (the micro configuration runs in seconds).
+const LIMIT: Duration = Duration::from_secs(180);
+
+fn queries_text() -> String {
+    let path = otkd_firmware_harness::firmware_dir().join("queries.txt");
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Runs the query program and the on-device tests of `build`, checks every query's outcome, ids
+/// and score bits against the host, and prints the measurements. Returns the report.
+fn check_bit_exact(name: &str, tools: &otkd_firmware_harness::Tools, build: &Build) -> Report {
+    let text = queries_text();
+    let queries = answers::query_lines(&text);
+    let model = Model::from_bytes(&build.blob).expect("the blob loads on the host");
+    let config = *model.config();
+    let words = DEVICE_WORDS.min(usize::from(config.tokenizer.max_words));
+    let expected = answers::answers(&build.blob, &queries, words, K).expect("the blob loads on the host");
+
+    let program = run(tools, &build.program, LIMIT).unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert_eq!(
+        program.code,
+        Some(code::OK),
+        "{name}: the firmware exited with {:?}:\n{}",
+        program.code,
+        program.log()
+    );
+    let report = parse(&program.lines).unwrap_or_else(|e| panic!("{name}: {e}\n{}", program.log()));
+    assert!(report.done, "{name}: no @done line:\n{}", program.log());
+    assert_eq!(report.queries.len(), queries.len(), "{name}: queries answered\n{}", program.log());
+    if let Some((i, (device, host))) =
+        report.queries.iter().zip(&expected).enumerate().find(|(_, (device, host))| device.answer() != **host)
+    {
+        panic!(
+            "{name}: query {i} ({:?}) differs:\n  device: {:?}\n  host:   {host:?}",
+            queries[i],
+            device.answer()
+        );
+    }
+
+    // The host CLI's runtime (`otkd_host::export::HostRuntime`, `otkd query`) sizes its scratch for
+    // the blob's full `max_words`: every query the device answered must rank the same with it.
+    let full = answers::answers(&build.blob, &queries, usize::from(config.tokenizer.max_words), K)
+        .expect("the blob loads on the host");
+    for (i, (device, host)) in expected.iter().zip(&full).enumerate() {
+        if matches!(device, Answer::Hits { .. }) {
+            assert_eq!(device, host, "{name}: query {i} ({:?}): full-size scratch differs", queries[i]);
+        }
+    }
+
+    let on_device = run(tools, &build.on_device_tests, LIMIT).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let (passed, failed) = count_tests(&on_device.lines);
+    say!("{name}: firmware: {passed} passed, {failed} failed");
+    assert!(
+        on_device.code == Some(code::OK) && failed == 0 && passed > 0,
+        "{name}: on-device tests (exit {:?}):\n{}",
+        on_device.code,
+        on_device.log()
+    );
+
+    print_measurements(name, build, &program, &report, &expected);
+    report
+}
+
+fn print_measurements(name: &str, build: &Build, program: &Run, report: &Report, expected: &[Answer]) {
+    let elf = std::fs::read(&build.program).expect("the ELF was just run");
+    let sizes = sections(&elf).expect("the firmware is an ELF32");
+    let per_tick = report.instructions_per_tick();
+    let answered: Vec<_> = report.queries.iter().filter(|q| q.encode_error.is_none()).collect();
+    let mean = |f: &dyn Fn(&otkd_firmware_harness::Printed) -> u64| {
+        answered.iter().map(|q| f(q) as f64).sum::<f64>() / answered.len().max(1) as f64 * per_tick
+    };
+    let encode = mean(&|q| q.encode_ticks);
+    let cosine = mean(&|q| q.search_ticks[0]);
+    let csls = mean(&|q| q.search_ticks[1]);
+    let max_query =
+        answered.iter().map(|q| q.encode_ticks + q.search_ticks[1]).max().unwrap_or(0) as f64 * per_tick;
+    let refused: Vec<String> = expected
+        .iter()
+        .enumerate()
+        .filter_map(|(i, a)| match a {
+            Answer::Encode(e) => Some(format!("{i}: {e}")),
+            Answer::Hits { .. } => None,
+        })
+        .collect();
+    let ram = sizes.static_ram() + report.stack.0;
+    say!(
+        "{name}: blob {} bytes; flash {} bytes ({:.2} MiB: text {} + rodata {} incl. the blob + data {}); \
+         RAM {} bytes ({:.1} KiB: data {} + bss {} incl. scratch + measured stack {})",
+        build.blob.len(),
+        sizes.flash(),
+        sizes.flash() as f64 / 1048576.0,
+        sizes.text,
+        sizes.rodata,
+        sizes.data,
+        ram,
+        ram as f64 / 1024.0,
+        sizes.data,
+        sizes.bss,
+        report.stack.0
+    );
+    say!(
+        "{name}: instructions per query (QEMU -icount shift=0, SysTick, {per_tick:.2} instructions/tick \
+         calibrated): encode {encode:.0} + search {cosine:.0} (cosine) / {csls:.0} (CSLS) = {:.0} mean, {max_query:.0} max; \
+         estimated at 168 MHz and 1 instruction/cycle: {:.2} ms mean, {:.2} ms max (an estimate, not a \
+         measurement on hardware); load (CRC + checks) {:.0} instructions",
+        encode + csls,
+        (encode + csls) / ESTIMATE_HZ * 1e3,
+        max_query / ESTIMATE_HZ * 1e3,
+        report.load_ticks as f64 * per_tick
+    );
+    say!(
+        "{name}: {} queries, {} answered, refused as reported outcomes: [{}]; QEMU wall {:.2} s, build {:.1} s",
+        expected.len(),
+        answered.len(),
+        refused.join(", "),
+        program.seconds,
+        build.seconds
+    );
+    assert!(sizes.flash() <= 4 << 20 && ram <= 4 << 20, "{name}: does not fit mps2-an386 (4 MiB + 4 MiB)");
+}
+
+#[test]
+fn seeded_tiny_blob_is_bit_exact_with_the_host() {
+    let Some(tools) = require_tools("seeded_tiny_blob_is_bit_exact_with_the_host") else { return };
+    let build = build("seeded-tiny", &blobgen::default_blob()).unwrap_or_else(|e| panic!("{e}"));
+    let report = check_bit_exact("seeded-tiny", &tools, &build);
+    assert!(report.queries.iter().any(|q| q.encode_error.as_deref() == Some("EmptyQuery")));
+}
+
+/// The `micro` preset with a 1000-document index: a trained export when `OTKD_FIRMWARE_MICRO_BLOB`
+/// names one (`otkd export --run DIR --out model.otkd`), else a seeded random micro model.
+#[test]
+fn micro_blob_with_1000_documents_is_bit_exact_with_the_host() {
+    let Some(tools) = require_tools("micro_blob_with_1000_documents_is_bit_exact_with_the_host") else {
+        return;
+    };
+    let (label, blob) = match std::env::var("OTKD_FIRMWARE_MICRO_BLOB") {
+        Ok(path) => ("trained-micro", std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))),
+        Err(_) => ("seeded-micro", blobgen::seeded_micro_blob()),
+    };
+    let build = build(label, &blob).unwrap_or_else(|e| panic!("{e}"));
+    check_bit_exact(label, &tools, &build);
+}
+
+#[test]
+fn corrupted_blob_is_reported_as_bad_crc_without_a_fault() {
+    let Some(tools) = require_tools("corrupted_blob_is_reported_as_bad_crc_without_a_fault") else { return };
+    let build = build("seeded-tiny", &blobgen::default_blob()).unwrap_or_else(|e| panic!("{e}"));
+    let elf = std::fs::read(&build.program).expect("built");
+    let corrupted = corrupt_embedded_blob(&elf, &build.blob).unwrap_or_else(|e| panic!("{e}"));
+    let path = build.program.with_file_name("otkd-firmware-bad-crc");
+    std::fs::write(&path, corrupted).expect("writing the corrupted ELF");
+    let result = run(&tools, &path, LIMIT).unwrap_or_else(|e| panic!("{e}"));
+    assert_ne!(result.code, Some(code::HARD_FAULT), "hard fault:\n{}", result.log());
+    assert_eq!(result.code, Some(code::LOAD_ERROR), "exit code {:?}:\n{}", result.code, result.log());
+    let report = parse(&result.lines).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(report.load_error.as_deref(), Some("BadCrc"), "{}", result.log());
+    say!("corrupted blob: {:?} (exit {:?})", report.load_error, result.code);
+}
+
+/// The default blob is made, not committed: the generator must make the same bytes everywhere.
+#[test]
+fn seeded_blobs_are_deterministic() {
+    let blob = blobgen::default_blob();
+    assert_eq!(blob, blobgen::default_blob());
+    let model = Model::from_bytes(&blob).expect("loads");
+    assert_eq!(*model.config(), blobgen::TINY);
+    assert_eq!(model.index().map(|i| i.len()), Some(blobgen::TINY_DOCUMENTS));
+    say!("seeded-tiny: {} bytes, CRC-32 {:#010x}", blob.len(), otkd_runtime::crc32(&blob));
+}

@@ -1,0 +1,95 @@
+//! The query program: loads the embedded blob in place, answers every embedded query by cosine
+//! and by CSLS, and prints (defmt) one machine-readable line per outcome, each starting with `@`:
+//!
+//! ```text
+//! @calib instructions 2097152 ticks 52429
+//! @blob seeded-tiny bytes 31234 load-ticks 1234
+//! @q 0 cosine ids [1003, ...] bits [1056964608, ...] encode-ticks 812 search-ticks 95
+//! @q 0 csls ids [...] bits [...] encode-ticks 812 search-ticks 97
+//! @q 17 encode-error EmptyQuery encode-ticks 12
+//! @stack used 2312 of 4161536
+//! @done queries 20
+//! ```
+//!
+//! Scores are `f32::to_bits`, so the host compares them bit for bit. A refused blob prints
+//! `@load-error NAME` and exits with `code::LOAD_ERROR`.
+#![no_std]
+#![no_main]
+
+use cortex_m_rt::entry;
+use otkd_firmware::{BLOB, BLOB_NAME, CONFIG, K, QUERIES, ScratchMemory, Ticks, code, exit};
+use otkd_runtime::{Model, Scoring};
+
+#[entry]
+fn main() -> ! {
+    otkd_firmware::paint_stack();
+    let Some(peripherals) = cortex_m::Peripherals::take() else { exit(code::PANIC) };
+    let ticks = Ticks::start(peripherals.SYST);
+    let (instructions, calibration) = ticks.calibrate();
+    defmt::info!("@calib instructions {=u32} ticks {=u32}", instructions, calibration);
+
+    let start = ticks.now();
+    let model = match Model::from_bytes(BLOB) {
+        Ok(model) => model,
+        Err(e) => {
+            defmt::error!("@load-error {}", e);
+            exit(code::LOAD_ERROR)
+        }
+    };
+    let load = ticks.since(start);
+    defmt::info!("@blob {=str} bytes {=usize} load-ticks {=u32}", BLOB_NAME, BLOB.len(), load);
+    if *model.config() != CONFIG {
+        defmt::error!("@wrong-blob its config is not the one this firmware's scratch memory is sized for");
+        exit(code::WRONG_BLOB)
+    }
+    let Some(index) = model.index() else {
+        defmt::error!("@wrong-blob the blob has no document index");
+        exit(code::WRONG_BLOB)
+    };
+    let Some(memory) = ScratchMemory::take() else { exit(code::PANIC) };
+
+    for (i, text) in QUERIES.iter().enumerate() {
+        let mut scratch = memory.scratch();
+        let start = ticks.now();
+        let encoded = model.encode(text, &mut scratch);
+        let encode = ticks.since(start);
+        let query = match encoded {
+            Ok(query) => query,
+            Err(e) => {
+                defmt::info!("@q {=usize} encode-error {} encode-ticks {=u32}", i, e, encode);
+                continue;
+            }
+        };
+        for (name, scoring) in [("cosine", Scoring::Cosine), ("csls", Scoring::Csls)] {
+            let start = ticks.now();
+            let hits = match index.search::<K>(&query, K, scoring) {
+                Ok(hits) => hits,
+                Err(e) => {
+                    defmt::error!("@q {=usize} search-error {}", i, e);
+                    exit(code::WRONG_BLOB)
+                }
+            };
+            let search = ticks.since(start);
+            let mut ids = [0u32; K];
+            let mut bits = [0u32; K];
+            for ((id, bit), hit) in ids.iter_mut().zip(bits.iter_mut()).zip(&hits) {
+                *id = hit.id;
+                *bit = hit.score.to_bits();
+            }
+            defmt::info!(
+                "@q {=usize} {=str} ids {=[?]} bits {=[?]} encode-ticks {=u32} search-ticks {=u32}",
+                i,
+                name,
+                &ids[..hits.len()],
+                &bits[..hits.len()],
+                encode,
+                search
+            );
+        }
+    }
+
+    let (used, size) = otkd_firmware::stack_high_water();
+    defmt::info!("@stack used {=usize} of {=usize}", used, size);
+    defmt::info!("@done queries {=usize}", QUERIES.len());
+    exit(code::OK)
+}

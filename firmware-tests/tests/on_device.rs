@@ -1,0 +1,101 @@
+//! On-device tests (defmt-test): the runtime on the Cortex-M4F gives the host runtime's answers
+//! (the golden table `build.rs` computed, bit for bit) and reports bad input as values.
+#![no_std]
+#![no_main]
+
+use cortex_m_rt as _;
+use otkd_firmware as _;
+
+use otkd_firmware::{EXPECTED, Expected, K, QUERIES, ScratchMemory};
+use otkd_runtime::{Model, Scoring};
+
+/// What `init` makes: the blob loaded in place and the static scratch memory.
+pub struct State {
+    model: Model<'static>,
+    memory: &'static mut ScratchMemory,
+}
+
+/// Every query: the same outcome, ids and score bits as the host runtime, for both scorings.
+fn check(state: &mut State, scoring: Scoring) {
+    let Some(index) = state.model.index() else { defmt::panic!("no index") };
+    defmt::assert_eq!(QUERIES.len(), EXPECTED.len());
+    for (i, (text, expected)) in QUERIES.iter().zip(EXPECTED).enumerate() {
+        let mut scratch = state.memory.scratch();
+        match (state.model.encode(text, &mut scratch), expected) {
+            (Ok(query), Expected::Hits { cosine, csls }) => {
+                let hits = match index.search::<K>(&query, K, scoring) {
+                    Ok(hits) => hits,
+                    Err(e) => defmt::panic!("query {}: {}", i, e),
+                };
+                let want = if scoring == Scoring::Cosine { cosine } else { csls };
+                defmt::assert_eq!(hits.len(), want.len(), "query {}", i);
+                for (hit, &(id, bits)) in hits.iter().zip(want.iter()) {
+                    defmt::assert_eq!((hit.id, hit.score.to_bits()), (id, bits), "query {}", i);
+                }
+            }
+            (Err(got), Expected::Encode(want)) => defmt::assert_eq!(got, *want, "query {}", i),
+            (Ok(_), Expected::Encode(want)) => defmt::panic!("query {}: encoded, host: {}", i, want),
+            (Err(got), Expected::Hits { .. }) => defmt::panic!("query {}: {}, host encoded it", i, got),
+        }
+    }
+}
+
+#[defmt_test::tests]
+mod tests {
+    use super::{State, check};
+    use otkd_firmware::{BLOB, CONFIG, ScratchMemory};
+    use otkd_runtime::{EncodeError, Feature, LoadError, Model, Scoring, Scratch};
+
+    #[init]
+    fn init() -> State {
+        let model = match Model::from_bytes(BLOB) {
+            Ok(model) => model,
+            Err(e) => defmt::panic!("the embedded blob does not load: {}", e),
+        };
+        let Some(memory) = ScratchMemory::take() else { defmt::panic!("scratch memory taken twice") };
+        State { model, memory }
+    }
+
+    #[test]
+    fn blob_has_the_config_the_scratch_memory_is_sized_for(state: &mut State) {
+        defmt::assert!(*state.model.config() == CONFIG);
+        defmt::assert!(state.model.index().is_some_and(|index| !index.is_empty()));
+    }
+
+    #[test]
+    fn every_query_ranks_as_on_the_host_by_cosine(state: &mut State) {
+        check(state, Scoring::Cosine);
+    }
+
+    #[test]
+    fn every_query_ranks_as_on_the_host_by_csls(state: &mut State) {
+        check(state, Scoring::Csls);
+    }
+
+    #[test]
+    fn text_without_a_word_is_an_empty_query(state: &mut State) {
+        let mut scratch = state.memory.scratch();
+        defmt::assert_eq!(state.model.encode(" ¿?!… — ", &mut scratch).err(), Some(EncodeError::EmptyQuery));
+    }
+
+    #[test]
+    fn too_small_scratch_is_reported(state: &mut State) {
+        let mut features = heapless::Vec::<Feature, 8>::new();
+        let (mut floats, mut int8s) = ([0f32; 16], [0i8; 16]);
+        let mut scratch = Scratch::new(features.as_mut_view(), &mut floats, &mut int8s);
+        defmt::assert_eq!(
+            state.model.encode("Jaʼa, qhana!", &mut scratch).err(),
+            Some(EncodeError::ScratchTooSmall)
+        );
+    }
+
+    #[test]
+    fn cut_blobs_are_refused() {
+        defmt::assert_eq!(Model::from_bytes(&BLOB[..BLOB.len() - 1]).err(), Some(LoadError::Truncated));
+        defmt::assert_eq!(Model::from_bytes(&BLOB[..8]).err(), Some(LoadError::TooShort));
+        let mut header = [0u8; 16];
+        header.copy_from_slice(&BLOB[..16]);
+        header[0] ^= 0x20;
+        defmt::assert_eq!(Model::from_bytes(&header).err(), Some(LoadError::BadMagic));
+    }
+}
