@@ -10,8 +10,10 @@ use crate::rng::SplitMix64;
 
 /// Neighbours averaged in the CSLS hubness term `r(d)`.
 ///
-/// Chosen on val with the closed-form ridge student (`host/examples/csls_choice.rs`; the
-/// measurements are in the README).
+/// Chosen on val with the closed-form ridge student (`host/examples/csls_choice.rs`, table in
+/// the README): for ay and qu, val X -> en R@1 peaks at K = 10 with a 5,000-caption reference
+/// (ay 0.905 -> 0.928, qu 0.825 -> 0.860), and K from 5 to 20 with 1,000 to 29,000 reference
+/// captions stays within about a point of that.
 pub const CSLS_K: usize = 10;
 
 /// Training captions (a seeded sample) added to the val captions in the CSLS reference population.
