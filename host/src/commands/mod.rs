@@ -21,6 +21,7 @@ macro_rules! out {
 mod baseline;
 mod bench;
 mod data;
+mod experiment;
 pub mod progress;
 mod teacher;
 mod train;
@@ -51,6 +52,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Train(args) => train::run(&cli.inputs, &args),
         Command::Bench(BenchCommand::Teacher(args)) => bench::teacher(&cli.inputs, &args),
         Command::Bench(BenchCommand::Train(args)) => bench::train(&cli.inputs, &args),
+        Command::Experiment(args) => experiment::run(&cli.inputs, &args),
     }
 }
 
