@@ -6,6 +6,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::data::{Lang, Split};
 use crate::distill::losses::{KdVariant, Method};
+use crate::experiment::plan::{ExperimentPreset, Start};
 use crate::student::Preset;
 
 /// otkd: distil a tiny multilingual retriever from an English teacher, with optimal transport
@@ -63,6 +64,57 @@ pub enum Command {
     /// Benchmarks that print ratios against a baseline measured in the same run.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Answer the research question: train the grid of OT and KD runs (languages x starts x
+    /// seeds x bitext sizes), then write report.md, summary.json and plots (SVG, PNG) to --out.
+    /// Resumable: finished runs are kept, an interrupted one continues from its checkpoint
+    /// (Ctrl-C saves; rerun the same command).
+    Experiment(ExperimentArgs),
+}
+
+/// Flags of `otkd experiment`.
+#[derive(Debug, Args)]
+pub struct ExperimentArgs {
+    /// The grid: quick (ay, cs; both starts; 2 seeds; under 15 minutes on 2 cores) or full (cs,
+    /// ay, gn, qu x 3 seeds; a 500 / 1000 / 5000-pair sweep on ay, gn, qu (random start); de, fr, es with one
+    /// seed; under 90 minutes on 2 cores).
+    #[arg(long, value_enum, default_value_t = ExperimentPreset::Quick)]
+    pub preset: ExperimentPreset,
+    /// Keep only these languages (one the preset lacks joins its main grid).
+    #[arg(long, value_delimiter = ',')]
+    pub langs: Option<Vec<Lang>>,
+    /// Methods to compare.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Method::Ot, Method::Kd])]
+    pub methods: Vec<Method>,
+    /// Starting weights: random, ridge (the closed-form fit), or both.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Start::Random, Start::Ridge])]
+    pub inits: Vec<Start>,
+    /// Seeds per configuration, 1 to 100 (replaces the preset's; higher-resource languages keep one).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100))]
+    pub seeds: Option<u64>,
+    /// Bitext sizes of the sweep: all or numbers of pairs, e.g. 500,1000,all (replaces the preset's).
+    #[arg(long, value_delimiter = ',')]
+    pub pairs: Option<Vec<PairsArg>>,
+    /// Steps of every run, replacing the preset's budgets (for smoke runs).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub steps: Option<u32>,
+    /// Steps between dev evaluations with --steps (default: a tenth of --steps).
+    #[arg(long, requires = "steps", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub eval_every: Option<u32>,
+    /// Sentence-level KD term of both methods.
+    #[arg(long, value_enum, default_value_t = KdVariant::Infonce)]
+    pub kd_variant: KdVariant,
+    /// Weight of KD's English term (0: the student never sees English).
+    #[arg(long, default_value_t = 0.0, value_parser = non_negative_f64)]
+    pub english_weight: f64,
+    /// Experiment directory [default: results/<preset>].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Teacher batch size when the cache must be filled.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub teacher_batch: u32,
+    /// Print summary.json instead of the headline.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// How documents are ranked.
@@ -523,6 +575,51 @@ mod tests {
         let defaults = TrainArgs::defaults(Method::Ot);
         assert_eq!((defaults.method, defaults.steps, defaults.pairs), (Method::Ot, 2000, PairsArg::All));
         assert!(Cli::try_parse_from(["otkd", "train", "--method", "xx"]).is_err());
+    }
+
+    #[test]
+    fn experiment_flags() {
+        let cli = Cli::try_parse_from([
+            "otkd",
+            "experiment",
+            "--preset",
+            "full",
+            "--langs",
+            "ay,gn",
+            "--methods",
+            "kd",
+            "--inits",
+            "ridge",
+            "--seeds",
+            "2",
+            "--pairs",
+            "500,all",
+        ])
+        .unwrap();
+        let Command::Experiment(args) = cli.command else { panic!("not experiment") };
+        assert_eq!(args.preset, ExperimentPreset::Full);
+        assert_eq!(args.langs, Some(vec![Lang::Ay, Lang::Gn]));
+        assert_eq!((args.methods, args.inits, args.seeds), (vec![Method::Kd], vec![Start::Ridge], Some(2)));
+        assert_eq!(args.pairs, Some(vec![PairsArg::Count(500), PairsArg::All]));
+        let cli = Cli::try_parse_from(["otkd", "experiment"]).unwrap();
+        let Command::Experiment(args) = cli.command else { panic!("not experiment") };
+        assert_eq!(
+            (args.preset, args.kd_variant, args.english_weight),
+            (ExperimentPreset::Quick, KdVariant::Infonce, 0.0)
+        );
+        for bad in [
+            &["--seeds", "0"][..],
+            &["--preset", "huge"],
+            &["--methods", "ot,xx"],
+            &["--inits", "zero"],
+            &["--pairs", "0"],
+            &["--eval-every", "5"],
+            &["--steps", "0"],
+            &["--english-weight", "-1"],
+        ] {
+            let argv: Vec<&str> = ["otkd", "experiment"].iter().chain(bad).copied().collect();
+            assert!(Cli::try_parse_from(&argv).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

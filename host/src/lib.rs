@@ -6,6 +6,7 @@
 //! - [`student`]: the student encoder over the runtime tokenizer's hashed features;
 //! - [`distill`]: the OT and KD losses, the optimiser, checkpoints and the training loop;
 //! - [`eval`]: retrieval metrics, the baselines and the closed-form ridge student;
+//! - [`experiment`]: the OT-vs-KD grid, its statistics, report and plots (`otkd experiment`);
 //! - [`linalg`]: the dense f64 linear algebra of the ridge fits;
 //! - [`commands`]: one module per CLI command, and [`cli`], the flags they take.
 //!
@@ -19,6 +20,7 @@ pub mod commands;
 pub mod data;
 pub mod distill;
 pub mod eval;
+pub mod experiment;
 pub mod export;
 pub mod linalg;
 pub mod paths;

@@ -58,6 +58,7 @@ fn every_subcommand_has_help() {
         &["export", "--help"],
         &["query", "--help"],
         &["eval-blob", "--help"],
+        &["experiment", "--help"],
     ] {
         let out = otkd(args);
         assert!(out.status.success(), "{args:?}: {}", stderr(&out));
@@ -222,4 +223,37 @@ fn query_answers_and_refuses_bad_queries_and_blobs() {
     let out = otkd(&["query", "--blob", other.to_str().unwrap(), "a dog"]);
     assert_clean_failure(&out, &["other.otkd"]);
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn bad_experiment_flags_are_rejected_before_any_work() {
+    // Each is a usage error naming the flag; the data directory (which does not exist) is never
+    // opened.
+    for (flag, value) in [
+        ("--preset", "huge"),
+        ("--seeds", "0"),
+        ("--seeds", "101"),
+        ("--methods", "ot,xx"),
+        ("--inits", "zero"),
+        ("--pairs", "0"),
+        ("--pairs", "some"),
+        ("--langs", "xx"),
+        ("--steps", "0"),
+        ("--english-weight", "-1"),
+        ("--kd-variant", "cosine"),
+    ] {
+        let arg = format!("{flag}={value}");
+        let out = otkd(&["experiment", "--data", "/nonexistent", &arg]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}: {err}");
+        assert!(err.contains(flag) && !err.contains("/nonexistent"), "{flag} {value}: {err}");
+    }
+    // --eval-every needs --steps.
+    let out = otkd(&["experiment", "--eval-every", "5"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--steps"), "{}", stderr(&out));
+    // English is the pivot, not a student language: refused before any data is read.
+    let out = otkd(&["experiment", "--data", "/nonexistent", "--langs", "ay,en"]);
+    assert_clean_failure(&out, &["pivot"]);
+    assert!(!stderr(&out).contains("/nonexistent"));
 }

@@ -22,6 +22,7 @@ mod baseline;
 mod bench;
 mod bench_query;
 mod data;
+mod experiment;
 mod export;
 pub mod progress;
 mod teacher;
@@ -57,6 +58,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Bench(BenchCommand::Teacher(args)) => bench::teacher(&cli.inputs, &args),
         Command::Bench(BenchCommand::Train(args)) => bench::train(&cli.inputs, &args),
         Command::Bench(BenchCommand::Query(args)) => bench_query::run(&cli.inputs, &args),
+        Command::Experiment(args) => experiment::run(&cli.inputs, &args),
     }
 }
 

@@ -9,6 +9,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -87,8 +88,9 @@ pub struct TrainData {
     pub en: Vec<TokenizedSentence>,
     /// What the tokenizer's caps did to the X side of the training pairs.
     pub tokenizer: TokenizerTotals,
-    /// Teacher outputs for every English training caption (indexed by caption line).
-    pub teacher: TeacherOutputs,
+    /// Teacher outputs for every English training caption (indexed by caption line), shared:
+    /// runs of several languages, seeds and subsets read the same English outputs.
+    pub teacher: Arc<TeacherOutputs>,
     /// Dev (val) set.
     pub dev: EvalSet,
     /// Test set (test_2016_flickr).
@@ -103,16 +105,17 @@ impl TrainData {
     pub fn prepare(
         config: &TrainConfig,
         train: &Bitext,
-        teacher: TeacherOutputs,
+        teacher: impl Into<Arc<TeacherOutputs>>,
         dev: (&Bitext, &TeacherOutputs),
         test: (&Bitext, &TeacherOutputs),
     ) -> Result<Self> {
         config.student.validate()?;
+        let teacher = teacher.into();
         if teacher.token_states.is_none() && config.method == Method::Ot {
             bail!("OT training needs the teacher's token states (run `otkd teacher encode`)");
         }
         for (what, bitext, outputs) in
-            [("training", train, &teacher), ("dev", dev.0, dev.1), ("test", test.0, test.1)]
+            [("training", train, &*teacher), ("dev", dev.0, dev.1), ("test", test.0, test.1)]
         {
             if bitext.pairs.is_empty() {
                 bail!(

@@ -1,0 +1,284 @@
+//! `otkd experiment`: resolve inputs, load the English teacher outputs once, build the grid, run
+//! it with progress (run i of n, the run's bar, time left), then print the report's answer.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Result, bail};
+
+use super::{Inputs, cached_english, open_cache, open_data, open_teacher, print_json, progress};
+use crate::cli::{ExperimentArgs, PairsArg, TrainArgs};
+use crate::data::{Bitext, Lang, Multi30k, Split};
+use crate::distill::losses::Method;
+use crate::distill::trainer::{EvalRecord, Progress, TrainConfig, TrainData};
+use crate::eval::baseline;
+use crate::eval::metrics::both_directions;
+use crate::experiment::plan::{Budget, ExperimentPreset, PlanRequest, RunSpec, plan};
+use crate::experiment::probe::ImageProbe;
+use crate::experiment::run::{ExternalAnchors, Materials, Observer, Prepared};
+use crate::experiment::{ExperimentOutcome, run_experiment};
+use crate::teacher::cache::TeacherCache;
+use crate::teacher::{Teacher, TeacherOutputs};
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// The grid a command line asks for.
+pub fn plan_request(args: &ExperimentArgs) -> Result<PlanRequest> {
+    if args.langs.as_ref().is_some_and(|l| l.contains(&Lang::En)) {
+        bail!("--langs: en is the pivot language; pick languages to distil into");
+    }
+    let pairs = args.pairs.as_ref().map(|list| {
+        list.iter()
+            .map(|p| match p {
+                PairsArg::All => None,
+                PairsArg::Count(n) => Some(*n),
+            })
+            .collect()
+    });
+    Ok(PlanRequest {
+        preset: args.preset,
+        langs: args.langs.clone().map(dedup),
+        methods: dedup(args.methods.clone()),
+        starts: dedup(args.inits.clone()),
+        seeds: args.seeds,
+        pairs,
+        budget_override: args.steps.map(|steps| Budget {
+            steps: steps as usize,
+            eval_every: args.eval_every.map_or((steps as usize / 10).max(1), |e| e as usize),
+        }),
+    })
+}
+
+/// `v` without repeats, first occurrence kept.
+fn dedup<T: PartialEq + Copy>(mut v: Vec<T>) -> Vec<T> {
+    let mut seen = Vec::new();
+    v.retain(|x| {
+        let new = !seen.contains(x);
+        seen.push(*x);
+        new
+    });
+    v
+}
+
+/// The settings every run shares: `otkd train`'s defaults with the experiment's loss flags.
+fn base_config(args: &ExperimentArgs, dim: usize) -> Result<TrainConfig> {
+    let mut train = TrainArgs::defaults(Method::Kd);
+    train.kd_variant = args.kd_variant;
+    train.english_weight = args.english_weight;
+    super::train::train_config(&train, dim)
+}
+
+struct Real<'a> {
+    data: &'a Multi30k,
+    teacher: &'a Teacher,
+    cache: &'a TeacherCache,
+    batch: usize,
+    train_en: Arc<TeacherOutputs>,
+    val_en: TeacherOutputs,
+    test_en: TeacherOutputs,
+    bitexts: HashMap<Lang, Rc<[Bitext; 3]>>,
+    /// The last prepared material: runs are ordered so that consecutive runs share it.
+    prepared: Option<((Lang, Option<usize>, u64), Prepared)>,
+    probe: Option<Option<Rc<ImageProbe>>>,
+}
+
+impl Real<'_> {
+    fn bitexts(&mut self, lang: Lang) -> Result<Rc<[Bitext; 3]>> {
+        if let Some(b) = self.bitexts.get(&lang) {
+            return Ok(b.clone());
+        }
+        let b = Rc::new([
+            self.data.bitext(Split::Train, lang)?,
+            self.data.bitext(Split::Val, lang)?,
+            self.data.bitext(Split::Test2016Flickr, lang)?,
+        ]);
+        for s in b.iter().filter(|s| !s.skipped.is_empty()) {
+            eprintln!("{}.{}: skipped {} pair(s) with an empty side", s.split, s.lang, s.skipped.len());
+        }
+        self.bitexts.insert(lang, b.clone());
+        Ok(b)
+    }
+}
+
+impl Materials for Real<'_> {
+    fn prepare(&mut self, config: &TrainConfig) -> Result<Prepared> {
+        // The subset depends on the seed only when it is a subset.
+        let key = (config.lang, config.pairs, if config.pairs.is_some() { config.seed } else { 0 });
+        if let Some((k, p)) = &self.prepared
+            && *k == key
+        {
+            return Ok(p.clone());
+        }
+        self.prepared = None;
+        let b = self.bitexts(config.lang)?;
+        let data = TrainData::prepare(
+            config,
+            &b[0],
+            self.train_en.clone(),
+            (&b[1], &self.val_en),
+            (&b[2], &self.test_en),
+        )?;
+        let prepared = Prepared { data: Rc::new(data), test_lines: Rc::new(b[2].lines()) };
+        self.prepared = Some((key, prepared.clone()));
+        Ok(prepared)
+    }
+
+    fn external_anchors(&mut self, lang: Lang) -> Result<ExternalAnchors> {
+        let b = self.bitexts(lang)?;
+        let (train, test) = (&b[0], &b[2]);
+        let x_texts = test.x();
+        let bar = progress::bar(x_texts.len(), &format!("test.{lang}"));
+        let (x_out, _) = self.cache.load_or_encode(
+            self.teacher,
+            &format!("{}.{lang}", Split::Test2016Flickr),
+            &x_texts,
+            false,
+            self.batch,
+            |d| bar.set_position(d as u64),
+        )?;
+        bar.finish_and_clear();
+        let lines = test.lines();
+        let en_rows = self.test_en.embeddings_of(&lines);
+        let probe = self.probe()?;
+        Ok(ExternalAnchors {
+            teacher_zero_shot: Some(both_directions(&x_out.embeddings, &en_rows, self.test_en.dim)),
+            tfidf: Some(baseline::tfidf_both_directions(train, test)),
+            teacher_zero_shot_probe: probe.as_ref().map(|p| p.evaluate(&x_out.embeddings, &lines)),
+            teacher_english_probe: probe.as_ref().map(|p| p.evaluate(&en_rows, &lines)),
+        })
+    }
+
+    fn probe(&mut self) -> Result<Option<Rc<ImageProbe>>> {
+        if let Some(p) = &self.probe {
+            return Ok(p.clone());
+        }
+        let probe = match self.data.test_image_features() {
+            Ok(f) => {
+                Some(Rc::new(ImageProbe::fit(&self.test_en.embeddings, self.test_en.dim, &f.data, f.cols)?))
+            }
+            Err(e) => {
+                eprintln!("warning: no image probe ({e})");
+                None
+            }
+        };
+        self.probe = Some(probe.clone());
+        Ok(probe)
+    }
+}
+
+/// Progress: a header line per run (run i of n, time left) and the run's step bar.
+struct Shown {
+    bar: Option<indicatif::ProgressBar>,
+    header: String,
+    last_r1: f64,
+}
+
+fn minutes(seconds: f64) -> String {
+    if seconds < 90.0 { format!("{seconds:.0} s") } else { format!("{:.0} min", seconds / 60.0) }
+}
+
+impl Observer for Shown {
+    fn start_run(&mut self, index: usize, total: usize, spec: &RunSpec, from_step: usize, eta: Option<f64>) {
+        let left = eta.map_or("time left: measuring".into(), |s| format!("about {} left", minutes(s)));
+        let resumed = if from_step > 0 { format!(", resuming at step {from_step}") } else { String::new() };
+        self.header = format!("run {} of {total}: {}{resumed}; {left}", index + 1, spec.id());
+        eprintln!("{}", self.header);
+        let bar = progress::steps(spec.budget.steps, from_step);
+        self.last_r1 = f64::NAN;
+        self.bar = Some(bar);
+    }
+
+    fn progress(&mut self) -> &mut dyn Progress {
+        self
+    }
+
+    fn end_run(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+
+    fn skipped(&mut self, index: usize, total: usize, spec: &RunSpec) {
+        eprintln!("run {} of {total}: {} finished earlier, kept", index + 1, spec.id());
+    }
+
+    fn note(&mut self, message: &str) {
+        eprintln!("{message}");
+    }
+}
+
+impl Progress for Shown {
+    fn step(&mut self, step: usize, loss: f64) {
+        if let Some(bar) = &self.bar {
+            bar.set_position(step as u64);
+            bar.set_message(format!("loss {loss:.4} dev R@1 {:.3}", self.last_r1));
+        }
+    }
+
+    fn eval(&mut self, record: &EvalRecord) {
+        self.last_r1 = record.dev_r1;
+        if let Some(bar) = &self.bar {
+            bar.set_position(record.step as u64);
+            if bar.is_hidden() && record.step > 0 {
+                eprintln!("  step {:>5}  dev R@1 {:.4}", record.step, record.dev_r1);
+            }
+        }
+    }
+}
+
+pub fn run(inputs: &Inputs, args: &ExperimentArgs) -> Result<()> {
+    let request = plan_request(args)?;
+    let specs = plan(&request);
+    if specs.is_empty() {
+        bail!("the grid is empty: --langs, --methods and --inits leave no run");
+    }
+    let preset = match args.preset {
+        ExperimentPreset::Quick => "quick",
+        ExperimentPreset::Full => "full",
+    };
+    let out = args.out.clone().unwrap_or_else(|| PathBuf::from("results").join(preset));
+    let data = open_data(inputs)?;
+    let teacher = open_teacher(inputs)?;
+    let cache = open_cache(inputs, &teacher)?;
+    let base = base_config(args, teacher.dim())?;
+    let batch = args.teacher_batch as usize;
+    eprintln!("{} runs -> {}", specs.len(), out.display());
+    let (_, train_en, _) = cached_english(&teacher, &cache, &data, Split::Train, batch, true)?;
+    let (_, val_en, _) = cached_english(&teacher, &cache, &data, Split::Val, batch, false)?;
+    let (_, test_en, _) = cached_english(&teacher, &cache, &data, Split::Test2016Flickr, batch, false)?;
+    let mut materials = Real {
+        data: &data,
+        teacher: &teacher,
+        cache: &cache,
+        batch,
+        train_en: Arc::new(train_en),
+        val_en,
+        test_en,
+        bitexts: HashMap::new(),
+        prepared: None,
+        probe: None,
+    };
+    if let Err(e) = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst)) {
+        eprintln!("warning: Ctrl-C will stop without saving a checkpoint ({e})");
+    }
+    let mut shown = Shown { bar: None, header: String::new(), last_r1: f64::NAN };
+    match run_experiment(&out, preset, &specs, &base, &mut materials, &INTERRUPTED, &mut shown)? {
+        ExperimentOutcome::Interrupted { run, step } => {
+            eprintln!(
+                "interrupted in run {run} at step {step}; its checkpoint is saved. Rerun the same command to continue."
+            );
+            Ok(())
+        }
+        ExperimentOutcome::Reported(summary) if args.json => print_json(&summary),
+        ExperimentOutcome::Reported(_) => {
+            let report = std::fs::read_to_string(out.join("report.md"))?;
+            let answer = report.split("\n## ").next().unwrap_or("");
+            outln!("{answer}");
+            outln!("report: {}", out.join("report.md").display());
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! The experiment machinery end to end on a synthetic bitext (tiny budgets, seconds): a grid of
+//! OT and KD runs from both starts with a bitext sweep, interrupted and continued, then rerun
+//! without redoing anything; report.md, summary.json and the plots are written.
+
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use otkd::data::{Bitext, Lang, Pair, Split};
+use otkd::distill::losses::{KdVariant, LossConfig, Method};
+use otkd::distill::optim::AdamWConfig;
+use otkd::distill::trainer::{EvalRecord, Init, Progress, TrainConfig, TrainData};
+use otkd::eval::baseline;
+use otkd::experiment::plan::{Budget, ExperimentPreset, PlanRequest, RunSpec, Start, plan};
+use otkd::experiment::probe::ImageProbe;
+use otkd::experiment::run::{ExternalAnchors, Materials, Observer, Prepared};
+use otkd::experiment::{ExperimentOutcome, run_experiment};
+use otkd::rng::SplitMix64;
+use otkd::student::{Preset, StudentConfig};
+use otkd::teacher::{TeacherOutputs, TokenStates};
+use otkd_runtime::TokenizerConfig;
+
+const DIM: usize = 16;
+const WORDS: [&str; 16] = [
+    "dog", "cat", "man", "woman", "child", "ball", "red", "blue", "green", "runs", "sits", "park", "street",
+    "water", "big", "small",
+];
+
+/// As in `tests/train.rs`: X spells each English word backwards with a suffix; the teacher's
+/// token states are fixed word vectors and its embedding their normalised mean.
+fn synthetic(pairs: usize, seed: u64, split: Split) -> (Bitext, TeacherOutputs) {
+    let mut rng = SplitMix64::new(seed, "synthetic");
+    let word_vectors = SplitMix64::new(99, "words").normal_vec(WORDS.len() * DIM, 1.0);
+    let (mut list, mut embeddings, mut states, mut offsets) = (Vec::new(), Vec::new(), Vec::new(), vec![0]);
+    for line in 0..pairs {
+        let words: Vec<usize> = (0..3 + rng.below(3)).map(|_| rng.below(WORDS.len())).collect();
+        let en = words.iter().map(|&w| WORDS[w]).collect::<Vec<_>>().join(" ");
+        let x = words
+            .iter()
+            .map(|&w| format!("{}ka", WORDS[w].chars().rev().collect::<String>()))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut mean = [0f32; DIM];
+        let rows: Vec<&[f32]> = std::iter::once(&word_vectors[..DIM])
+            .chain(words.iter().map(|&w| &word_vectors[w * DIM..(w + 1) * DIM]))
+            .chain(std::iter::once(&word_vectors[..DIM]))
+            .collect();
+        for row in &rows {
+            mean.iter_mut().zip(*row).for_each(|(m, v)| *m += v);
+            states.extend(row.iter().map(|&v| half::f16::from_f32(v)));
+        }
+        let norm = mean.iter().map(|v| v * v).sum::<f32>().sqrt();
+        embeddings.extend(mean.iter().map(|v| v / norm));
+        offsets.push(offsets.last().unwrap() + rows.len());
+        list.push(Pair { line, en, x });
+    }
+    let bitext = Bitext { split, lang: Lang::Ay, pairs: list, skipped: vec![], total_lines: pairs };
+    (bitext, TeacherOutputs { dim: DIM, embeddings, token_states: Some(TokenStates { offsets, states }) })
+}
+
+fn base() -> TrainConfig {
+    let tokenizer = TokenizerConfig { buckets: 1024, max_words: 16, ..TokenizerConfig::DEFAULT };
+    TrainConfig {
+        method: Method::Kd,
+        lang: Lang::Ay,
+        preset: Preset::Micro,
+        student: StudentConfig {
+            tokenizer,
+            dim: 16,
+            layers: 1,
+            heads: 2,
+            ffn: 32,
+            max_words: 16,
+            out_dim: DIM,
+        },
+        steps: 1,
+        batch: 16,
+        optimizer: AdamWConfig {
+            lr: 1e-2,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.01,
+            warmup_steps: 2,
+            total_steps: 1,
+            clip_norm: 1.0,
+        },
+        loss: LossConfig {
+            method: Method::Kd,
+            kd_variant: KdVariant::Infonce,
+            temperature: 0.05,
+            ot_kd_weight: 1.0,
+            epsilon: 0.05,
+            sinkhorn_iterations: 50,
+            sinkhorn_tolerance: 1e-3,
+            ot_unrolled: false,
+            english_weight: 0.0,
+        },
+        seed: 0,
+        pairs: None,
+        eval_every: 1,
+        init: Init::Ridge { lambda: 0.1 },
+    }
+}
+
+struct Synthetic {
+    train: (Bitext, Rc<TeacherOutputs>),
+    dev: (Bitext, TeacherOutputs),
+    test: (Bitext, TeacherOutputs),
+    images: Vec<f32>,
+    prepared_count: usize,
+}
+
+impl Synthetic {
+    fn new() -> Self {
+        let (train, train_t) = synthetic(160, 1, Split::Train);
+        let test = synthetic(40, 3, Split::Test2016Flickr);
+        // "Images": a fixed linear function of the English embedding, 24 wide.
+        let map = SplitMix64::new(5, "image-map").normal_vec(DIM * 24, 1.0);
+        let images = (0..40)
+            .flat_map(|l| {
+                let e = &test.1.embeddings[l * DIM..(l + 1) * DIM];
+                (0..24).map(|j| (0..DIM).map(|i| e[i] * map[i * 24 + j]).sum::<f32>()).collect::<Vec<_>>()
+            })
+            .collect();
+        Self {
+            train: (train, Rc::new(train_t)),
+            dev: synthetic(40, 2, Split::Val),
+            test,
+            images,
+            prepared_count: 0,
+        }
+    }
+}
+
+impl Materials for Synthetic {
+    fn prepare(&mut self, config: &TrainConfig) -> anyhow::Result<Prepared> {
+        self.prepared_count += 1;
+        let data = TrainData::prepare(
+            config,
+            &self.train.0,
+            (*self.train.1).clone(),
+            (&self.dev.0, &self.dev.1),
+            (&self.test.0, &self.test.1),
+        )?;
+        Ok(Prepared { data: Rc::new(data), test_lines: Rc::new(self.test.0.lines()) })
+    }
+
+    fn external_anchors(&mut self, _lang: Lang) -> anyhow::Result<ExternalAnchors> {
+        Ok(ExternalAnchors {
+            tfidf: Some(baseline::tfidf_both_directions(&self.train.0, &self.test.0)),
+            ..Default::default()
+        })
+    }
+
+    fn probe(&mut self) -> anyhow::Result<Option<Rc<ImageProbe>>> {
+        Ok(Some(Rc::new(ImageProbe::fit(&self.test.1.embeddings, DIM, &self.images, 24)?)))
+    }
+}
+
+/// Records what the experiment did; sets the interrupt flag at `stop_at` steps of run `stop_run`.
+#[derive(Default)]
+struct Log {
+    started: Vec<(usize, usize)>,
+    skipped: Vec<usize>,
+    current: usize,
+    stop: Option<(usize, usize)>,
+    flag: Option<&'static AtomicBool>,
+}
+
+impl Observer for Log {
+    fn start_run(&mut self, index: usize, _: usize, _: &RunSpec, from_step: usize, _: Option<f64>) {
+        self.started.push((index, from_step));
+        self.current = index;
+    }
+    fn progress(&mut self) -> &mut dyn Progress {
+        self
+    }
+    fn end_run(&mut self) {}
+    fn skipped(&mut self, index: usize, _: usize, _: &RunSpec) {
+        self.skipped.push(index);
+    }
+    fn note(&mut self, _: &str) {}
+}
+
+impl Progress for Log {
+    fn step(&mut self, step: usize, _: f64) {
+        if let (Some((run, at)), Some(flag)) = (self.stop, self.flag)
+            && run == self.current
+            && step >= at
+        {
+            flag.store(true, Ordering::SeqCst);
+        }
+    }
+    fn eval(&mut self, _: &EvalRecord) {}
+}
+
+fn out_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("otkd-experiment-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+#[test]
+fn the_grid_runs_resumes_and_reports() {
+    static FLAG: AtomicBool = AtomicBool::new(false);
+    let request = PlanRequest {
+        preset: ExperimentPreset::Quick,
+        langs: Some(vec![Lang::Ay]),
+        methods: vec![Method::Ot, Method::Kd],
+        starts: vec![Start::Random, Start::Ridge],
+        seeds: Some(2),
+        pairs: Some(vec![Some(60)]),
+        budget_override: Some(Budget { steps: 12, eval_every: 4 }),
+    };
+    let specs = plan(&request);
+    // Main: 2 starts x 2 seeds x 2 methods; sweep of 60 pairs: as many again.
+    assert_eq!(specs.len(), 16);
+    let out = out_dir();
+    let base = base();
+    let mut materials = Synthetic::new();
+
+    // First invocation: interrupted in the third run at step 6 (between two evaluations).
+    let mut log = Log { stop: Some((2, 6)), flag: Some(&FLAG), ..Log::default() };
+    let outcome = run_experiment(&out, "test", &specs, &base, &mut materials, &FLAG, &mut log).unwrap();
+    let ExperimentOutcome::Interrupted { run, step } = outcome else { panic!("not interrupted") };
+    assert_eq!((run.as_str(), step), (specs[2].id().as_str(), 6));
+    assert_eq!(log.started, vec![(0, 0), (1, 0), (2, 0)]);
+    assert!(!out.join("report.md").exists());
+
+    // Second: the two finished runs are kept, the third resumes at its checkpoint, the rest run.
+    FLAG.store(false, Ordering::SeqCst);
+    let mut log = Log::default();
+    let outcome = run_experiment(&out, "test", &specs, &base, &mut materials, &FLAG, &mut log).unwrap();
+    let ExperimentOutcome::Reported(summary) = outcome else { panic!("interrupted") };
+    assert_eq!(log.skipped, vec![0, 1]);
+    assert_eq!(log.started[0], (2, 6));
+    assert_eq!(log.started.len(), 14);
+    assert_eq!(summary.runs, 16);
+    // Cells: (main + sweep) x 2 starts x 2 methods; comparisons: one per (group, start).
+    assert_eq!(summary.cells.len(), 8);
+    assert_eq!(summary.comparisons.len(), 4);
+    for c in &summary.comparisons {
+        assert_eq!(c.tests.len(), 2, "last and best-dev");
+        assert!(c.tests.iter().all(|t| t.p_holm >= t.bootstrap.p_value && t.bootstrap.queries == 40));
+    }
+    let anchors = summary.anchors_of(Lang::Ay).unwrap();
+    assert!(anchors.ridge_dev_r1 > anchors.untrained_dev_r1, "the ridge anchor beats the untrained student");
+    assert!(anchors.ridge_probe.is_some() && anchors.external.tfidf.is_some());
+
+    // Third: nothing is redone and nothing is prepared.
+    let prepared_before = materials.prepared_count;
+    let mut log = Log::default();
+    run_experiment(&out, "test", &specs, &base, &mut materials, &FLAG, &mut log).unwrap();
+    assert!(log.started.is_empty());
+    assert_eq!(log.skipped.len(), 16);
+    assert_eq!(materials.prepared_count, prepared_before, "finished runs and cached anchors need no data");
+
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    for needle in
+        ["OT − KD", "Holm", "teacher", "TF-IDF", "ridge student", "untrained", "probe", "Bitext size"]
+    {
+        assert!(report.contains(needle), "report lacks {needle:?}");
+    }
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["runs"], 16);
+    for stem in ["dev_r1_vs_step", "dev_r1_vs_seconds", "final_test_r1", "r1_vs_pairs"] {
+        for ext in ["svg", "png"] {
+            let path = out.join(format!("{stem}.{ext}"));
+            let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            assert!(len > 1000, "{} has {len} bytes", path.display());
+        }
+        assert!(report.contains(&format!("{stem}.png")));
+    }
+    let png = std::fs::read(out.join("final_test_r1.png")).unwrap();
+    assert_eq!(&png[1..4], b"PNG");
+    std::fs::remove_dir_all(out).unwrap();
+}
