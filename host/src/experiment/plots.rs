@@ -84,7 +84,7 @@ fn curves_panel<DB: DrawingBackend>(
         .caption(format!("{} ({lang}), {start} start", lang.name()), ("sans-serif", 18))
         .margin(8)
         .x_label_area_size(36)
-        .y_label_area_size(48)
+        .y_label_area_size(62)
         .build_cartesian_2d(0f64..x_max, (y_min - pad).max(0.0)..(y_max + pad).min(1.0))
         .map_err(err)?;
     chart
@@ -166,7 +166,7 @@ fn draw_final<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, s: &Summary) -> 
             .caption(format!("final test X→en R@1, {start} start (last checkpoint)"), ("sans-serif", 18))
             .margin(8)
             .x_label_area_size(36)
-            .y_label_area_size(48)
+            .y_label_area_size(62)
             .build_cartesian_2d(-0.5f64..(langs.len() as f64 - 0.5), (lo - pad).max(0.0)..(hi + pad).min(1.0))
             .map_err(err)?;
         chart
@@ -252,7 +252,7 @@ fn draw_sweep<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, s: &Summary) -> 
                 .caption(format!("{} ({lang}), {start} start", lang.name()), ("sans-serif", 18))
                 .margin(8)
                 .x_label_area_size(36)
-                .y_label_area_size(48)
+                .y_label_area_size(62)
                 .build_cartesian_2d(
                     (x_min.max(1.0)..x_max).log_scale(),
                     (lo - pad).max(0.0)..(hi + pad).min(1.0),
