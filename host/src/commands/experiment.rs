@@ -71,6 +71,9 @@ fn base_config(args: &ExperimentArgs, dim: usize) -> Result<TrainConfig> {
     super::train::train_config(&train, dim)
 }
 
+/// Language, subset size, and the seed when the subset depends on it.
+type PreparedKey = (Lang, Option<usize>, u64);
+
 struct Real<'a> {
     data: &'a Multi30k,
     teacher: &'a Teacher,
@@ -81,7 +84,7 @@ struct Real<'a> {
     test_en: TeacherOutputs,
     bitexts: HashMap<Lang, Rc<[Bitext; 3]>>,
     /// The last prepared material: runs are ordered so that consecutive runs share it.
-    prepared: Option<((Lang, Option<usize>, u64), Prepared)>,
+    prepared: Option<(PreparedKey, Prepared)>,
     probe: Option<Option<Rc<ImageProbe>>>,
 }
 
