@@ -71,6 +71,9 @@ fn base_config(args: &ExperimentArgs, dim: usize) -> Result<TrainConfig> {
     super::train::train_config(&train, dim)
 }
 
+/// Language, subset size, and the seed when the subset depends on it.
+type PreparedKey = (Lang, Option<usize>, u64);
+
 struct Real<'a> {
     data: &'a Multi30k,
     teacher: &'a Teacher,
@@ -81,7 +84,7 @@ struct Real<'a> {
     test_en: TeacherOutputs,
     bitexts: HashMap<Lang, Rc<[Bitext; 3]>>,
     /// The last prepared material: runs are ordered so that consecutive runs share it.
-    prepared: Option<((Lang, Option<usize>, u64), Prepared)>,
+    prepared: Option<(PreparedKey, Prepared)>,
     probe: Option<Option<Rc<ImageProbe>>>,
 }
 
@@ -240,6 +243,11 @@ pub fn run(inputs: &Inputs, args: &ExperimentArgs) -> Result<()> {
         ExperimentPreset::Full => "full",
     };
     let out = args.out.clone().unwrap_or_else(|| PathBuf::from("results").join(preset));
+    // The report names budgets that are not the preset's.
+    let label = match args.steps {
+        Some(steps) => format!("{preset}, every run {steps} steps (--steps)"),
+        None => preset.to_string(),
+    };
     let data = open_data(inputs)?;
     let teacher = open_teacher(inputs)?;
     let cache = open_cache(inputs, &teacher)?;
@@ -265,7 +273,7 @@ pub fn run(inputs: &Inputs, args: &ExperimentArgs) -> Result<()> {
         eprintln!("warning: Ctrl-C will stop without saving a checkpoint ({e})");
     }
     let mut shown = Shown { bar: None, header: String::new(), last_r1: f64::NAN };
-    match run_experiment(&out, preset, &specs, &base, &mut materials, &INTERRUPTED, &mut shown)? {
+    match run_experiment(&out, &label, &specs, &base, &mut materials, &INTERRUPTED, &mut shown)? {
         ExperimentOutcome::Interrupted { run, step } => {
             eprintln!(
                 "interrupted in run {run} at step {step}; its checkpoint is saved. Rerun the same command to continue."

@@ -163,6 +163,9 @@ pub fn budget(preset: ExperimentPreset, start: Start, pairs: Option<usize>) -> B
     }
 }
 
+/// One part of the grid: group, languages, bitext sizes, seed count, starts.
+type GroupPlan = (Group, Vec<Lang>, Vec<Option<usize>>, u64, Vec<Start>);
+
 /// The runs of a request, in execution order: group, language, start, bitext size, seed, then
 /// method (so the two methods of one seed finish close together).
 pub fn plan(request: &PlanRequest) -> Vec<RunSpec> {
@@ -204,7 +207,7 @@ pub fn plan(request: &PlanRequest) -> Vec<RunSpec> {
         Full => request.starts.iter().copied().filter(|s| *s == Start::Random).collect(),
         Quick => request.starts.clone(),
     };
-    let mut groups: Vec<(Group, Vec<Lang>, Vec<Option<usize>>, u64, Vec<Start>)> = vec![
+    let mut groups: Vec<GroupPlan> = vec![
         (Group::Main, main, vec![None], seeds(main_seeds), request.starts.clone()),
         (Group::Sweep, sweep, sizes.into_iter().map(Some).collect(), seeds(main_seeds), sweep_starts),
         (Group::HighResource, high, vec![None], high_seeds.min(seeds(high_seeds)), request.starts.clone()),

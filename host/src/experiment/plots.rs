@@ -37,9 +37,12 @@ fn register_font() {
     });
 }
 
+/// `(x, mean, min, max)` of one evaluation index over seeds.
+type BandPoint = (f64, f64, f64, f64);
+
 /// Mean, min and max over seeds at each evaluation index (seeds share evaluation steps; a seed
 /// with fewer points contributes to the indices it has). `x` is the step or the mean seconds.
-fn band(cell: &Cell, by_seconds: bool) -> Vec<(f64, f64, f64, f64)> {
+fn band(cell: &Cell, by_seconds: bool) -> Vec<BandPoint> {
     let longest = cell.curves.iter().map(Vec::len).max().unwrap_or(0);
     (0..longest)
         .filter_map(|i| {
@@ -74,7 +77,7 @@ fn curves_panel<DB: DrawingBackend>(
 ) -> DrawResult {
     let cells: Vec<&Cell> =
         s.cells.iter().filter(|c| c.group == Group::Main && c.lang == lang && c.start == start).collect();
-    let bands: Vec<(Method, Vec<(f64, f64, f64, f64)>)> =
+    let bands: Vec<(Method, Vec<BandPoint>)> =
         cells.iter().map(|c| (c.method, band(c, by_seconds))).collect();
     let x_max = bands.iter().flat_map(|(_, b)| b.iter().map(|p| p.0)).fold(1e-9, f64::max);
     let y_min = bands.iter().flat_map(|(_, b)| b.iter().map(|p| p.2)).fold(1.0, f64::min);
@@ -84,7 +87,7 @@ fn curves_panel<DB: DrawingBackend>(
         .caption(format!("{} ({lang}), {start} start", lang.name()), ("sans-serif", 18))
         .margin(8)
         .x_label_area_size(36)
-        .y_label_area_size(48)
+        .y_label_area_size(62)
         .build_cartesian_2d(0f64..x_max, (y_min - pad).max(0.0)..(y_max + pad).min(1.0))
         .map_err(err)?;
     chart
@@ -166,7 +169,7 @@ fn draw_final<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, s: &Summary) -> 
             .caption(format!("final test X→en R@1, {start} start (last checkpoint)"), ("sans-serif", 18))
             .margin(8)
             .x_label_area_size(36)
-            .y_label_area_size(48)
+            .y_label_area_size(62)
             .build_cartesian_2d(-0.5f64..(langs.len() as f64 - 0.5), (lo - pad).max(0.0)..(hi + pad).min(1.0))
             .map_err(err)?;
         chart
@@ -252,7 +255,7 @@ fn draw_sweep<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, s: &Summary) -> 
                 .caption(format!("{} ({lang}), {start} start", lang.name()), ("sans-serif", 18))
                 .margin(8)
                 .x_label_area_size(36)
-                .y_label_area_size(48)
+                .y_label_area_size(62)
                 .build_cartesian_2d(
                     (x_min.max(1.0)..x_max).log_scale(),
                     (lo - pad).max(0.0)..(hi + pad).min(1.0),

@@ -265,6 +265,9 @@ pub fn execute(
             records.push(RunRecord { spec: *spec, report, metrics, evaluation, train_pairs });
             continue;
         }
+        // The pace counts everything a run costs (preparation, ridge fit, evaluations), so the
+        // estimate of the time left is in wall-clock seconds.
+        let clock = Instant::now();
         let resume = dir.join(files::LAST).exists();
         let prepared = materials.prepare(&config)?;
         let (mut trainer, start) = Trainer::open(config.clone(), &prepared.data, &dir, resume)
@@ -273,7 +276,6 @@ pub fn execute(
         let remaining: Vec<(Method, usize)> =
             specs.iter().zip(&left).skip(index).map(|(s, &l)| (s.method, l)).collect();
         observer.start_run(index, specs.len(), spec, from, pace.eta(&remaining));
-        let clock = Instant::now();
         let outcome = trainer.run(start, interrupt, observer.progress());
         observer.end_run();
         let outcome = outcome.with_context(|| format!("run {}", spec.id()))?;
@@ -281,13 +283,13 @@ pub fn execute(
             Outcome::Finished(_) => spec.budget.steps,
             Outcome::Interrupted { step } => *step,
         };
-        pace.add(spec.method, step_now - from, clock.elapsed().as_secs_f64());
         left[index] = 0;
         match outcome {
             Outcome::Interrupted { step } => return Ok(Execution::Interrupted { run: spec.id(), step }),
             Outcome::Finished(report) => {
                 let probe = materials.probe()?;
                 let evaluation = evaluate_run(&dir, &config, &prepared, probe.as_deref())?;
+                pace.add(spec.method, step_now - from, clock.elapsed().as_secs_f64());
                 let metrics = crate::distill::trainer::read_metrics(&dir.join(files::METRICS))?;
                 let train_pairs = prepared.data.lines.len();
                 records.push(RunRecord { spec: *spec, report: *report, metrics, evaluation, train_pairs });
