@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::{Bitext, Lang};
 use crate::distill::checkpoint;
-use crate::distill::losses::{LossConfig, Method, kd_loss, ot_term};
+use crate::distill::losses::{LossConfig, Method, kd_loss, ot_term, ot_term_with_gradient};
 use crate::distill::optim::{AdamW, AdamWConfig, StepInfo};
 use crate::eval::metrics::{BothDirections, both_directions};
 use crate::paths::write_atomically;
@@ -325,6 +325,9 @@ struct StepForward {
     total: Tensor,
     x: Pass,
     en: Option<Pass>,
+    /// The OT term's gradient with respect to `x`'s token states, when written by hand (it is
+    /// not in `total`'s graph).
+    ot_gradient: Option<Vec<f32>>,
 }
 
 impl<'a> Trainer<'a> {
@@ -485,22 +488,43 @@ impl<'a> Trainer<'a> {
         )?;
         let kd_value = f64::from(kd.to_scalar::<f32>()?);
         let mut interval = Interval { steps: 1, kd: kd_value, ..Interval::default() };
+        let mut ot_gradient = None;
         let total = match self.config.method {
             Method::Kd => kd,
             Method::Ot => {
-                let (states, lengths) = self.teacher_token_states(&indices)?;
-                let ot = ot_term(&states, &lengths, x.tokens.as_tensor(), &x.batch.lengths, &loss_cfg)?;
-                interval.ot = f64::from(ot.loss.to_scalar::<f32>()?);
-                interval.sinkhorn_iterations = ot.iterations.iter().map(|&i| f64::from(i)).sum::<f64>()
-                    / ot.iterations.len().max(1) as f64;
-                interval.sinkhorn_marginal_error =
-                    ot.marginal_error.iter().map(|&e| f64::from(e)).sum::<f64>()
-                        / ot.marginal_error.len().max(1) as f64;
-                (ot.loss + (kd * loss_cfg.ot_kd_weight)?)?
+                let (states, longest, lengths) = self.teacher_token_states(&indices)?;
+                let (iterations, marginal_error, total) = if loss_cfg.ot_unrolled {
+                    let states = Tensor::from_vec(states, (batch, longest, dim), &Device::Cpu)?;
+                    let ot = ot_term(&states, &lengths, x.tokens.as_tensor(), &x.batch.lengths, &loss_cfg)?;
+                    interval.ot = f64::from(ot.loss.to_scalar::<f32>()?);
+                    (ot.iterations, ot.marginal_error, (ot.loss + (kd * loss_cfg.ot_kd_weight)?)?)
+                } else {
+                    // Plan held constant: the OT term's gradient is written by hand and joins the
+                    // token states' gradient in the backward pass; the graph holds only the KD term.
+                    let tokens = x.tokens.as_tensor().flatten_all()?.to_vec1::<f32>()?;
+                    let shape = (longest, x.batch.words, self.config.student.out_dim);
+                    let ot = ot_term_with_gradient(
+                        &states,
+                        &lengths,
+                        &tokens,
+                        &x.batch.lengths,
+                        shape,
+                        &loss_cfg,
+                    )?;
+                    interval.ot = f64::from(ot.loss);
+                    ot_gradient = Some(ot.grad);
+                    (ot.iterations, ot.marginal_error, (kd * loss_cfg.ot_kd_weight)?)
+                };
+                interval.sinkhorn_iterations =
+                    iterations.iter().map(|&i| f64::from(i)).sum::<f64>() / iterations.len().max(1) as f64;
+                interval.sinkhorn_marginal_error = marginal_error.iter().map(|&e| f64::from(e)).sum::<f64>()
+                    / marginal_error.len().max(1) as f64;
+                total
             }
         };
-        interval.loss = f64::from(total.to_scalar::<f32>()?);
-        Ok((StepForward { total, x, en }, interval))
+        let graph_loss = f64::from(total.to_scalar::<f32>()?);
+        interval.loss = graph_loss + if ot_gradient.is_some() { interval.ot } else { 0.0 };
+        Ok((StepForward { total, x, en, ot_gradient }, interval))
     }
 
     /// The backward pass of a step (candle's autograd through the loss down to the student's
@@ -521,7 +545,15 @@ impl<'a> Trainer<'a> {
         for (pass, tape) in [(Some(&forward.x), &mut fused.tape_x), (forward.en.as_ref(), &mut fused.tape_en)]
         {
             let Some(pass) = pass else { continue };
-            let (d_tokens, d_sentence) = (gradient(&pass.tokens)?, gradient(&pass.sentence)?);
+            let (mut d_tokens, d_sentence) = (gradient(&pass.tokens)?, gradient(&pass.sentence)?);
+            if std::ptr::eq(pass, &forward.x)
+                && let Some(ot) = &forward.ot_gradient
+            {
+                match &mut d_tokens {
+                    Some(d) => d.iter_mut().zip(ot).for_each(|(a, &b)| *a += b),
+                    None => d_tokens = Some(ot.clone()),
+                }
+            }
             fused::with_params(vars, |p| {
                 fused::backward(
                     config,
@@ -540,7 +572,7 @@ impl<'a> Trainer<'a> {
 
     /// Teacher token states of the batch without `[CLS]` and `[SEP]` (they carry no word),
     /// padded to `[batch, longest, dim]`, and the real lengths.
-    fn teacher_token_states(&self, indices: &[usize]) -> Result<(Tensor, Vec<usize>)> {
+    fn teacher_token_states(&self, indices: &[usize]) -> Result<(Vec<f32>, usize, Vec<usize>)> {
         let teacher = &self.data.teacher;
         let states = teacher.token_states.as_ref().context("teacher token states missing")?;
         let dim = teacher.dim;
@@ -560,7 +592,7 @@ impl<'a> Trainer<'a> {
                 *dst = src.to_f32();
             }
         }
-        Ok((Tensor::from_vec(padded, (indices.len(), longest, dim), &Device::Cpu)?, lengths))
+        Ok((padded, longest, lengths))
     }
 
     /// Runs `steps` optimiser steps from step `first` with no evaluation or checkpoint, for

@@ -143,7 +143,17 @@ fn zeroed(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
 /// `c[m×n] (+)= op(a) · op(b)`, all row-major: `a` is `m×k` (or `k×m` when `ta`), `b` is `k×n`
 /// (or `n×k` when `tb`).
 #[allow(clippy::too_many_arguments)]
-fn matmul(c: &mut [f32], a: &[f32], ta: bool, b: &[f32], tb: bool, m: usize, k: usize, n: usize, add: bool) {
+pub(crate) fn matmul(
+    c: &mut [f32],
+    a: &[f32],
+    ta: bool,
+    b: &[f32],
+    tb: bool,
+    m: usize,
+    k: usize,
+    n: usize,
+    add: bool,
+) {
     assert!(c.len() >= m * n && a.len() >= m * k && b.len() >= k * n, "matmul shapes");
     if m == 0 || n == 0 {
         return;
