@@ -271,7 +271,7 @@ fn gelu_derivative(x: f32) -> f32 {
 }
 
 /// `buf` cut into consecutive pieces of `sizes[i]` elements.
-fn split_mut<'a>(mut buf: &'a mut [f32], sizes: impl Iterator<Item = usize>) -> Vec<&'a mut [f32]> {
+fn split_mut(mut buf: &mut [f32], sizes: impl Iterator<Item = usize>) -> Vec<&mut [f32]> {
     let mut out = Vec::new();
     for size in sizes {
         let (head, tail) = buf.split_at_mut(size);
@@ -287,6 +287,7 @@ fn prob_sizes(batch: &PackedBatch, heads: usize) -> impl Iterator<Item = usize> 
 }
 
 /// Softmax attention of every head of every sentence over its own words: `ctx` and `probs`.
+#[allow(clippy::too_many_arguments)]
 fn attention(
     batch: &PackedBatch,
     heads: usize,
