@@ -522,12 +522,68 @@ pub struct BenchTrainArgs {
     /// Pairs per step.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(2..=4096))]
     pub batch: u32,
-    /// Steps timed per method (after 5 warm-up steps).
+    /// Steps timed per configuration (after 5 warm-up steps).
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
     pub steps: u32,
+    /// Starting weights: ridge (what `otkd train` does by default; OT then runs 25-30 Sinkhorn
+    /// iterations a step) or random (about 4).
+    #[arg(long, value_enum, default_value_t = InitArg::Ridge)]
+    pub init: InitArg,
+    /// Configurations to time, in this order (default: all), named `METHOD-VARIANT[-en1]`:
+    /// kd-mse, kd-mse-en1, kd-kl, kd-kl-en1, kd-infonce, kd-infonce-en1, ot-mse, ot-mse-en1,
+    /// ot-infonce, ot-infonce-en1 (`-en1`: English term at weight 1, else 0).
+    #[arg(long, value_delimiter = ',', value_parser = bench_train_config)]
+    pub configs: Vec<BenchTrainConfig>,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// One configuration of `otkd bench train`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct BenchTrainConfig {
+    /// OT or KD.
+    pub method: Method,
+    /// The KD term.
+    pub kd_variant: KdVariant,
+    /// Whether the English term is on (weight 1) or off (0).
+    pub english: bool,
+}
+
+impl BenchTrainConfig {
+    /// Every configuration, in the default order.
+    pub fn all() -> Vec<Self> {
+        let mut out = Vec::new();
+        for method in [Method::Kd, Method::Ot] {
+            for kd_variant in [KdVariant::Mse, KdVariant::Kl, KdVariant::Infonce] {
+                for english in [false, true] {
+                    out.push(Self { method, kd_variant, english });
+                }
+            }
+        }
+        out
+    }
+
+    /// `kd-mse`, `ot-infonce-en1`, ...
+    pub fn label(&self) -> String {
+        let method = match self.method {
+            Method::Kd => "kd",
+            Method::Ot => "ot",
+        };
+        let variant = match self.kd_variant {
+            KdVariant::Mse => "mse",
+            KdVariant::Kl => "kl",
+            KdVariant::Infonce => "infonce",
+        };
+        format!("{method}-{variant}{}", if self.english { "-en1" } else { "" })
+    }
+}
+
+fn bench_train_config(text: &str) -> Result<BenchTrainConfig, String> {
+    BenchTrainConfig::all()
+        .into_iter()
+        .find(|c| c.label() == text)
+        .ok_or_else(|| format!("{text:?} is not one of kd-mse, kd-mse-en1, ..., ot-infonce-en1"))
 }
 
 /// Flags of `otkd bench teacher`.

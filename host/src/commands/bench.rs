@@ -1,5 +1,6 @@
 //! `otkd bench teacher` and `otkd bench train`: throughput with a ratio measured in the same run.
 
+use std::collections::HashMap;
 use std::time::Instant;
 
 use anyhow::Result;
@@ -7,8 +8,9 @@ use serde::Serialize;
 
 use super::train::train_config;
 use super::{Inputs, cached_english, open_cache, open_data, open_teacher, print_json};
-use crate::cli::{BenchTeacherArgs, BenchTrainArgs, InitArg, TrainArgs};
+use crate::cli::{BenchTeacherArgs, BenchTrainArgs, BenchTrainConfig, InitArg, TrainArgs};
 use crate::data::{Lang, Split};
+use crate::distill::losses::KdVariant;
 use crate::distill::trainer::{TrainData, Trainer};
 
 #[derive(Serialize)]
@@ -67,16 +69,29 @@ pub fn teacher(inputs: &Inputs, args: &BenchTeacherArgs) -> Result<()> {
 
 #[derive(Serialize)]
 struct TrainBenchRow {
+    config: String,
     method: crate::distill::losses::Method,
+    kd_variant: crate::distill::losses::KdVariant,
+    english_weight: f64,
     steps: usize,
     batch: usize,
     seconds: f64,
+    ms_per_step: f64,
     pairs_per_second: f64,
     seconds_per_29k_pairs: f64,
-    cost_relative_to_kd: f64,
+    /// Mean Sinkhorn iterations per step (OT only).
+    sinkhorn_iterations: Option<f64>,
+    /// Seconds per step over those of the kd configuration with the same KD term (OT only, when
+    /// that configuration was timed too).
+    cost_relative_to_kd: Option<f64>,
 }
 
-/// Training pairs/s of kd and ot, with ot's cost relative to kd.
+/// Training pairs/s of each configuration, with each ot's cost relative to its kd twin.
+///
+/// Every configuration starts from the same weights (the ridge fit, by default, as `otkd train`
+/// does: OT's Sinkhorn iteration count depends on it), runs 5 warm-up steps, then times
+/// `--steps` steps of the trainer's own step (batch preparation, forward, loss, backward,
+/// optimiser).
 pub fn train(inputs: &Inputs, args: &BenchTrainArgs) -> Result<()> {
     use crate::distill::losses::Method;
     let data = open_data(inputs)?;
@@ -86,61 +101,101 @@ pub fn train(inputs: &Inputs, args: &BenchTrainArgs) -> Result<()> {
     let (_, val_teacher, _) = cached_english(&teacher, &cache, &data, Split::Val, 64, false)?;
     let train = data.bitext(Split::Train, args.lang)?;
     let val = data.bitext(Split::Val, args.lang)?;
-    let config_for = |method| {
+    let configs = if args.configs.is_empty() { BenchTrainConfig::all() } else { args.configs.clone() };
+    let config_for = |c: &BenchTrainConfig, init: InitArg| {
         let train_args = TrainArgs {
             lang: args.lang,
             preset: args.preset,
             batch: args.batch,
-            // Step time does not depend on where the weights start; skip the ridge fit.
-            init: InitArg::Random,
-            ..TrainArgs::defaults(method)
+            init,
+            kd_variant: c.kd_variant,
+            english_weight: if c.english { 1.0 } else { 0.0 },
+            ..TrainArgs::defaults(c.method)
         };
         train_config(&train_args, teacher.dim())
     };
+    let first = BenchTrainConfig { method: Method::Ot, kd_variant: KdVariant::Mse, english: true };
     let prepared = TrainData::prepare(
-        &config_for(Method::Ot)?,
+        &config_for(&first, args.init)?,
         &train,
         train_teacher,
         (&val, &val_teacher),
         (&val, &val_teacher),
     )?;
+    // The starting weights, computed once (the ridge fit takes seconds) and loaded into each run.
+    let mut initial: Option<HashMap<String, candle_core::Tensor>> = None;
     let mut rows: Vec<TrainBenchRow> = Vec::new();
-    for method in [Method::Kd, Method::Ot] {
-        let dir = std::env::temp_dir().join(format!("otkd-bench-train-{}-{method:?}", std::process::id()));
-        let (mut trainer, _) = Trainer::open(config_for(method)?, &prepared, &dir, false)?;
-        trainer.timed_steps(5)?;
-        let seconds = trainer.timed_steps(args.steps as usize)?;
+    for c in &configs {
+        let dir = std::env::temp_dir().join(format!("otkd-bench-train-{}-{}", std::process::id(), c.label()));
+        let init = if initial.is_some() { InitArg::Random } else { args.init };
+        let (mut trainer, _) = Trainer::open(config_for(c, init)?, &prepared, &dir, false)?;
+        match &initial {
+            Some(weights) => trainer.student().load_weights(weights).map_err(anyhow::Error::msg)?,
+            None => {
+                initial = Some(
+                    trainer
+                        .student()
+                        .params()
+                        .iter()
+                        .map(|(n, v)| Ok((n.to_string(), v.as_tensor().copy()?)))
+                        .collect::<Result<_>>()?,
+                )
+            }
+        }
+        trainer.timed_steps(0, 5)?;
+        let timed = trainer.timed_steps(5, args.steps as usize)?;
         let _ = std::fs::remove_dir_all(&dir);
+        let seconds = timed.seconds;
         let pairs_per_second = f64::from(args.steps) * f64::from(args.batch) / seconds;
-        let kd_seconds = rows.first().map_or(seconds, |r| r.seconds);
         rows.push(TrainBenchRow {
-            method,
+            config: c.label(),
+            method: c.method,
+            kd_variant: c.kd_variant,
+            english_weight: if c.english { 1.0 } else { 0.0 },
             steps: args.steps as usize,
             batch: args.batch as usize,
             seconds,
+            ms_per_step: 1e3 * seconds / f64::from(args.steps),
             pairs_per_second,
             seconds_per_29k_pairs: 29_000.0 / pairs_per_second,
-            cost_relative_to_kd: seconds / kd_seconds,
+            sinkhorn_iterations: timed.sinkhorn_iterations,
+            cost_relative_to_kd: None,
         });
+    }
+    let kd_seconds: HashMap<(String, u64), f64> = rows
+        .iter()
+        .filter(|r| r.method == Method::Kd)
+        .map(|r| ((format!("{:?}", r.kd_variant), r.english_weight.to_bits()), r.seconds))
+        .collect();
+    for r in rows.iter_mut().filter(|r| r.method == Method::Ot) {
+        r.cost_relative_to_kd = kd_seconds
+            .get(&(format!("{:?}", r.kd_variant), r.english_weight.to_bits()))
+            .map(|kd| r.seconds / kd);
     }
     if args.json {
         return print_json(&rows);
     }
     outln!(
-        "training throughput, {} student, {}-en, batch {}, {} rayon threads",
+        "training throughput, {} student, {}-en, batch {}, {:?} start, {} steps each, {} rayon threads",
         format!("{:?}", args.preset).to_lowercase(),
         args.lang,
         args.batch,
+        args.init,
+        args.steps,
         rayon::current_num_threads()
     );
-    outln!("method  pairs/s  s per 29k pairs  cost vs kd");
+    outln!("config          pairs/s  ms/step  s per 29k pairs  sinkhorn it.  cost vs kd");
     for r in &rows {
+        let iterations = r.sinkhorn_iterations.map_or("-".to_string(), |i| format!("{i:.1}"));
+        let cost = r.cost_relative_to_kd.map_or("-".to_string(), |c| format!("{c:.2}x"));
         outln!(
-            "{:<6}  {:>7.0}  {:>15.1}  {:>9.2}x",
-            format!("{:?}", r.method).to_lowercase(),
+            "{:<14}  {:>7.0}  {:>7.1}  {:>15.1}  {:>12}  {:>10}",
+            r.config,
             r.pairs_per_second,
+            r.ms_per_step,
             r.seconds_per_29k_pairs,
-            r.cost_relative_to_kd
+            iterations,
+            cost
         );
     }
     Ok(())

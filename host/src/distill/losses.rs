@@ -166,6 +166,90 @@ pub fn ot_term(
     Ok(OtTerm { loss, iterations, marginal_error })
 }
 
+/// The OT term's value, solver statistics and gradient with respect to the student's states.
+pub struct OtGradient {
+    /// `Σ P ⊙ C`, averaged over non-empty items.
+    pub loss: f32,
+    /// `[b, m, d]`: the gradient of `loss` with respect to the student's states.
+    pub grad: Vec<f32>,
+    /// Iterations per item.
+    pub iterations: Vec<u32>,
+    /// Final marginal error per item.
+    pub marginal_error: Vec<f32>,
+}
+
+/// [`ot_term`] (plan held constant) computed by hand, with its gradient, on row-major buffers:
+/// teacher `[b, n, d]`, student `[b, m, d]`. The same maths as the candle ops (unit rows by
+/// `sqrt(|x|² + 1e-12)`, `C = 1 − t̂·ŝ`, Sinkhorn on `C`), without a graph: with the plan
+/// constant, `∂L/∂ŝ_j = −Σ_i P_ij t̂_i / items` and `∂L/∂s_j = (g − ŝ_j (ŝ_j·g)) / N_j`.
+#[allow(clippy::too_many_arguments)]
+pub fn ot_term_with_gradient(
+    teacher: &[f32],
+    teacher_lengths: &[usize],
+    student: &[f32],
+    student_lengths: &[usize],
+    (n, m, d): (usize, usize, usize),
+    config: &LossConfig,
+) -> anyhow::Result<OtGradient> {
+    use rayon::prelude::*;
+    let b = teacher_lengths.len();
+    anyhow::ensure!(teacher.len() == b * n * d && student.len() == b * m * d, "ot term: shapes");
+    let unit = |x: &[f32]| -> (Vec<f32>, Vec<f32>) {
+        let norms: Vec<f32> =
+            x.chunks_exact(d).map(|r| (r.iter().map(|v| v * v).sum::<f32>() + 1e-12).sqrt()).collect();
+        let mut u = x.to_vec();
+        u.chunks_exact_mut(d).zip(&norms).for_each(|(r, &s)| r.iter_mut().for_each(|v| *v /= s));
+        (u, norms)
+    };
+    let (t_hat, _) = unit(teacher);
+    let (s_hat, s_norm) = unit(student);
+    let mut cost = vec![0f32; b * n * m];
+    cost.par_chunks_mut(n * m).enumerate().for_each(|(k, c)| {
+        crate::student::fused::matmul(
+            c,
+            &t_hat[k * n * d..(k + 1) * n * d],
+            false,
+            &s_hat[k * m * d..(k + 1) * m * d],
+            true,
+            n,
+            d,
+            m,
+            false,
+        );
+        c.iter_mut().for_each(|v| *v = 1.0 - *v);
+    });
+    let nonempty = teacher_lengths.iter().zip(student_lengths).filter(|(a, b)| **a > 0 && **b > 0).count();
+    let cost_tensor = Tensor::from_slice(&cost, (b, n, m), &candle_core::Device::Cpu)?;
+    let solved = sinkhorn(&cost_tensor, teacher_lengths, student_lengths, &config.sinkhorn())?;
+    let plan = solved.plan.flatten_all()?.to_vec1::<f32>()?;
+    let (iterations, marginal_error) = solved.statistics_to_host()?;
+    let items = nonempty.max(1) as f32;
+    let loss = plan.iter().zip(&cost).map(|(p, c)| p * c).sum::<f32>() / items;
+    let mut grad = vec![0f32; b * m * d];
+    grad.par_chunks_mut(m * d).enumerate().for_each(|(k, g)| {
+        // g_hat[j] = −Σ_i P_ij t̂_i / items: Pᵀ T̂, scaled.
+        crate::student::fused::matmul(
+            g,
+            &plan[k * n * m..(k + 1) * n * m],
+            true,
+            &t_hat[k * n * d..(k + 1) * n * d],
+            false,
+            m,
+            n,
+            d,
+            false,
+        );
+        for (j, row) in g.chunks_exact_mut(d).enumerate() {
+            let s = &s_hat[(k * m + j) * d..(k * m + j + 1) * d];
+            let norm = s_norm[k * m + j];
+            row.iter_mut().for_each(|v| *v *= -1.0 / items);
+            let dot = row.iter().zip(s).map(|(a, b)| a * b).sum::<f32>();
+            row.iter_mut().zip(s).for_each(|(v, &u)| *v = (*v - u * dot) / norm);
+        }
+    });
+    Ok(OtGradient { loss, grad, iterations, marginal_error })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,6 +323,37 @@ mod tests {
         check_gradient(&student, &[b, m, d], |s| {
             transport_cost(&plan, &cosine_cost(&teacher, s).unwrap(), 2).unwrap()
         });
+    }
+
+    #[test]
+    fn hand_written_ot_gradient_matches_candle_autograd() {
+        let (b, n, m, d) = (3, 4, 5, 6);
+        let teacher = random(12, &[b, n, d]);
+        let student = random(13, &[b, m, d]);
+        let (tl, sl) = ([4, 2, 0], [5, 3, 2]);
+        let config = LossConfig {
+            method: Method::Ot,
+            kd_variant: KdVariant::Mse,
+            temperature: 0.05,
+            english_weight: 0.0,
+            ot_kd_weight: 1.0,
+            epsilon: 0.05,
+            sinkhorn_iterations: 100,
+            sinkhorn_tolerance: 1e-3,
+            ot_unrolled: false,
+        };
+        let fast = ot_term_with_gradient(&teacher, &tl, &student, &sl, (n, m, d), &config).unwrap();
+        let t = Tensor::from_vec(teacher, (b, n, d), &Device::Cpu).unwrap();
+        let s = Var::from_vec(student, (b, m, d), &Device::Cpu).unwrap();
+        let slow = ot_term(&t, &tl, s.as_tensor(), &sl, &config).unwrap();
+        let grads = slow.loss.backward().unwrap();
+        let want: Vec<f32> = grads.get(s.as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let value = slow.loss.to_scalar::<f32>().unwrap();
+        assert!((fast.loss - value).abs() < 1e-5 * (1.0 + value.abs()), "{} vs {value}", fast.loss);
+        assert_eq!(fast.iterations, slow.iterations);
+        let diff = fast.grad.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        let scale = want.iter().map(|v| v.abs()).fold(0f32, f32::max);
+        assert!(diff <= 1e-5 * scale, "max difference {diff} (largest gradient {scale})");
     }
 
     #[test]

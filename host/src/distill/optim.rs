@@ -2,10 +2,12 @@
 //! Written here rather than taken from candle-nn so that its state can be checkpointed and a
 //! resumed run continues bit for bit.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 
 use candle_core::backprop::GradStore;
-use candle_core::{Tensor, Var};
+use candle_core::{CpuStorage, Device, InplaceOp1, Layout, Tensor, Var};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 /// Optimiser settings.
@@ -43,11 +45,16 @@ impl AdamWConfig {
 }
 
 /// AdamW over an ordered list of variables.
+///
+/// The update runs in place on each variable's storage, one pass per tensor (a candle
+/// [`InplaceOp1`]), with the moments kept as plain buffers: the same f32 arithmetic, operation
+/// for operation, as the candle-op formulation it replaced, without its dozen temporary tensors
+/// of every parameter's size per step.
 pub struct AdamW {
     config: AdamWConfig,
     vars: Vec<Var>,
-    first: Vec<Tensor>,
-    second: Vec<Tensor>,
+    first: Vec<Vec<f32>>,
+    second: Vec<Vec<f32>>,
     step: usize,
 }
 
@@ -60,21 +67,86 @@ pub struct StepInfo {
     pub lr: f64,
 }
 
+/// One tensor's update, applied in place (see [`AdamW`]).
+struct Update<'a> {
+    grad: &'a [f32],
+    first: RefCell<&'a mut [f32]>,
+    second: RefCell<&'a mut [f32]>,
+    /// `clip, beta1, 1 - beta1, beta2, 1 - beta2, 1 / bias1, 1 / bias2, eps, 1 - lr decay, lr`,
+    /// each rounded to f32 as candle's scalar ops round them.
+    k: [f32; 10],
+}
+
+/// Elements per rayon task of the update.
+const UPDATE_CHUNK: usize = 64 * 1024;
+
+impl InplaceOp1 for Update<'_> {
+    fn name(&self) -> &'static str {
+        "otkd-adamw"
+    }
+
+    fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> candle_core::Result<()> {
+        let CpuStorage::F32(data) = storage else { candle_core::bail!("adamw: f32 parameters only") };
+        if !layout.is_contiguous() {
+            candle_core::bail!("adamw: contiguous parameters only");
+        }
+        let start = layout.start_offset();
+        let w = &mut data[start..start + layout.shape().elem_count()];
+        let (mut first, mut second) = (self.first.borrow_mut(), self.second.borrow_mut());
+        if w.len() != self.grad.len() || w.len() != first.len() || w.len() != second.len() {
+            candle_core::bail!("adamw: gradient or moments of the wrong size");
+        }
+        let [clip, b1, ob1, b2, ob2, ib1, ib2, eps, keep, lr] = self.k;
+        w.par_chunks_mut(UPDATE_CHUNK)
+            .zip(self.grad.par_chunks(UPDATE_CHUNK))
+            .zip(first.par_chunks_mut(UPDATE_CHUNK))
+            .zip(second.par_chunks_mut(UPDATE_CHUNK))
+            .for_each(|(((w, g), m), v)| {
+                for (((w, &g), m), v) in w.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+                    let g = g * clip;
+                    *m = *m * b1 + g * ob1;
+                    *v = *v * b2 + (g * g) * ob2;
+                    let update = (*m * ib1) / ((*v * ib2).sqrt() + eps);
+                    *w = *w * keep - update * lr;
+                }
+            });
+        Ok(())
+    }
+}
+
 impl AdamW {
     /// A fresh optimiser (zero moments, step 0).
     pub fn new(vars: &[Var], config: AdamWConfig) -> candle_core::Result<Self> {
-        let zeros = vars.iter().map(|v| v.zeros_like()).collect::<candle_core::Result<Vec<_>>>()?;
+        let zeros: Vec<Vec<f32>> = vars.iter().map(|v| vec![0f32; v.elem_count()]).collect();
         Ok(Self { config, vars: vars.to_vec(), first: zeros.clone(), second: zeros, step: 0 })
     }
 
     /// Applies one update from `grads`; variables without a gradient are left unchanged.
     pub fn step(&mut self, grads: &GradStore) -> candle_core::Result<StepInfo> {
-        let mut sum_sq = 0f64;
-        for var in &self.vars {
-            if let Some(g) = grads.get(var.as_tensor()) {
-                sum_sq += f64::from(g.sqr()?.sum_all()?.to_scalar::<f32>()?);
-            }
+        let grads = self
+            .vars
+            .iter()
+            .map(|var| grads.get(var.as_tensor()).map(|g| g.flatten_all()?.to_vec1::<f32>()).transpose())
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let grads: Vec<Option<&[f32]>> = grads.iter().map(|g| g.as_deref()).collect();
+        self.step_with(&grads)
+    }
+
+    /// Applies one update from one gradient per variable (in order, each of the variable's
+    /// size; `None`: no gradient, the variable is left unchanged).
+    pub fn step_with(&mut self, grads: &[Option<&[f32]>]) -> candle_core::Result<StepInfo> {
+        if grads.len() != self.vars.len() {
+            candle_core::bail!("adamw: {} gradients for {} variables", grads.len(), self.vars.len());
         }
+        let sum_sq: f64 = grads
+            .iter()
+            .flatten()
+            .map(|g| {
+                g.par_chunks(UPDATE_CHUNK)
+                    .map(|c| c.iter().map(|&v| f64::from(v * v)).sum::<f64>())
+                    .sum::<f64>()
+            })
+            .sum();
         let grad_norm = sum_sq.sqrt();
         let clip = if grad_norm > self.config.clip_norm { self.config.clip_norm / grad_norm } else { 1.0 };
         let c = &self.config;
@@ -83,28 +155,47 @@ impl AdamW {
         let t = self.step as i32;
         let (bias1, bias2) = (1.0 - c.beta1.powi(t), 1.0 - c.beta2.powi(t));
         for (i, var) in self.vars.iter().enumerate() {
-            let Some(g) = grads.get(var.as_tensor()) else { continue };
-            // Detached: otherwise the moments would hold this step's graph, and through the
-            // previous moments every earlier step's graph too.
-            let g = (g.detach() * clip)?;
-            self.first[i] = ((&self.first[i] * c.beta1)? + (&g * (1.0 - c.beta1))?)?;
-            self.second[i] = ((&self.second[i] * c.beta2)? + (g.sqr()? * (1.0 - c.beta2))?)?;
-            let update = ((&self.first[i] / bias1)? / ((&self.second[i] / bias2)?.sqrt()? + c.eps)?)?;
+            let Some(grad) = grads[i] else { continue };
             let decay = if var.rank() > 1 { c.weight_decay } else { 0.0 };
-            let w = ((var.as_tensor().detach() * (1.0 - lr * decay))? - (update * lr)?)?;
-            var.set(&w)?;
+            let k = [
+                clip,
+                c.beta1,
+                1.0 - c.beta1,
+                c.beta2,
+                1.0 - c.beta2,
+                1.0 / bias1,
+                1.0 / bias2,
+                c.eps,
+                1.0 - lr * decay,
+                lr,
+            ]
+            .map(|v| v as f32);
+            let update = Update {
+                grad,
+                first: RefCell::new(self.first[i].as_mut_slice()),
+                second: RefCell::new(self.second[i].as_mut_slice()),
+                k,
+            };
+            var.as_tensor().inplace_op1(&update)?;
         }
         Ok(StepInfo { grad_norm, lr })
     }
 
     /// Moments as named tensors (`{name}.m`, `{name}.v`), for a checkpoint.
-    pub fn state_tensors(&self, names: &[&str]) -> HashMap<String, Tensor> {
+    pub fn state_tensors(&self, names: &[&str]) -> candle_core::Result<HashMap<String, Tensor>> {
         let mut out = HashMap::new();
         for (i, name) in names.iter().enumerate() {
-            out.insert(format!("optimizer.{name}.m"), self.first[i].clone());
-            out.insert(format!("optimizer.{name}.v"), self.second[i].clone());
+            let shape = self.vars[i].shape();
+            out.insert(
+                format!("optimizer.{name}.m"),
+                Tensor::from_slice(&self.first[i], shape, &Device::Cpu)?,
+            );
+            out.insert(
+                format!("optimizer.{name}.v"),
+                Tensor::from_slice(&self.second[i], shape, &Device::Cpu)?,
+            );
         }
-        out
+        Ok(out)
     }
 
     /// Restores moments and the step count saved by [`AdamW::state_tensors`].
@@ -115,17 +206,17 @@ impl AdamW {
         step: usize,
     ) -> Result<(), String> {
         for (i, name) in names.iter().enumerate() {
+            let dims = self.vars[i].dims().to_vec();
             for (suffix, slot) in [("m", &mut self.first[i]), ("v", &mut self.second[i])] {
                 let key = format!("optimizer.{name}.{suffix}");
                 let t = tensors.get(&key).ok_or_else(|| format!("tensor {key:?} missing"))?;
-                if t.dims() != slot.dims() {
-                    return Err(format!(
-                        "tensor {key:?} has shape {:?}, expected {:?}",
-                        t.dims(),
-                        slot.dims()
-                    ));
+                if t.dims() != dims.as_slice() {
+                    return Err(format!("tensor {key:?} has shape {:?}, expected {:?}", t.dims(), dims));
                 }
-                *slot = t.clone();
+                *slot = t
+                    .to_dtype(candle_core::DType::F32)
+                    .and_then(|t| t.flatten_all()?.to_vec1::<f32>())
+                    .map_err(|e| format!("tensor {key:?}: {e}"))?;
             }
         }
         self.step = step;
@@ -136,7 +227,6 @@ impl AdamW {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Device;
 
     fn config() -> AdamWConfig {
         AdamWConfig {

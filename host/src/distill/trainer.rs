@@ -14,17 +14,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use candle_core::{Device, Tensor};
+use candle_core::{Device, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
 use crate::data::{Bitext, Lang};
 use crate::distill::checkpoint;
-use crate::distill::losses::{LossConfig, Method, kd_loss, ot_term};
-use crate::distill::optim::{AdamW, AdamWConfig};
+use crate::distill::losses::{LossConfig, Method, kd_loss, ot_term, ot_term_with_gradient};
+use crate::distill::optim::{AdamW, AdamWConfig, StepInfo};
 use crate::eval::metrics::{BothDirections, both_directions};
 use crate::paths::write_atomically;
 use crate::rng::SplitMix64;
-use crate::student::{Preset, Student, StudentBatch, StudentConfig, TokenizedSentence, TokenizerTotals};
+use crate::student::{Preset, Student, StudentConfig, TokenizedSentence, TokenizerTotals, fused};
 use crate::teacher::TeacherOutputs;
 
 /// Everything that defines a run; stored in `config.json` and in every checkpoint.
@@ -304,6 +304,33 @@ pub struct Trainer<'a> {
     student: Student,
     optimizer: AdamW,
     out: PathBuf,
+    fused: FusedState,
+}
+
+/// Buffers of the hand-written training pass ([`crate::student::fused`]), kept across steps.
+#[derive(Default)]
+struct FusedState {
+    tape_x: fused::Tape,
+    tape_en: fused::Tape,
+    grads: Vec<Vec<f32>>,
+}
+
+/// One student pass of a step: its packed batch and its outputs as leaf variables of the loss
+/// graph (their gradients start the hand-written backward pass).
+struct Pass {
+    batch: fused::PackedBatch,
+    tokens: Var,
+    sentence: Var,
+}
+
+/// A step's loss, before its backward pass.
+struct StepForward {
+    total: Tensor,
+    x: Pass,
+    en: Option<Pass>,
+    /// The OT term's gradient with respect to `x`'s token states, when written by hand (it is
+    /// not in `total`'s graph).
+    ot_gradient: Option<Vec<f32>>,
 }
 
 impl<'a> Trainer<'a> {
@@ -316,7 +343,8 @@ impl<'a> Trainer<'a> {
     ) -> Result<(Self, RunStart)> {
         let student = Student::new(config.student, config.seed)?;
         let optimizer = AdamW::new(student.params().vars(), config.optimizer)?;
-        let mut trainer = Self { config, data, student, optimizer, out: out.to_path_buf() };
+        let mut trainer =
+            Self { config, data, student, optimizer, out: out.to_path_buf(), fused: FusedState::default() };
         let last = out.join(files::LAST);
         if resume {
             let ckpt: checkpoint::Checkpoint<RunState> = checkpoint::load(&last)?;
@@ -400,7 +428,8 @@ impl<'a> Trainer<'a> {
         let mut tensors: Vec<(String, Tensor)> =
             self.student.params().iter().map(|(n, v)| (n.to_string(), v.as_tensor().clone())).collect();
         if with_optimizer {
-            let mut moments: Vec<_> = self.optimizer.state_tensors(&self.param_names()).into_iter().collect();
+            let mut moments: Vec<_> =
+                self.optimizer.state_tensors(&self.param_names())?.into_iter().collect();
             moments.sort_by(|a, b| a.0.cmp(&b.0));
             tensors.extend(moments);
         }
@@ -413,23 +442,39 @@ impl<'a> Trainer<'a> {
         Ok((m.x_to_en.r1, m.x_to_en.mrr))
     }
 
-    fn step_loss(&self, step: usize) -> Result<(Tensor, Interval)> {
+    /// The student's forward pass of one side of the batch (hand-written, recording `tape`).
+    fn pass(
+        &self,
+        sentences: &[TokenizedSentence],
+        indices: &[usize],
+        tape: &mut fused::Tape,
+    ) -> Result<Pass> {
+        let config = &self.config.student;
+        let refs: Vec<&TokenizedSentence> = indices.iter().map(|&i| &sentences[i]).collect();
+        let batch = fused::PackedBatch::new(&refs, config.max_words);
+        let out =
+            fused::with_params(self.student.params().vars(), |p| fused::forward(config, p, &batch, tape))?;
+        let (n, o) = (batch.len(), config.out_dim);
+        let tokens = Var::from_vec(out.token_states, (n, batch.words, o), &Device::Cpu)?;
+        let sentence = Var::from_vec(out.sentence, (n, o), &Device::Cpu)?;
+        Ok(Pass { batch, tokens, sentence })
+    }
+
+    fn step_loss(&mut self, step: usize) -> Result<(StepForward, Interval)> {
         let data = self.data;
         let (n, batch) = (data.x.len(), self.config.batch);
         let indices: Vec<usize> =
             (0..batch).map(|k| batch_index(self.config.seed, n, step * batch + k)).collect();
-        let x_batch = StudentBatch::new(
-            &indices.iter().map(|&i| &data.x[i]).collect::<Vec<_>>(),
-            self.config.student.max_words,
-        )?;
-        let out_x = self.student.forward(&x_batch)?;
-        let loss_cfg = &self.config.loss;
-        let out_en = if loss_cfg.english_weight > 0.0 {
-            let en_batch = StudentBatch::new(
-                &indices.iter().map(|&i| &data.en[i]).collect::<Vec<_>>(),
-                self.config.student.max_words,
-            )?;
-            Some(self.student.forward(&en_batch)?.sentence)
+        let mut tape = std::mem::take(&mut self.fused.tape_x);
+        let x = self.pass(&data.x, &indices, &mut tape);
+        self.fused.tape_x = tape;
+        let x = x?;
+        let loss_cfg = self.config.loss;
+        let en = if loss_cfg.english_weight > 0.0 {
+            let mut tape = std::mem::take(&mut self.fused.tape_en);
+            let en = self.pass(&data.en, &indices, &mut tape);
+            self.fused.tape_en = tape;
+            Some(en?)
         } else {
             None
         };
@@ -438,35 +483,99 @@ impl<'a> Trainer<'a> {
         let teacher_rows = data.teacher.embeddings_of(&lines);
         let teacher_en = Tensor::from_vec(teacher_rows, (batch, dim), &Device::Cpu)?;
         let kd = kd_loss(
-            &out_x.sentence,
+            x.sentence.as_tensor(),
             &teacher_en,
-            out_en.as_ref().map(|en| (en, loss_cfg.english_weight)),
+            en.as_ref().map(|en| (en.sentence.as_tensor(), loss_cfg.english_weight)),
             loss_cfg.kd_variant,
             loss_cfg.temperature,
         )?;
         let kd_value = f64::from(kd.to_scalar::<f32>()?);
         let mut interval = Interval { steps: 1, kd: kd_value, ..Interval::default() };
+        let mut ot_gradient = None;
         let total = match self.config.method {
             Method::Kd => kd,
             Method::Ot => {
-                let (states, lengths) = self.teacher_token_states(&indices)?;
-                let ot = ot_term(&states, &lengths, &out_x.token_states, &x_batch.lengths, loss_cfg)?;
-                interval.ot = f64::from(ot.loss.to_scalar::<f32>()?);
-                interval.sinkhorn_iterations = ot.iterations.iter().map(|&i| f64::from(i)).sum::<f64>()
-                    / ot.iterations.len().max(1) as f64;
-                interval.sinkhorn_marginal_error =
-                    ot.marginal_error.iter().map(|&e| f64::from(e)).sum::<f64>()
-                        / ot.marginal_error.len().max(1) as f64;
-                (ot.loss + (kd * loss_cfg.ot_kd_weight)?)?
+                let (states, longest, lengths) = self.teacher_token_states(&indices)?;
+                let (iterations, marginal_error, total) = if loss_cfg.ot_unrolled {
+                    let states = Tensor::from_vec(states, (batch, longest, dim), &Device::Cpu)?;
+                    let ot = ot_term(&states, &lengths, x.tokens.as_tensor(), &x.batch.lengths, &loss_cfg)?;
+                    interval.ot = f64::from(ot.loss.to_scalar::<f32>()?);
+                    (ot.iterations, ot.marginal_error, (ot.loss + (kd * loss_cfg.ot_kd_weight)?)?)
+                } else {
+                    // Plan held constant: the OT term's gradient is written by hand and joins the
+                    // token states' gradient in the backward pass; the graph holds only the KD term.
+                    let tokens = x.tokens.as_tensor().flatten_all()?.to_vec1::<f32>()?;
+                    let shape = (longest, x.batch.words, self.config.student.out_dim);
+                    let ot = ot_term_with_gradient(
+                        &states,
+                        &lengths,
+                        &tokens,
+                        &x.batch.lengths,
+                        shape,
+                        &loss_cfg,
+                    )?;
+                    interval.ot = f64::from(ot.loss);
+                    ot_gradient = Some(ot.grad);
+                    (ot.iterations, ot.marginal_error, (kd * loss_cfg.ot_kd_weight)?)
+                };
+                interval.sinkhorn_iterations =
+                    iterations.iter().map(|&i| f64::from(i)).sum::<f64>() / iterations.len().max(1) as f64;
+                interval.sinkhorn_marginal_error = marginal_error.iter().map(|&e| f64::from(e)).sum::<f64>()
+                    / marginal_error.len().max(1) as f64;
+                total
             }
         };
-        interval.loss = f64::from(total.to_scalar::<f32>()?);
-        Ok((total, interval))
+        let graph_loss = f64::from(total.to_scalar::<f32>()?);
+        interval.loss = graph_loss + if ot_gradient.is_some() { interval.ot } else { 0.0 };
+        Ok((StepForward { total, x, en, ot_gradient }, interval))
+    }
+
+    /// The backward pass of a step (candle's autograd through the loss down to the student's
+    /// outputs, then the hand-written pass through the student) and the optimiser's update.
+    fn step_update(&mut self, forward: StepForward) -> Result<StepInfo> {
+        let grads = forward.total.backward()?;
+        let vars = self.student.params().vars();
+        let fused = &mut self.fused;
+        fused.grads.resize_with(vars.len(), Vec::new);
+        for (g, v) in fused.grads.iter_mut().zip(vars) {
+            g.clear();
+            g.resize(v.elem_count(), 0.0);
+        }
+        let gradient = |var: &Var| -> Result<Option<Vec<f32>>> {
+            Ok(grads.get(var.as_tensor()).map(|g| g.flatten_all()?.to_vec1::<f32>()).transpose()?)
+        };
+        let config = &self.config.student;
+        for (pass, tape) in [(Some(&forward.x), &mut fused.tape_x), (forward.en.as_ref(), &mut fused.tape_en)]
+        {
+            let Some(pass) = pass else { continue };
+            let (mut d_tokens, d_sentence) = (gradient(&pass.tokens)?, gradient(&pass.sentence)?);
+            if std::ptr::eq(pass, &forward.x)
+                && let Some(ot) = &forward.ot_gradient
+            {
+                match &mut d_tokens {
+                    Some(d) => d.iter_mut().zip(ot).for_each(|(a, &b)| *a += b),
+                    None => d_tokens = Some(ot.clone()),
+                }
+            }
+            fused::with_params(vars, |p| {
+                fused::backward(
+                    config,
+                    p,
+                    &pass.batch,
+                    tape,
+                    d_tokens.as_deref(),
+                    d_sentence.as_deref(),
+                    &mut fused.grads,
+                )
+            })?;
+        }
+        let grads: Vec<Option<&[f32]>> = fused.grads.iter().map(|g| Some(g.as_slice())).collect();
+        Ok(self.optimizer.step_with(&grads)?)
     }
 
     /// Teacher token states of the batch without `[CLS]` and `[SEP]` (they carry no word),
     /// padded to `[batch, longest, dim]`, and the real lengths.
-    fn teacher_token_states(&self, indices: &[usize]) -> Result<(Tensor, Vec<usize>)> {
+    fn teacher_token_states(&self, indices: &[usize]) -> Result<(Vec<f32>, usize, Vec<usize>)> {
         let teacher = &self.data.teacher;
         let states = teacher.token_states.as_ref().context("teacher token states missing")?;
         let dim = teacher.dim;
@@ -486,18 +595,23 @@ impl<'a> Trainer<'a> {
                 *dst = src.to_f32();
             }
         }
-        Ok((Tensor::from_vec(padded, (indices.len(), longest, dim), &Device::Cpu)?, lengths))
+        Ok((padded, longest, lengths))
     }
 
-    /// Runs `steps` optimiser steps from step 0 with no evaluation or checkpoint, for benchmarks;
-    /// returns the seconds they took.
-    pub fn timed_steps(&mut self, steps: usize) -> Result<f64> {
+    /// Runs `steps` optimiser steps from step `first` with no evaluation or checkpoint, for
+    /// benchmarks.
+    pub fn timed_steps(&mut self, first: usize, steps: usize) -> Result<TimedSteps> {
         let start = Instant::now();
-        for step in 0..steps {
-            let (loss, _) = self.step_loss(step)?;
-            self.optimizer.step(&loss.backward()?)?;
+        let mut iterations = 0.0;
+        for step in first..first + steps {
+            let (forward, stats) = self.step_loss(step)?;
+            self.step_update(forward)?;
+            iterations += stats.sinkhorn_iterations;
         }
-        Ok(start.elapsed().as_secs_f64())
+        Ok(TimedSteps {
+            seconds: start.elapsed().as_secs_f64(),
+            sinkhorn_iterations: (self.config.method == Method::Ot).then(|| iterations / steps.max(1) as f64),
+        })
     }
 
     /// Trains until the step budget is spent or `interrupt` is set.
@@ -534,7 +648,7 @@ impl<'a> Trainer<'a> {
             progress.eval(&record);
         }
         while step < self.config.steps {
-            let (loss, stats) = self.step_loss(step)?;
+            let (forward, stats) = self.step_loss(step)?;
             if !stats.loss.is_finite() {
                 let last = self.out.join(files::LAST);
                 let kept = match saved {
@@ -549,7 +663,7 @@ impl<'a> Trainer<'a> {
                     stats.ot,
                 );
             }
-            let lr = self.optimizer.step(&loss.backward()?)?.lr;
+            let lr = self.step_update(forward)?.lr;
             step += 1;
             interval = add(interval, stats);
             progress.step(step, stats.loss);
@@ -643,6 +757,15 @@ impl<'a> Trainer<'a> {
         write_atomically(&self.out.join(files::FINAL), |tmp| std::fs::write(tmp, &json))?;
         Ok(report)
     }
+}
+
+/// What [`Trainer::timed_steps`] measured.
+#[derive(Clone, Copy, Debug)]
+pub struct TimedSteps {
+    /// Wall-clock seconds of the steps.
+    pub seconds: f64,
+    /// Mean Sinkhorn iterations per step (OT only; the mean over the batch's items).
+    pub sinkhorn_iterations: Option<f64>,
 }
 
 /// Where a run starts: fresh (all zero) or from a checkpoint.

@@ -18,6 +18,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::rng::SplitMix64;
 
+pub mod fused;
+
 /// Masked attention logits: finite, so gradients stay finite even for an all-padding row.
 const MASKED_LOGIT: f64 = -1e4;
 /// LayerNorm epsilon of the student.
