@@ -2,13 +2,14 @@
 //! OT and KD runs from both starts with a bitext sweep, interrupted and continued, then rerun
 //! without redoing anything; report.md, summary.json and the plots are written.
 
-use std::path::PathBuf;
+mod common;
+
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use otkd::data::{Bitext, Lang, Pair, Split};
-use otkd::distill::losses::{KdVariant, LossConfig, Method};
-use otkd::distill::optim::AdamWConfig;
+use common::{DIM, synthetic};
+use otkd::data::{Bitext, Lang, Split};
+use otkd::distill::losses::{KdVariant, Method};
 use otkd::distill::trainer::{EvalRecord, Init, Progress, TrainConfig, TrainData};
 use otkd::eval::baseline;
 use otkd::experiment::plan::{Budget, ExperimentPreset, PlanRequest, RunSpec, Start, plan};
@@ -16,91 +17,24 @@ use otkd::experiment::probe::ImageProbe;
 use otkd::experiment::run::{ExternalAnchors, Materials, Observer, Prepared};
 use otkd::experiment::{ExperimentOutcome, run_experiment};
 use otkd::rng::SplitMix64;
-use otkd::student::{Preset, StudentConfig};
-use otkd::teacher::{TeacherOutputs, TokenStates};
+use otkd::teacher::TeacherOutputs;
 use otkd_runtime::TokenizerConfig;
 
-const DIM: usize = 16;
-const WORDS: [&str; 16] = [
-    "dog", "cat", "man", "woman", "child", "ball", "red", "blue", "green", "runs", "sits", "park", "street",
-    "water", "big", "small",
-];
-
-/// As in `tests/train.rs`: X spells each English word backwards with a suffix; the teacher's
-/// token states are fixed word vectors and its embedding their normalised mean.
-fn synthetic(pairs: usize, seed: u64, split: Split) -> (Bitext, TeacherOutputs) {
-    let mut rng = SplitMix64::new(seed, "synthetic");
-    let word_vectors = SplitMix64::new(99, "words").normal_vec(WORDS.len() * DIM, 1.0);
-    let (mut list, mut embeddings, mut states, mut offsets) = (Vec::new(), Vec::new(), Vec::new(), vec![0]);
-    for line in 0..pairs {
-        let words: Vec<usize> = (0..3 + rng.below(3)).map(|_| rng.below(WORDS.len())).collect();
-        let en = words.iter().map(|&w| WORDS[w]).collect::<Vec<_>>().join(" ");
-        let x = words
-            .iter()
-            .map(|&w| format!("{}ka", WORDS[w].chars().rev().collect::<String>()))
-            .collect::<Vec<_>>()
-            .join(" ");
-        let mut mean = [0f32; DIM];
-        let rows: Vec<&[f32]> = std::iter::once(&word_vectors[..DIM])
-            .chain(words.iter().map(|&w| &word_vectors[w * DIM..(w + 1) * DIM]))
-            .chain(std::iter::once(&word_vectors[..DIM]))
-            .collect();
-        for row in &rows {
-            mean.iter_mut().zip(*row).for_each(|(m, v)| *m += v);
-            states.extend(row.iter().map(|&v| half::f16::from_f32(v)));
-        }
-        let norm = mean.iter().map(|v| v * v).sum::<f32>().sqrt();
-        embeddings.extend(mean.iter().map(|v| v / norm));
-        offsets.push(offsets.last().unwrap() + rows.len());
-        list.push(Pair { line, en, x });
-    }
-    let bitext = Bitext { split, lang: Lang::Ay, pairs: list, skipped: vec![], total_lines: pairs };
-    (bitext, TeacherOutputs { dim: DIM, embeddings, token_states: Some(TokenStates { offsets, states }) })
-}
-
+/// The shared synthetic configuration, smaller still, with the experiment's loss settings
+/// (InfoNCE, no English term) and a ridge start (each run's start comes from its spec).
 fn base() -> TrainConfig {
-    let tokenizer = TokenizerConfig { buckets: 1024, max_words: 16, ..TokenizerConfig::DEFAULT };
-    TrainConfig {
-        method: Method::Kd,
-        lang: Lang::Ay,
-        preset: Preset::Micro,
-        student: StudentConfig {
-            tokenizer,
-            dim: 16,
-            layers: 1,
-            heads: 2,
-            ffn: 32,
-            max_words: 16,
-            out_dim: DIM,
-        },
-        steps: 1,
-        batch: 16,
-        optimizer: AdamWConfig {
-            lr: 1e-2,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.01,
-            warmup_steps: 2,
-            total_steps: 1,
-            clip_norm: 1.0,
-        },
-        loss: LossConfig {
-            method: Method::Kd,
-            kd_variant: KdVariant::Infonce,
-            temperature: 0.05,
-            ot_kd_weight: 1.0,
-            epsilon: 0.05,
-            sinkhorn_iterations: 50,
-            sinkhorn_tolerance: 1e-3,
-            ot_unrolled: false,
-            english_weight: 0.0,
-        },
-        seed: 0,
-        pairs: None,
-        eval_every: 1,
-        init: Init::Ridge { lambda: 0.1 },
-    }
+    let mut c = common::config(Method::Kd, 1);
+    c.student.tokenizer = TokenizerConfig { buckets: 1024, max_words: 16, ..TokenizerConfig::DEFAULT };
+    c.student.dim = 16;
+    c.student.ffn = 32;
+    c.optimizer.warmup_steps = 2;
+    c.loss.kd_variant = KdVariant::Infonce;
+    c.loss.english_weight = 0.0;
+    c.seed = 0;
+    c.pairs = None;
+    c.eval_every = 1;
+    c.init = Init::Ridge { lambda: 0.1 };
+    c
 }
 
 struct Synthetic {
@@ -195,12 +129,6 @@ impl Progress for Log {
     fn eval(&mut self, _: &EvalRecord) {}
 }
 
-fn out_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("otkd-experiment-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
-
 #[test]
 fn the_grid_runs_resumes_and_reports() {
     static FLAG: AtomicBool = AtomicBool::new(false);
@@ -216,7 +144,7 @@ fn the_grid_runs_resumes_and_reports() {
     let specs = plan(&request);
     // Main: 2 starts x 2 seeds x 2 methods; sweep of 60 pairs: as many again.
     assert_eq!(specs.len(), 16);
-    let out = out_dir();
+    let out = common::run_dir("experiment");
     let base = base();
     let mut materials = Synthetic::new();
 

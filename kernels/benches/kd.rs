@@ -4,25 +4,13 @@
 //!
 //! `cargo bench -p otkd-kernels --bench kd` (release profile).
 
+mod common;
+
 use std::hint::black_box;
-use std::time::Instant;
 
 use candle_core::{Device, Tensor, Var};
+use common::{BenchResult, median_ms};
 use otkd_kernels::{KdTerm, kd_loss, kd_loss_composed};
-
-type BenchResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
-
-fn median_ms(reps: usize, mut f: impl FnMut() -> BenchResult) -> BenchResult<f64> {
-    f()?;
-    let mut samples = Vec::with_capacity(reps);
-    for _ in 0..reps {
-        let start = Instant::now();
-        f()?;
-        samples.push(start.elapsed().as_secs_f64() * 1e3);
-    }
-    samples.sort_by(f64::total_cmp);
-    Ok(samples[samples.len() / 2])
-}
 
 fn main() -> BenchResult {
     let (b, d) = (64usize, 384usize);

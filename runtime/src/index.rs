@@ -6,7 +6,7 @@ use core::fmt;
 use heapless::CapacityError;
 
 use crate::blob::{HUBNESS_SCALE, IndexBytes, MAX_OUT_DIM};
-use crate::quant::{dot, dot_stored, f16s, quantize_activations};
+use crate::quant::{dot, f16s, quantize_activations};
 
 /// A sentence embedding: L2-normalised, then quantized to int8 with one f32 scale (the form the
 /// index's documents have, so a score is one integer dot product and one float product).
@@ -301,7 +301,7 @@ impl<'a> Index<'a> {
         let documents =
             self.values.chunks_exact(self.dim.max(1)).zip(f16s(self.scales)).zip(ids).zip(hubness);
         for (((document, scale), id), hubness) in documents {
-            let cosine = dot_stored(&query.values, document) as f32 * (query.scale * scale);
+            let cosine = dot(&query.values, document) as f32 * (query.scale * scale);
             let score = match scoring {
                 Scoring::Cosine => cosine,
                 Scoring::Csls => 2.0 * cosine - hubness,

@@ -18,7 +18,9 @@
 //! The crate is `#![no_std]`, never allocates, and never panics on any input; bounded outputs go into
 //! caller-provided [`heapless`] buffers and overflow is reported as a value. Features: `std` links
 //! std for host callers and adds the blob writer; `defmt` adds `defmt::Format` to the error and
-//! result types and logs loading and encoding (firmware only).
+//! result types and logs loading and encoding (firmware only); `dsp` computes the int8 products
+//! with the SMLAD/SXTB16 instructions of ARMv7E-M cores (Cortex-M4, M7, M33 with DSP; it changes
+//! nothing elsewhere, and the integer sums are the same either way).
 //!
 //! # What the host calls
 //!

@@ -8,7 +8,7 @@ use heapless::VecView;
 use crate::LoadError;
 use crate::blob::{self, Dense, Layer, ModelConfig, Norm, Payload};
 use crate::index::{Embedding, Index};
-use crate::quant::{dot, dot_stored, f32s, quantize_activations};
+use crate::quant::{dot, f32s, quantize_activations};
 use crate::tokenizer::{Feature, tokenize};
 
 /// A student loaded from a blob. It borrows the blob (which can sit in flash) and copies no
@@ -529,7 +529,7 @@ fn project(dense: &Dense, input: &[i8], input_scale: f32, out: &mut [f32]) {
 fn add_dense(dense: &Dense, input: &[i8], input_scale: f32, out: &mut [f32]) {
     let rows = dense.weight.rows(input.len()).zip(f32s(dense.bias));
     for (o, ((weights, scale), bias)) in out.iter_mut().zip(rows) {
-        *o += dot_stored(input, weights) as f32 * (input_scale * scale) + bias;
+        *o += dot(input, weights) as f32 * (input_scale * scale) + bias;
     }
 }
 

@@ -2,24 +2,27 @@
 //! it with progress (run i of n, the run's bar, time left), then print the report's answer.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
+use otkd_runtime::Scoring;
 
+use super::export::{IndexSource, write_blob};
 use super::{Inputs, cached_english, open_cache, open_data, open_teacher, print_json, progress};
 use crate::cli::{ExperimentArgs, PairsArg, TrainArgs};
 use crate::data::{Bitext, Lang, Multi30k, Split};
 use crate::distill::losses::Method;
-use crate::distill::trainer::{EvalRecord, Progress, TrainConfig, TrainData};
+use crate::distill::trainer::{EvalRecord, FinalReport, Progress, TrainConfig, TrainData, files};
 use crate::eval::baseline;
 use crate::eval::metrics::both_directions;
 use crate::experiment::plan::{Budget, ExperimentPreset, PlanRequest, RunSpec, plan};
 use crate::experiment::probe::ImageProbe;
-use crate::experiment::run::{ExternalAnchors, Materials, Observer, Prepared};
+use crate::experiment::run::{ExternalAnchors, Materials, Observer, Prepared, read_json, run_dir};
 use crate::experiment::{ExperimentOutcome, run_experiment};
+use crate::export::{BlobBudget, Checkpoint, HostRuntime};
 use crate::teacher::cache::TeacherCache;
 use crate::teacher::{Teacher, TeacherOutputs};
 
@@ -280,13 +283,98 @@ pub fn run(inputs: &Inputs, args: &ExperimentArgs) -> Result<()> {
             );
             Ok(())
         }
-        ExperimentOutcome::Reported(summary) if args.json => print_json(&summary),
-        ExperimentOutcome::Reported(_) => {
+        ExperimentOutcome::Reported(summary) => {
+            let shipped = if args.no_export { None } else { Some(export_best(inputs, &out, &specs)?) };
+            if args.json {
+                return print_json(&summary);
+            }
             let report = std::fs::read_to_string(out.join("report.md"))?;
             let answer = report.split("\n## ").next().unwrap_or("");
             outln!("{answer}");
             outln!("report: {}", out.join("report.md").display());
+            if let Some(shipped) = shipped {
+                print_shipped(&shipped)?;
+            }
             Ok(())
         }
     }
+}
+
+/// How many test captions of the exported student's language are asked as example queries.
+const EXAMPLE_QUERIES: usize = 3;
+
+/// The grid's best student as a blob, and example answers of the int8 runtime.
+struct Shipped {
+    run: String,
+    dev_r1: f64,
+    blob: PathBuf,
+    budget: BlobBudget,
+    examples: Vec<Example>,
+}
+
+struct Example {
+    query: String,
+    /// The test line the query is a caption of: the right answer.
+    truth: u32,
+    /// Top 3: id, CSLS score, English caption.
+    hits: Vec<(u32, f32, String)>,
+}
+
+/// The whole path from bitext to a device answer: the grid's first language's best student
+/// (highest dev R@1 of any run's best-dev checkpoint; test data never chooses) is quantized to
+/// `out/best.otkd` with the test captions as its CSLS index, and the int8 runtime answers that
+/// language's first test captions.
+fn export_best(inputs: &Inputs, out: &Path, specs: &[RunSpec]) -> Result<Shipped> {
+    let lang = specs.first().map(|s| s.lang).context("no run")?;
+    let mut best: Option<(f64, &RunSpec)> = None;
+    for spec in specs.iter().filter(|s| s.lang == lang) {
+        let report: FinalReport = read_json(&run_dir(out, spec).join(files::FINAL))?;
+        let dev_r1 = report.checkpoints.get(1).context("final.json lacks the best-dev checkpoint")?.dev_r1;
+        if best.is_none_or(|(r, _)| dev_r1 > r) {
+            best = Some((dev_r1, spec));
+        }
+    }
+    let (dev_r1, spec) = best.context("no run of the first language")?;
+    let blob = out.join("best.otkd");
+    let index =
+        IndexSource { data: open_data(inputs)?, split: Split::Test2016Flickr, scoring: Scoring::Csls };
+    let (budget, _) = write_blob(inputs, &run_dir(out, spec), Checkpoint::Best, Some(&index), &blob)?;
+    let bytes = std::fs::read(&blob).with_context(|| format!("reading {}", blob.display()))?;
+    let mut runtime = HostRuntime::new(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", blob.display()))?;
+    let captions = index.data.captions(Split::Test2016Flickr, Lang::En)?;
+    let test = index.data.bitext(Split::Test2016Flickr, lang)?;
+    let mut examples = Vec::new();
+    for pair in test.pairs.iter().take(EXAMPLE_QUERIES) {
+        let embedding = runtime.encode(&pair.x).map_err(|e| anyhow::anyhow!("{:?}: {e}", pair.x))?;
+        let hits = runtime.rank_all(&embedding, Scoring::Csls)?;
+        examples.push(Example {
+            query: pair.x.clone(),
+            truth: u32::try_from(pair.line)?,
+            hits: hits
+                .iter()
+                .take(3)
+                .map(|h| (h.id, h.score, captions.get(h.id as usize).cloned().unwrap_or_default()))
+                .collect(),
+        });
+    }
+    Ok(Shipped { run: spec.id(), dev_r1, blob, budget, examples })
+}
+
+fn print_shipped(s: &Shipped) -> Result<()> {
+    outln!(
+        "\nshipped: {} (best-dev checkpoint of {}, dev R@1 {:.3}), {} bytes; the int8 runtime answers (CSLS, top 3):",
+        s.blob.display(),
+        s.run,
+        s.dev_r1,
+        s.budget.total_bytes
+    );
+    for e in &s.examples {
+        outln!("  {:?}", e.query);
+        for (id, score, caption) in &e.hits {
+            let mark = if *id == e.truth { "  <- its caption" } else { "" };
+            outln!("    {id:>5}  {score:+.3}  {caption}{mark}");
+        }
+    }
+    outln!("ask it yourself: cargo run --release -p otkd-host -- query --blob {} \"...\"", s.blob.display());
+    Ok(())
 }

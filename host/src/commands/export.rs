@@ -8,11 +8,13 @@ use otkd_runtime::{EncodeError, Scoring};
 use serde::Serialize;
 
 use super::{Inputs, cached_english, open_cache, open_data, open_teacher, print_json};
-use crate::cli::{EvalBlobArgs, ExportArgs, QueryArgs, ScoringArg};
-use crate::data::{Lang, Split};
+use crate::cli::{EvalBlobArgs, ExportArgs, QueryArgs};
+use crate::data::{Lang, Multi30k, Split};
 use crate::eval::metrics::{RetrievalMetrics, hubness, metrics_from_ranks, ranks, ranks_csls};
 use crate::eval::{CSLS_K, csls_reference};
-use crate::export::{BlobBudget, HostRuntime, blob_parts, budget, index_parts, load_run};
+use crate::export::{
+    BlobBudget, Checkpoint, HostRuntime, TrainedStudent, blob_parts, budget, index_parts, load_run,
+};
 use crate::paths::write_atomically;
 use crate::student::tokenize_sentence;
 
@@ -25,40 +27,12 @@ const TEACHER_BATCH: usize = 64;
 
 /// Quantizes a run's student, adds the index, writes the blob and prints its budget.
 pub fn export(inputs: &Inputs, args: &ExportArgs) -> Result<()> {
-    let trained = load_run(&args.run, args.checkpoint)?;
-    let student = &trained.student;
-    let mut parts = blob_parts(student)?;
-    if !args.no_index {
-        let data = open_data(inputs)?;
-        let teacher = open_teacher(inputs)?;
-        let cache = open_cache(inputs, &teacher)?;
-        let (captions, english, _) =
-            cached_english(&teacher, &cache, &data, args.index_split, TEACHER_BATCH, false)?;
-        let lang = trained.config.lang;
-        let (train, val) = (data.bitext(Split::Train, lang)?, data.bitext(Split::Val, lang)?);
-        let (val_ref, train_ref) = csls_reference(&train, &val);
-        // The reference never holds the index's own captions.
-        let reference: Vec<_> = [(Split::Val, val_ref), (Split::Train, train_ref)]
-            .into_iter()
-            .filter(|(split, _)| *split != args.index_split)
-            .flat_map(|(_, pairs)| pairs)
-            .map(|p| tokenize_sentence(&student.config().tokenizer, &p.x))
-            .collect();
-        let ids = (0..captions.len())
-            .map(|l| u32::try_from(l).context("too many documents"))
-            .collect::<Result<_>>()?;
-        parts.index = Some(index_parts(
-            student,
-            english.embeddings,
-            ids,
-            &reference,
-            args.scoring == ScoringArg::Csls,
-        )?);
-    }
-    let bytes = parts.to_bytes().map_err(|e| anyhow::anyhow!("{e}"))?;
-    write_atomically(&args.out, |tmp| std::fs::write(tmp, &bytes))
-        .with_context(|| format!("writing {}", args.out.display()))?;
-    let budget = budget(&bytes).map_err(|e| anyhow::anyhow!("the blob just written does not load: {e}"))?;
+    let index = if args.no_index {
+        None
+    } else {
+        Some(IndexSource { data: open_data(inputs)?, split: args.index_split, scoring: args.scoring.into() })
+    };
+    let (budget, trained) = write_blob(inputs, &args.run, args.checkpoint, index.as_ref(), &args.out)?;
     if args.json {
         return print_json(&budget);
     }
@@ -69,11 +43,62 @@ pub fn export(inputs: &Inputs, args: &ExportArgs) -> Result<()> {
         trained.config.method,
         trained.config.lang
     );
-    print_budget(&budget)?;
-    Ok(())
+    print_budget(&budget)
 }
 
-fn print_budget(b: &BlobBudget) -> Result<()> {
+/// Where a blob's document index comes from.
+pub struct IndexSource {
+    /// The corpus.
+    pub data: Multi30k,
+    /// Whose English captions are the documents (ids: 0-based caption lines).
+    pub split: Split,
+    /// CSLS stores each document's hubness term; cosine stores zeros.
+    pub scoring: Scoring,
+}
+
+/// Quantizes the student of `run` (its `which` checkpoint), adds the index when asked, and
+/// writes the blob to `out` atomically; returns its budget and the student it holds.
+pub fn write_blob(
+    inputs: &Inputs,
+    run: &Path,
+    which: Checkpoint,
+    index: Option<&IndexSource>,
+    out: &Path,
+) -> Result<(BlobBudget, TrainedStudent)> {
+    let trained = load_run(run, which)?;
+    let student = &trained.student;
+    let mut parts = blob_parts(student)?;
+    if let Some(source) = index {
+        let data = &source.data;
+        let teacher = open_teacher(inputs)?;
+        let cache = open_cache(inputs, &teacher)?;
+        let (captions, english, _) =
+            cached_english(&teacher, &cache, data, source.split, TEACHER_BATCH, false)?;
+        let lang = trained.config.lang;
+        let (train, val) = (data.bitext(Split::Train, lang)?, data.bitext(Split::Val, lang)?);
+        let (val_ref, train_ref) = csls_reference(&train, &val);
+        // The reference never holds the index's own captions.
+        let reference: Vec<_> = [(Split::Val, val_ref), (Split::Train, train_ref)]
+            .into_iter()
+            .filter(|(split, _)| *split != source.split)
+            .flat_map(|(_, pairs)| pairs)
+            .map(|p| tokenize_sentence(&student.config().tokenizer, &p.x))
+            .collect();
+        let ids = (0..captions.len())
+            .map(|l| u32::try_from(l).context("too many documents"))
+            .collect::<Result<_>>()?;
+        parts.index =
+            Some(index_parts(student, english.embeddings, ids, &reference, source.scoring == Scoring::Csls)?);
+    }
+    let bytes = parts.to_bytes().map_err(|e| anyhow::anyhow!("{e}"))?;
+    write_atomically(out, |tmp| std::fs::write(tmp, &bytes))
+        .with_context(|| format!("writing {}", out.display()))?;
+    let budget = budget(&bytes).map_err(|e| anyhow::anyhow!("the blob just written does not load: {e}"))?;
+    Ok((budget, trained))
+}
+
+/// The budget lines of a blob (weights, index, total, scratch RAM).
+pub fn print_budget(b: &BlobBudget) -> Result<()> {
     let kib = |bytes: usize| bytes as f64 / 1024.0;
     outln!("weights  {:>9} bytes ({:.0} KiB)", b.weight_bytes, kib(b.weight_bytes));
     outln!("index    {:>9} bytes ({:.0} KiB, {} documents)", b.index_bytes, kib(b.index_bytes), b.documents);

@@ -18,7 +18,7 @@ pub enum ExperimentPreset {
     /// ay and cs, both starts, 2 seeds, short budgets (under 15 minutes on 2 cores).
     Quick,
     /// cs, ay, gn, qu x both starts x 3 seeds; a random-start bitext sweep (500 / 1k / 5k pairs) on ay, gn,
-    /// qu x 3 seeds; de, fr, es with one seed (designed for under 90 minutes on 2 cores).
+    /// qu x 3 seeds; de, fr, es with one seed (under 90 minutes on 2 cores).
     Full,
 }
 
@@ -139,27 +139,27 @@ pub struct PlanRequest {
 
 /// Budgets of a preset.
 ///
-/// How they were chosen: a 1500-step micro run (batch 64, `--kd-variant infonce
-/// --english-weight 0`) took 100-230 s on the 2-core machine, i.e. about 0.07 s/step for KD and
-/// 0.15 s/step for OT (OT adds Sinkhorn over token states), 0.22 s for one OT + KD pair of steps,
-/// plus about 0.3 s per dev evaluation. A random start needs most of its budget to climb; a
-/// ridge start begins at the closed-form optimum and only needs enough steps to show whether
-/// fine-tuning adds or loses anything (its curves are flat after ~100 steps).
+/// How they were chosen (2-core development machine, micro student, batch 64, `--kd-variant
+/// infonce --english-weight 0`): 1500 training steps take 27 s (KD) and 39 s (OT) on ay, 45 s
+/// and 58 s on cs, plus about 25 s per run to load, tokenize, fit and evaluate. From a random
+/// start a KD student on all ay pairs climbs to dev R@1 0.60 at step 250, 0.80 at 1000, 0.85 at
+/// 2000 and 0.86 at 2750, still rising slowly: 1500-2000 steps show which method climbs faster
+/// and where each flattens. From the ridge start both methods begin at the closed-form optimum
+/// and move less than a point within 300 steps (1500-step runs end within a point too).
 ///
-/// - quick: 2 languages x 2 seeds x (500 random + 150 ridge steps) x 0.22 s = 572 s, plus ~30
-///   evaluations per language-seed and the anchors: about 11-12 minutes, under 15.
-/// - full: main grid 12 language-seeds x (600 + 200) x 0.22 = 2112 s; higher-resource 3 x 800 x
-///   0.22 = 528 s; the sweep runs from the random start only (the ridge start is a fit of the
-///   same pairs, read in the main grid), 9 language-seeds x 3 sizes x 300 steps x 0.22 = 1782 s;
-///   with evaluations and anchors about 83 minutes, under 90. Small bitexts get fewer steps: at
-///   500 pairs, 300 steps of 64 are already 38 epochs.
+/// - quick: 2 languages x 2 seeds x both methods x (1500 random + 300 ridge steps): about 7
+///   minutes of training plus anchors and evaluations, about 11 minutes in all.
+/// - full: main grid 4 languages x 3 seeds x (2000 random + 300 ridge); the sweep (500 / 1k / 5k
+///   pairs, from the random start only: the ridge start is a fit of the same pairs, read in the
+///   main grid) 3 languages x 3 sizes x 3 seeds x 600 steps (at 500 pairs, 38 epochs); de, fr,
+///   es with one seed as the main grid: about 45 minutes of training, under 60 in all.
 pub fn budget(preset: ExperimentPreset, start: Start, pairs: Option<usize>) -> Budget {
     match (preset, start, pairs) {
-        (ExperimentPreset::Quick, Start::Random, _) => Budget { steps: 500, eval_every: 50 },
-        (ExperimentPreset::Quick, Start::Ridge, _) => Budget { steps: 150, eval_every: 25 },
-        (ExperimentPreset::Full, Start::Random, None) => Budget { steps: 600, eval_every: 50 },
-        (ExperimentPreset::Full, Start::Random, Some(_)) => Budget { steps: 300, eval_every: 30 },
-        (ExperimentPreset::Full, Start::Ridge, _) => Budget { steps: 200, eval_every: 20 },
+        (ExperimentPreset::Quick, Start::Random, _) => Budget { steps: 1500, eval_every: 100 },
+        (ExperimentPreset::Quick, Start::Ridge, _) => Budget { steps: 300, eval_every: 50 },
+        (ExperimentPreset::Full, Start::Random, None) => Budget { steps: 2000, eval_every: 100 },
+        (ExperimentPreset::Full, Start::Random, Some(_)) => Budget { steps: 600, eval_every: 60 },
+        (ExperimentPreset::Full, Start::Ridge, _) => Budget { steps: 300, eval_every: 30 },
     }
 }
 

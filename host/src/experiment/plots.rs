@@ -68,6 +68,20 @@ fn err<E: std::fmt::Display>(e: E) -> String {
     e.to_string()
 }
 
+/// The methods' legend, in the lower right corner of every panel.
+fn legend<'a, DB: DrawingBackend + 'a, CT: plotters::coord::CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+) -> DrawResult {
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 13))
+        .draw()
+        .map_err(err)
+}
+
 fn curves_panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     s: &Summary,
@@ -86,6 +100,7 @@ fn curves_panel<DB: DrawingBackend>(
     let mut chart = ChartBuilder::on(area)
         .caption(format!("{} ({lang}), {start} start", lang.name()), ("sans-serif", 18))
         .margin(8)
+        .margin_right(24)
         .x_label_area_size(36)
         .y_label_area_size(62)
         .build_cartesian_2d(0f64..x_max, (y_min - pad).max(0.0)..(y_max + pad).min(1.0))
@@ -93,6 +108,7 @@ fn curves_panel<DB: DrawingBackend>(
     chart
         .configure_mesh()
         .x_desc(if by_seconds { "training seconds" } else { "step" })
+        .x_label_formatter(&|x: &f64| format!("{x:.0}"))
         .y_desc("dev X→en R@1")
         .label_style(("sans-serif", 13))
         .draw()
@@ -108,14 +124,7 @@ fn curves_panel<DB: DrawingBackend>(
             .label(super::report::method_name(*method))
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(3)));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 13))
-        .draw()
-        .map_err(err)?;
+    legend(&mut chart)?;
     Ok(())
 }
 
@@ -210,14 +219,7 @@ fn draw_final<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, s: &Summary) -> 
                 .label(super::report::method_name(method))
                 .legend(move |(x, y)| Circle::new((x + 8, y), 5, c.filled()));
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 13))
-            .draw()
-            .map_err(err)?;
+        legend(&mut chart)?;
     }
     root.present().map_err(err)
 }
@@ -289,14 +291,7 @@ fn draw_sweep<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, s: &Summary) -> 
                     .label(super::report::method_name(method))
                     .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(3)));
             }
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::LowerRight)
-                .background_style(WHITE.mix(0.8))
-                .border_style(BLACK)
-                .label_font(("sans-serif", 13))
-                .draw()
-                .map_err(err)?;
+            legend(&mut chart)?;
         }
     }
     root.present().map_err(err)

@@ -144,7 +144,7 @@ fn headline(out: &mut String, s: &Summary, c: &Comparison) {
 fn metric_row(name: &str, dev: Option<&MeanSd>, t: &BothDirections) -> String {
     let (a, b) = (&t.x_to_en, &t.en_to_x);
     format!(
-        "| {name} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |\n",
+        "| {name} | {} | {:.3} | - | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |\n",
         dev.map_or("-".into(), |d| d.show(3)),
         a.r1,
         a.r5,
@@ -162,12 +162,13 @@ fn cell_rows(out: &mut String, c: &Cell) {
         let (a, b) = (&k.x_to_en, &k.en_to_x);
         let _ = writeln!(
             out,
-            "| {} {} start, {label} (step {}) | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} {} start, {label} (step {}) | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             method_name(c.method),
             c.start,
             steps(&k.step),
             k.dev_r1.show(3),
             a.r1.show(3),
+            k.x_to_en_csls_r1.show(3),
             a.r5.show(3),
             a.r10.show(3),
             a.mrr.show(3),
@@ -179,7 +180,7 @@ fn cell_rows(out: &mut String, c: &Cell) {
     }
 }
 
-const ACCURACY_HEADER: &str = "| student | dev R@1 | X→en R@1 | R@5 | R@10 | MRR | en→X R@1 | R@5 | R@10 | MRR |\n|---|---|---|---|---|---|---|---|---|---|\n";
+const ACCURACY_HEADER: &str = "| student | dev R@1 | X→en R@1 | X→en R@1 CSLS | R@5 | R@10 | MRR | en→X R@1 | R@5 | R@10 | MRR |\n|---|---|---|---|---|---|---|---|---|---|---|\n";
 
 fn anchor_rows(out: &mut String, s: &Summary, lang: crate::data::Lang) {
     let Some(a) = s.anchors_of(lang) else { return };

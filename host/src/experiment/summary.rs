@@ -73,14 +73,22 @@ pub struct CheckpointStats {
     pub x_to_en: MetricStats,
     /// Test en -> X.
     pub en_to_x: MetricStats,
+    /// Test X -> en R@1 ranked by CSLS (the hubness correction the exported index applies;
+    /// from `final.json`).
+    pub x_to_en_csls_r1: MeanSd,
     /// Image probe X -> image.
     pub probe: Option<ProbeStats>,
 }
 
 impl CheckpointStats {
-    fn of(evals: &[&CheckpointEvaluation]) -> Self {
+    /// `k`: 0 for the last checkpoint, 1 for the best-dev one (the order of `final.json` and
+    /// `evaluation.json`).
+    fn of(runs: &[&RunRecord], k: usize) -> Self {
+        let evals: Vec<&CheckpointEvaluation> = runs.iter().map(|r| &r.evaluation.checkpoints[k]).collect();
+        let csls: Vec<f64> = runs.iter().map(|r| r.report.checkpoints[k].test_csls.x_to_en.r1).collect();
         let tests: Vec<_> = evals.iter().map(|e| e.test()).collect();
         Self {
+            x_to_en_csls_r1: MeanSd::of(&csls),
             step: MeanSd::of(&evals.iter().map(|e| e.step as f64).collect::<Vec<_>>()),
             dev_r1: MeanSd::of(&evals.iter().map(|e| e.dev_r1).collect::<Vec<_>>()),
             x_to_en: MetricStats::of(&tests.iter().map(|t| t.x_to_en).collect::<Vec<_>>()),
@@ -242,7 +250,6 @@ pub fn summarise(
         let f = |g: &dyn Fn(&super::convergence::Convergence) -> f64| {
             MeanSd::of(&convs.iter().map(g).collect::<Vec<_>>())
         };
-        let eval = |k: usize| runs.iter().map(|r| &r.evaluation.checkpoints[k]).collect::<Vec<_>>();
         cells.push(Cell {
             group: *group,
             lang: *lang,
@@ -264,8 +271,8 @@ pub fn summarise(
                 auc: f(&|c| c.auc),
                 train_seconds: MeanSd::of(&runs.iter().map(|r| r.report.elapsed_seconds).collect::<Vec<_>>()),
             },
-            last: CheckpointStats::of(&eval(0)),
-            best_dev: CheckpointStats::of(&eval(1)),
+            last: CheckpointStats::of(runs, 0),
+            best_dev: CheckpointStats::of(runs, 1),
             curves: runs.iter().map(|r| curve(r)).collect(),
         });
     }

@@ -1,4 +1,8 @@
-//! A small synthetic bitext and training configuration shared by the training and export tests.
+//! A small synthetic bitext and training configuration shared by the training, export and
+//! experiment tests.
+
+// Each test crate compiles its own copy and uses a part of it.
+#![allow(dead_code)]
 
 use std::path::PathBuf;
 
