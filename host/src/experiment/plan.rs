@@ -18,7 +18,7 @@ pub enum ExperimentPreset {
     /// ay and cs, both starts, 2 seeds, short budgets (under 15 minutes on 2 cores).
     Quick,
     /// cs, ay, gn, qu x both starts x 3 seeds; a random-start bitext sweep (500 / 1k / 5k pairs) on ay, gn,
-    /// qu x 3 seeds; de, fr, es with one seed (under 90 minutes on 2 cores).
+    /// qu x 3 seeds; de, fr, es with one seed (about 90 minutes on 2 cores).
     Full,
 }
 
@@ -147,12 +147,13 @@ pub struct PlanRequest {
 /// and where each flattens. From the ridge start both methods begin at the closed-form optimum
 /// and move less than a point within 300 steps (1500-step runs end within a point too).
 ///
-/// - quick: 2 languages x 2 seeds x both methods x (1500 random + 300 ridge steps): about 7
-///   minutes of training plus anchors and evaluations, about 11 minutes in all.
+/// - quick: 2 languages x 2 seeds x both methods x (1500 random + 300 ridge steps): measured
+///   276 s of training and 555 s wall in all.
 /// - full: main grid 4 languages x 3 seeds x (2000 random + 300 ridge); the sweep (500 / 1k / 5k
 ///   pairs, from the random start only: the ridge start is a fit of the same pairs, read in the
 ///   main grid) 3 languages x 3 sizes x 3 seeds x 600 steps (at 500 pairs, 38 epochs); de, fr,
-///   es with one seed as the main grid: about 45 minutes of training, under 60 in all.
+///   es with one seed as the main grid: estimated 45 minutes of training; measured 3,063 s of
+///   training and 5,460 s wall, with other builds sharing the machine for about half of it.
 pub fn budget(preset: ExperimentPreset, start: Start, pairs: Option<usize>) -> Budget {
     match (preset, start, pairs) {
         (ExperimentPreset::Quick, Start::Random, _) => Budget { steps: 1500, eval_every: 100 },

@@ -68,6 +68,13 @@ fn err<E: std::fmt::Display>(e: E) -> String {
     e.to_string()
 }
 
+/// A log axis labels 1, 2 and 5 times a power of ten only (every tick's label collides).
+fn log_axis_label(x: &f64) -> String {
+    let lead = x / 10f64.powf(x.log10().floor());
+    let shown = [1.0, 2.0, 5.0].iter().any(|l| (lead - l).abs() < 1e-6);
+    if shown { format!("{x:.0}") } else { String::new() }
+}
+
 /// The methods' legend, in the lower right corner of every panel.
 fn legend<'a, DB: DrawingBackend + 'a, CT: plotters::coord::CoordTranslate>(
     chart: &mut ChartContext<'a, DB, CT>,
@@ -267,7 +274,7 @@ fn draw_sweep<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, s: &Summary) -> 
                 .configure_mesh()
                 .x_desc("training pairs (log scale)")
                 .y_desc("test X→en R@1")
-                .x_label_formatter(&|x: &f64| format!("{x:.0}"))
+                .x_label_formatter(&log_axis_label)
                 .label_style(("sans-serif", 13))
                 .draw()
                 .map_err(err)?;
