@@ -140,12 +140,13 @@ pub struct PlanRequest {
 /// Budgets of a preset.
 ///
 /// How they were chosen (2-core development machine, micro student, batch 64, `--kd-variant
-/// infonce --english-weight 0`): 1500 training steps take 27 s (KD) and 39 s (OT) on ay, 45 s
-/// and 58 s on cs, plus about 25 s per run to load, tokenize, fit and evaluate. From a random
-/// start a KD student on all ay pairs climbs to dev R@1 0.60 at step 250, 0.80 at 1000, 0.85 at
-/// 2000 and 0.86 at 2750, still rising slowly: 1500-2000 steps show which method climbs faster
-/// and where each flattens. From the ridge start both methods begin at the closed-form optimum
-/// and move less than a point within 300 steps (1500-step runs end within a point too).
+/// infonce --english-weight 0`): 1500 training steps take 27 s (KD) and 39 s (OT) on ay
+/// (alone), 45 s and 58 s on cs (a build beside it), plus about 25 s per run to load, tokenize,
+/// fit and evaluate. From a random start a KD student on all ay pairs climbs to dev R@1 0.60 at
+/// step 250, 0.80 at 1000, 0.85 at 2000 and 0.86 at 2750, still rising slowly: 1500-2000 steps
+/// show which method climbs faster and where each flattens. From the ridge start both methods
+/// begin at the closed-form optimum and move less than a point within 300 steps (1500-step runs
+/// end within a point too).
 ///
 /// - quick: 2 languages x 2 seeds x both methods x (1500 random + 300 ridge steps): measured
 ///   276 s of training and 555 s wall in all.
