@@ -16,9 +16,9 @@ mod common;
 
 use anyhow::{Context, Result};
 use otkd::data::{Bitext, Split};
-use otkd::eval::CSLS_K;
 use otkd::eval::metrics::{hubness, metrics_from_ranks, ranks_csls, retrieval};
 use otkd::eval::ridge::{RidgeConfig, RidgeStudent, fit, fit_low_rank, sentence_features};
+use otkd::eval::{CSLS_K, CSLS_TRAIN_REFERENCE};
 use otkd::rng::SplitMix64;
 use otkd::teacher::TeacherOutputs;
 use otkd_runtime::TokenizerConfig;
@@ -79,7 +79,8 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// Val X -> en R@1 by cosine and by CSLS (reference: 5,000 seeded train captions of X).
+/// Val X -> en R@1 by cosine and by CSLS (reference: seeded train captions of X, as many as
+/// `otkd export` uses; val is the evaluation here, so it stays out).
 fn val_r1(student: &RidgeStudent, train: &Bitext, val: &Bitext, val_en: &TeacherOutputs) -> (f64, f64) {
     let dim = student.dim;
     let x = student.embed(&val.x());
@@ -87,7 +88,8 @@ fn val_r1(student: &RidgeStudent, train: &Bitext, val: &Bitext, val_en: &Teacher
     let targets: Vec<usize> = (0..val.pairs.len()).collect();
     let mut order: Vec<usize> = (0..train.pairs.len()).collect();
     SplitMix64::new(0, "reference").shuffle(&mut order);
-    let reference: Vec<&str> = order.iter().take(5000).map(|&i| train.pairs[i].x.as_str()).collect();
+    let reference: Vec<&str> =
+        order.iter().take(CSLS_TRAIN_REFERENCE).map(|&i| train.pairs[i].x.as_str()).collect();
     let r = hubness(&documents, &student.embed(&reference), dim, CSLS_K);
     let csls = metrics_from_ranks(&ranks_csls(&x, &documents, dim, &targets, &r)).r1;
     (retrieval(&x, &documents, dim, &targets).r1, csls)

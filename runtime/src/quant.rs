@@ -118,6 +118,9 @@ mod dsp {
                 total = smlad4(total, word(*x1), word(*y1));
             }
         }
+        // At most one word is left here for the widths blobs have; the loop stays because LLVM
+        // then compiles the callers better: without it a trained micro query measured 9.27 M
+        // instead of 8.15 M instructions (`firmware-tests`).
         let (a4, a_rest) = a_tail.as_chunks::<4>();
         let (b4, b_rest) = b_tail.as_chunks::<4>();
         for (x, y) in a4.iter().zip(b4) {

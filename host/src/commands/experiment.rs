@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Context, Result, bail};
 use otkd_runtime::Scoring;
 
-use super::export::{IndexSource, write_blob};
+use super::export::{Answer, IndexSource, answer, write_blob};
 use super::{Inputs, cached_english, open_cache, open_data, open_teacher, print_json, progress};
 use crate::cli::{ExperimentArgs, PairsArg, TrainArgs};
 use crate::data::{Bitext, Lang, Multi30k, Split};
@@ -316,8 +316,8 @@ struct Example {
     query: String,
     /// The test line the query is a caption of: the right answer.
     truth: u32,
-    /// Top 3: id, CSLS score, English caption.
-    hits: Vec<(u32, f32, String)>,
+    /// The top 3 by CSLS.
+    hits: Vec<Answer>,
 }
 
 /// The whole path from bitext to a device answer: the grid's first language's best student
@@ -345,16 +345,10 @@ fn export_best(inputs: &Inputs, out: &Path, specs: &[RunSpec]) -> Result<Shipped
     let test = index.data.bitext(Split::Test2016Flickr, lang)?;
     let mut examples = Vec::new();
     for pair in test.pairs.iter().take(EXAMPLE_QUERIES) {
-        let embedding = runtime.encode(&pair.x).map_err(|e| anyhow::anyhow!("{:?}: {e}", pair.x))?;
-        let hits = runtime.rank_all(&embedding, Scoring::Csls)?;
         examples.push(Example {
             query: pair.x.clone(),
             truth: u32::try_from(pair.line)?,
-            hits: hits
-                .iter()
-                .take(3)
-                .map(|h| (h.id, h.score, captions.get(h.id as usize).cloned().unwrap_or_default()))
-                .collect(),
+            hits: answer(&mut runtime, &pair.x, 3, Scoring::Csls, Some(&captions))?,
         });
     }
     Ok(Shipped { run: spec.id(), dev_r1, blob, budget, examples })
@@ -370,9 +364,9 @@ fn print_shipped(s: &Shipped) -> Result<()> {
     );
     for e in &s.examples {
         outln!("  {:?}", e.query);
-        for (id, score, caption) in &e.hits {
-            let mark = if *id == e.truth { "  <- its caption" } else { "" };
-            outln!("    {id:>5}  {score:+.3}  {caption}{mark}");
+        for a in &e.hits {
+            let mark = if a.id == e.truth { "  <- its caption" } else { "" };
+            outln!("    {:>5}  {:+.3}  {}{mark}", a.id, a.score, a.caption.as_deref().unwrap_or(""));
         }
     }
     outln!("ask it yourself: cargo run --release -p otkd-host -- query --blob {} \"...\"", s.blob.display());

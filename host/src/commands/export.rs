@@ -125,12 +125,39 @@ fn load<'a>(path: &Path, bytes: &'a [u8]) -> Result<HostRuntime<'a>> {
     HostRuntime::new(bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
-/// One answer of `otkd query`.
+/// One answer of `otkd query` (and of the experiment's example queries).
 #[derive(Serialize)]
-struct Answer {
-    id: u32,
-    score: f32,
-    caption: Option<String>,
+pub struct Answer {
+    /// Document id (the caption's 0-based line).
+    pub id: u32,
+    /// Its score under the chosen scoring.
+    pub score: f32,
+    /// The English caption, when the captions are at hand.
+    pub caption: Option<String>,
+}
+
+/// The top `k` documents of `text` through the int8 runtime, with their captions when given.
+pub fn answer(
+    runtime: &mut HostRuntime<'_>,
+    text: &str,
+    k: usize,
+    scoring: Scoring,
+    captions: Option<&[String]>,
+) -> Result<Vec<Answer>> {
+    let embedding = runtime.encode(text).map_err(|e| match e {
+        EncodeError::EmptyQuery => anyhow::anyhow!("the query has no word to encode: {text:?}"),
+        other => anyhow::anyhow!("{text:?}: {other}"),
+    })?;
+    let mut hits = runtime.rank_all(&embedding, scoring)?;
+    hits.truncate(k);
+    Ok(hits
+        .iter()
+        .map(|h| Answer {
+            id: h.id,
+            score: h.score,
+            caption: captions.and_then(|c| c.get(h.id as usize).cloned()),
+        })
+        .collect())
 }
 
 /// Encodes a query with the int8 runtime and prints the top-k documents.
@@ -140,25 +167,18 @@ pub fn query(inputs: &Inputs, args: &QueryArgs) -> Result<()> {
     }
     let bytes = read_blob(&args.blob)?;
     let mut runtime = load(&args.blob, &bytes)?;
-    let embedding = runtime.encode(&args.text).map_err(|e| match e {
-        EncodeError::EmptyQuery => anyhow::anyhow!("the query has no word to encode: {:?}", args.text),
-        other => anyhow::anyhow!("{other}"),
-    })?;
-    let mut hits = runtime.rank_all(&embedding, args.scoring.into())?;
-    hits.truncate(args.k as usize);
     // Captions are a convenience: without the data the ids and scores still print.
     let captions = open_data(inputs).and_then(|d| Ok(d.captions(args.captions_split, Lang::En)?));
     if let Err(e) = &captions {
         eprintln!("note: no captions to show ({e:#})");
     }
-    let answers: Vec<Answer> = hits
-        .iter()
-        .map(|h| Answer {
-            id: h.id,
-            score: h.score,
-            caption: captions.as_ref().ok().and_then(|c| c.get(h.id as usize).cloned()),
-        })
-        .collect();
+    let answers = answer(
+        &mut runtime,
+        &args.text,
+        args.k as usize,
+        args.scoring.into(),
+        captions.as_ref().ok().map(Vec::as_slice),
+    )?;
     if args.json {
         return print_json(&answers);
     }
