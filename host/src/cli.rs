@@ -476,7 +476,7 @@ pub enum BenchCommand {
     /// with the ot/kd cost ratio measured in the same run.
     Train(BenchTrainArgs),
     /// Query latency (encode + search over the blob's index) of the int8 runtime against the f32
-    /// candle student on the same queries and documents, alternated, with their ratio.
+    /// student on the same queries and documents, alternated, with their ratio.
     Query(BenchQueryArgs),
 }
 

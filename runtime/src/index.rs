@@ -6,7 +6,7 @@ use core::fmt;
 use heapless::CapacityError;
 
 use crate::blob::{HUBNESS_SCALE, IndexBytes, MAX_OUT_DIM};
-use crate::quant::{dot, f16s, quantize_activations};
+use crate::quant::{dot, f16s, for_each_row_dot, quantize_activations};
 
 /// A sentence embedding: L2-normalised, then quantized to int8 with one f32 scale (the form the
 /// index's documents have, so a score is one integer dot product and one float product).
@@ -298,10 +298,10 @@ impl<'a> Index<'a> {
         let ids = self.ids.as_chunks::<4>().0.iter().map(|b| u32::from_le_bytes(*b));
         let hubness =
             self.hubness.as_chunks::<2>().0.iter().map(|b| f32::from(i16::from_le_bytes(*b)) / HUBNESS_SCALE);
-        let documents =
-            self.values.chunks_exact(self.dim.max(1)).zip(f16s(self.scales)).zip(ids).zip(hubness);
-        for (((document, scale), id), hubness) in documents {
-            let cosine = dot(&query.values, document) as f32 * (query.scale * scale);
+        let mut documents = f16s(self.scales).zip(ids).zip(hubness);
+        for_each_row_dot(&query.values, self.values, |dot| {
+            let Some(((scale, id), hubness)) = documents.next() else { return };
+            let cosine = dot as f32 * (query.scale * scale);
             let score = match scoring {
                 Scoring::Cosine => cosine,
                 Scoring::Csls => 2.0 * cosine - hubness,
@@ -309,14 +309,14 @@ impl<'a> Index<'a> {
             let hit = Hit { id, score };
             if hits.len() == k {
                 if !hits.last().is_some_and(|last| ranks_before(&hit, last)) {
-                    continue;
+                    return;
                 }
                 hits.pop();
             }
             let at = hits.partition_point(|h| ranks_before(h, &hit));
             // Below capacity (`len < k <= K`) and `at <= len`: cannot fail.
             let _ = hits.insert(at, hit);
-        }
+        });
         Ok(hits)
     }
 }

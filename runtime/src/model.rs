@@ -8,7 +8,7 @@ use heapless::VecView;
 use crate::LoadError;
 use crate::blob::{self, Dense, Layer, ModelConfig, Norm, Payload};
 use crate::index::{Embedding, Index};
-use crate::quant::{dot, f32s, quantize_activations};
+use crate::quant::{dot, f16s, f32s, for_each_row_dot, quantize_activations};
 use crate::tokenizer::{Feature, tokenize};
 
 /// A student loaded from a blob. It borrows the blob (which can sit in flash) and copies no
@@ -159,18 +159,22 @@ impl<'a> Model<'a> {
         for layer in &self.payload.layers {
             run_layer(layer, config, &mut buffers);
         }
+        // The sentence is the mean of the words' projections. The projection is affine, so that is
+        // the projection of the words' mean: one product for the text instead of one per word.
         let dim = usize::from(config.dim);
-        buffers.sum.fill(0.0);
+        let mean = buffers.row;
+        mean.fill(0.0);
         for x in buffers.x.chunks_exact(dim) {
-            let scale = quantize_activations(x, buffers.row_q);
-            add_dense(&self.payload.projection, buffers.row_q, scale, buffers.sum);
+            mean.iter_mut().zip(x).for_each(|(m, &v)| *m += v);
         }
-        // The mean over the words has the direction of their sum: normalising the sum is enough.
-        let norm = libm::sqrtf(buffers.sum.iter().fold(0.0, |total, &v| total + v * v));
+        mean.iter_mut().for_each(|m| *m /= words as f32);
+        let scale = quantize_activations(mean, buffers.row_q);
+        project(&self.payload.projection, buffers.row_q, scale, buffers.embedding);
+        let norm = libm::sqrtf(buffers.embedding.iter().fold(0.0, |total, &v| total + v * v));
         if norm > 0.0 {
-            buffers.sum.iter_mut().for_each(|v| *v /= norm);
+            buffers.embedding.iter_mut().for_each(|v| *v /= norm);
         }
-        Ok(Embedding::quantize(buffers.sum))
+        Ok(Embedding::quantize(buffers.embedding))
     }
 
     /// Each word's vector: the sum of its features' embedding rows plus its position's vector.
@@ -362,12 +366,13 @@ struct Buffers<'s> {
     score_max: &'s mut [f32],
     /// `heads`: the softmax denominators.
     score_sum: &'s mut [f32],
-    /// `dim`: one row (a LayerNorm output, a key, value or query, an attention context).
+    /// `dim`: one row (a LayerNorm output, a key, value or query, an attention context; at the
+    /// end the words' mean).
     row: &'s mut [f32],
     /// `ffn`: one feed-forward row.
     hidden: &'s mut [f32],
-    /// `out_dim`: the sum of the words' projections.
-    sum: &'s mut [f32],
+    /// `out_dim`: the sentence embedding.
+    embedding: &'s mut [f32],
     /// `words x dim`: every word's key, int8.
     keys: &'s mut [i8],
     /// `words x dim`: every word's value, int8.
@@ -398,7 +403,7 @@ impl<'s> Buffers<'s> {
             score_sum: take(&mut floats, heads)?,
             row: take(&mut floats, dim)?,
             hidden: take(&mut floats, usize::from(config.ffn))?,
-            sum: take(&mut floats, usize::from(config.out_dim))?,
+            embedding: take(&mut floats, usize::from(config.out_dim))?,
             keys: take(&mut int8s, per_word_dim)?,
             values: take(&mut int8s, per_word_dim)?,
             row_q: take(&mut int8s, dim)?,
@@ -527,10 +532,12 @@ fn project(dense: &Dense, input: &[i8], input_scale: f32, out: &mut [f32]) {
 
 /// `out += W · input + bias`, each output one `i8 x i8 -> i32` dot product scaled once.
 fn add_dense(dense: &Dense, input: &[i8], input_scale: f32, out: &mut [f32]) {
-    let rows = dense.weight.rows(input.len()).zip(f32s(dense.bias));
-    for (o, ((weights, scale), bias)) in out.iter_mut().zip(rows) {
-        *o += dot(input, weights) as f32 * (input_scale * scale) + bias;
-    }
+    let mut outputs = out.iter_mut().zip(f16s(dense.weight.scales)).zip(f32s(dense.bias));
+    for_each_row_dot(input, dense.weight.values, |dot| {
+        if let Some(((o, scale), bias)) = outputs.next() {
+            *o += dot as f32 * (input_scale * scale) + bias;
+        }
+    });
 }
 
 /// `out += row · scale` (a dequantized int8 row).

@@ -1,7 +1,8 @@
 //! Int8 quantization and integer products, shared by the blob writer, the encoder and the index.
 //!
 //! Every row (a weight matrix's output unit, an activation row, a document) is quantized
-//! symmetrically with one scale: `value ≈ q · scale`, `q = round(value / scale)` in `-127..=127`,
+//! symmetrically with one scale: `value ≈ q · scale`, `q = value / scale` rounded to the nearest
+//! integer (ties to even) in `-127..=127`,
 //! `scale = max |value| / 127` (stored as f16 in the blob, kept as f32 for activations). Products
 //! are `i8 x i8 -> i32` and are turned back into floats once per output, so the only float
 //! arithmetic is IEEE `+ - * /` and the `libm` functions: host and device agree bit for bit.
@@ -49,9 +50,19 @@ fn quantize_with(row: &[f32], scale: f32, out: &mut [i8]) {
     for (q, &v) in out.iter_mut().zip(row) {
         // Clamped to ±127 first, and a NaN casts to 0: the cast never truncates.
         #[allow(clippy::cast_possible_truncation)]
-        let rounded = libm::roundf(v / scale).clamp(-Q_MAX, Q_MAX) as i8;
+        let rounded = round_ties_even(v / scale).clamp(-Q_MAX, Q_MAX) as i8;
         *q = if usable { rounded } else { 0 };
     }
+}
+
+/// `x` rounded to the nearest integer, ties to even, for `|x| < 2²²` (a quantized value is at
+/// most about 127 in magnitude; a NaN stays NaN): adding 1.5 · 2²³ leaves no fraction bits, so
+/// the sum is rounded by the addition itself and the subtraction is exact. Two instructions where
+/// `libm::rintf` is a call with branches (about 15 per value on the Cortex-M4, 5% of a micro
+/// query).
+fn round_ties_even(x: f32) -> f32 {
+    const SHIFT: f32 = 12_582_912.0;
+    (x + SHIFT) - SHIFT
 }
 
 /// An int8 value as it is held: `i8` in activations, a raw byte in a borrowed blob (serde
@@ -89,6 +100,35 @@ pub(crate) fn dot<A: Int8, B: Int8>(a: &[A], b: &[B]) -> i32 {
     }
 }
 
+/// Rows of a matrix that [`row_dots`] multiplies together.
+const BLOCK: usize = 3;
+
+/// Calls `f` with `input · row` for every row of the row-major matrix `values` (`input.len()`
+/// columns; a trailing partial row is ignored), in row order. Each value is [`dot`]'s.
+///
+/// Why blocks: on the DSP path `input` is widened to halfwords once per matrix and each pass
+/// reads it once for [`BLOCK`] rows. Why a callback: an iterator over the blocks' products cost
+/// 40 instructions per row on the Cortex-M4, about a tenth of a micro query.
+pub(crate) fn for_each_row_dot<A: Int8, B: Int8>(input: &[A], values: &[B], mut f: impl FnMut(i32)) {
+    let cols = input.len().max(1);
+    let (blocks, rest) = values.split_at(values.len() - values.len() % (BLOCK * cols));
+    #[cfg(all(feature = "dsp", target_arch = "arm"))]
+    let mut widened = dsp::Widened::new(input);
+    #[cfg(all(feature = "dsp", target_arch = "arm"))]
+    widened.widen();
+    for block in blocks.chunks_exact(BLOCK * cols) {
+        let rows: [&[B]; BLOCK] = core::array::from_fn(|r| block.get(r * cols..).unwrap_or_default());
+        #[cfg(all(feature = "dsp", target_arch = "arm"))]
+        let dots = widened.dot3(rows);
+        #[cfg(not(all(feature = "dsp", target_arch = "arm")))]
+        let dots = rows.map(|row| dot_scalar(input, row));
+        dots.into_iter().for_each(&mut f);
+    }
+    for row in rest.chunks_exact(cols) {
+        f(dot(input, row));
+    }
+}
+
 fn dot_scalar<A: Int8, B: Int8>(a: &[A], b: &[B]) -> i32 {
     a.iter()
         .zip(b)
@@ -96,10 +136,12 @@ fn dot_scalar<A: Int8, B: Int8>(a: &[A], b: &[B]) -> i32 {
         .sum()
 }
 
-/// Four products per two SMLAD instructions (ARMv7E-M's DSP extension: Cortex-M4, M7, M33 with
-/// DSP), the packing CMSIS-NN uses for int8. On the emulated Cortex-M4F (`firmware-tests`, a
-/// trained micro blob) a query's encode took 12.3 M instructions with the scalar loop (about 4
-/// per product) and 6.8 M with this one (its inner loop: 18 instructions per 8 products).
+/// Two products per SMLAD instruction (ARMv7E-M's DSP extension: Cortex-M4, M7, M33 with DSP),
+/// the packing CMSIS-NN uses for int8. On the emulated Cortex-M4F (`firmware-tests`, a trained
+/// micro blob with 1000 documents) a query's encode and search took 13.7 M instructions with the
+/// scalar loop (about 4 per product), 8.1 M with [`dsp::dot`] on one row at a time (18 per 8
+/// products), 6.3 M with three rows at a time and 5.3 M with [`dsp::Widened::dot3`] (and the
+/// other changes of that commit: see the README's firmware table).
 #[cfg(all(feature = "dsp", target_arch = "arm"))]
 mod dsp {
     use super::{Int8, dot_scalar};
@@ -120,7 +162,7 @@ mod dsp {
         }
         // At most one word is left here for the widths blobs have; the loop stays because LLVM
         // then compiles the callers better: without it a trained micro query measured 9.27 M
-        // instead of 8.15 M instructions (`firmware-tests`).
+        // instead of 8.15 M instructions (`firmware-tests`, when it did every row).
         let (a4, a_rest) = a_tail.as_chunks::<4>();
         let (b4, b_rest) = b_tail.as_chunks::<4>();
         for (x, y) in a4.iter().zip(b4) {
@@ -129,39 +171,169 @@ mod dsp {
         total + dot_scalar(a_rest, b_rest)
     }
 
+    /// The widest input [`Widened`] holds: the micro preset's feed-forward and output width (the
+    /// small preset's 6 MiB of embeddings fit no board of this class). A wider input is
+    /// multiplied row by row with [`dot`]. Every value costs 2 bytes of stack.
+    const MAX_WIDENED: usize = 384;
+
+    /// An int8 input widened once for a whole matrix ([`Widened::widen`]): per word of four values, the SXTB16 of
+    /// bytes 0 and 2, then of bytes 1 and 3, the halfword pairs SMLAD takes (CMSIS-NN's
+    /// `read_and_pad_reordered`).
+    pub(super) struct Widened<'a, A> {
+        input: &'a [A],
+        halves: [u32; MAX_WIDENED / 2],
+        /// Groups of eight values widened (0 when `input` is too wide).
+        groups: usize,
+    }
+
+    impl<'a, A: Int8> Widened<'a, A> {
+        /// Empty: [`Widened::widen`] fills it in place (returning the array by value copied it
+        /// through a second stack slot).
+        pub(super) fn new(input: &'a [A]) -> Self {
+            Self { input, halves: [0; MAX_WIDENED / 2], groups: 0 }
+        }
+
+        pub(super) fn widen(&mut self) {
+            if self.input.len() <= MAX_WIDENED {
+                self.groups = self.input.len() / 8;
+                for (halves, &x) in
+                    self.halves.as_chunks_mut::<2>().0.iter_mut().zip(self.input.as_chunks::<4>().0)
+                {
+                    let x = word(x);
+                    *halves = [sxtb16(x), sxtb16_ror8(x)];
+                }
+            }
+        }
+
+        /// `[input · row]` for three rows, each at least as long as the input, in one assembly
+        /// loop: per eight values of each row one load, two SXTB16 and two SMLAD per word, and the
+        /// input's halfwords loaded once for the three rows (two LDRD): 34 instructions per 24
+        /// products. Three rows use exactly the twelve registers an `asm!` block can have here;
+        /// the same loop written in Rust left the compiler spilling accumulators to the stack
+        /// (32 instructions per 16 products with two rows, 35 with four).
+        pub(super) fn dot3<B: Int8>(&self, rows: [&[B]; 3]) -> [i32; 3] {
+            let input = self.input;
+            if self.groups == 0 || rows.iter().any(|r| r.len() < input.len()) {
+                return rows.map(|row| dot(input, row));
+            }
+            let (mut t0, mut t1, mut t2) = (0i32, 0i32, 0i32);
+            // SAFETY: the loop runs `groups` times and reads, per pass, four words of `halves`
+            // (`of` filled two per four input values, so `4 · groups` of them) and two words of
+            // every row (`8 · groups <= input.len()` bytes in all, which every row holds: checked
+            // above). `B` is a one-byte type, ARMv7-M loads words at any alignment, and `halves`
+            // is u32-aligned as LDRD needs. Registers only otherwise; `subs` sets the flags, so
+            // they are not declared preserved.
+            unsafe {
+                core::arch::asm!(
+                    "2:",
+                    "ldrd {xe}, {xo}, [{px}], #8",
+                    "ldr {w}, [{p0}], #4",
+                    "sxtb16 {t}, {w}",
+                    "smlad {t0}, {t}, {xe}, {t0}",
+                    "sxtb16 {w}, {w}, ror #8",
+                    "smlad {t0}, {w}, {xo}, {t0}",
+                    "ldr {w}, [{p1}], #4",
+                    "sxtb16 {t}, {w}",
+                    "smlad {t1}, {t}, {xe}, {t1}",
+                    "sxtb16 {w}, {w}, ror #8",
+                    "smlad {t1}, {w}, {xo}, {t1}",
+                    "ldr {w}, [{p2}], #4",
+                    "sxtb16 {t}, {w}",
+                    "smlad {t2}, {t}, {xe}, {t2}",
+                    "sxtb16 {w}, {w}, ror #8",
+                    "smlad {t2}, {w}, {xo}, {t2}",
+                    "ldrd {xe}, {xo}, [{px}], #8",
+                    "ldr {w}, [{p0}], #4",
+                    "sxtb16 {t}, {w}",
+                    "smlad {t0}, {t}, {xe}, {t0}",
+                    "sxtb16 {w}, {w}, ror #8",
+                    "smlad {t0}, {w}, {xo}, {t0}",
+                    "ldr {w}, [{p1}], #4",
+                    "sxtb16 {t}, {w}",
+                    "smlad {t1}, {t}, {xe}, {t1}",
+                    "sxtb16 {w}, {w}, ror #8",
+                    "smlad {t1}, {w}, {xo}, {t1}",
+                    "ldr {w}, [{p2}], #4",
+                    "sxtb16 {t}, {w}",
+                    "smlad {t2}, {t}, {xe}, {t2}",
+                    "sxtb16 {w}, {w}, ror #8",
+                    "smlad {t2}, {w}, {xo}, {t2}",
+                    "subs {n}, {n}, #1",
+                    "bne 2b",
+                    px = inout(reg) self.halves.as_ptr() => _,
+                    p0 = inout(reg) rows[0].as_ptr() => _,
+                    p1 = inout(reg) rows[1].as_ptr() => _,
+                    p2 = inout(reg) rows[2].as_ptr() => _,
+                    n = inout(reg) self.groups => _,
+                    xe = out(reg) _,
+                    xo = out(reg) _,
+                    w = out(reg) _,
+                    t = out(reg) _,
+                    t0 = inout(reg) t0,
+                    t1 = inout(reg) t1,
+                    t2 = inout(reg) t2,
+                    options(pure, readonly, nostack),
+                );
+            }
+            let tail = self.groups * 8;
+            let rest = input.get(tail..).unwrap_or_default();
+            let [r0, r1, r2] = rows.map(|r| r.get(tail..).unwrap_or_default());
+            [t0 + dot_scalar(rest, r0), t1 + dot_scalar(rest, r1), t2 + dot_scalar(rest, r2)]
+        }
+    }
+
+    /// `total + Σ` of the four byte-wise products of `a` and `b`.
+    #[inline(always)]
+    fn smlad4(total: i32, a: u32, b: u32) -> i32 {
+        let total = smlad(total, sxtb16(a), sxtb16(b));
+        smlad(total, sxtb16_ror8(a), sxtb16_ror8(b))
+    }
+
     /// Four int8 values as one little-endian word (one unaligned load on ARMv7-M).
     #[inline(always)]
     fn word<T: Int8>(x: [T; 4]) -> u32 {
         u32::from_le_bytes(x.map(Int8::byte))
     }
 
-    /// `total + Σ` of the four byte-wise products of `a` and `b`: SXTB16 sign-extends bytes 0
-    /// and 2 (and, rotated by 8, bytes 1 and 3) into two halfwords; SMLAD multiplies halfword
-    /// pairs and adds both products. `|product| <= 2¹⁴`, so nothing saturates or wraps.
+    /// Bytes 0 and 2, sign-extended into two halfwords (SMLAD then multiplies halfword pairs
+    /// and adds both products; `|product| <= 2¹⁴`, so nothing saturates or wraps).
     #[inline(always)]
-    fn smlad4(total: i32, a: u32, b: u32) -> i32 {
+    fn sxtb16(x: u32) -> u32 {
+        let out: u32;
+        // SAFETY: a register-only instruction every ARMv7E-M core has (the `dsp` feature is the
+        // caller's promise of such a core).
+        unsafe {
+            core::arch::asm!("sxtb16 {out}, {x}", x = in(reg) x, out = lateout(reg) out, options(pure, nomem, nostack))
+        };
+        out
+    }
+
+    /// Bytes 1 and 3, sign-extended into two halfwords.
+    #[inline(always)]
+    fn sxtb16_ror8(x: u32) -> u32 {
+        let out: u32;
+        // SAFETY: as in `sxtb16`.
+        unsafe {
+            core::arch::asm!("sxtb16 {out}, {x}, ror #8", x = in(reg) x, out = lateout(reg) out, options(pure, nomem, nostack))
+        };
+        out
+    }
+
+    /// `total +` both halfword products of `a` and `b`.
+    #[inline(always)]
+    fn smlad(total: i32, a: u32, b: u32) -> i32 {
         let out: i32;
-        // SAFETY: register-only instructions that every ARMv7E-M core has (the `dsp` feature is
-        // the caller's promise of such a core); no memory or stack access. SMLAD may set the
-        // sticky Q flag, which no Rust code reads.
+        // SAFETY: as in `sxtb16`. SMLAD may set the sticky Q flag, which no Rust code reads.
         unsafe {
             core::arch::asm!(
-                "sxtb16 {a_even}, {a}",
-                "sxtb16 {b_even}, {b}",
-                "sxtb16 {a_odd}, {a}, ror #8",
-                "sxtb16 {b_odd}, {b}, ror #8",
-                "smlad {total}, {a_even}, {b_even}, {total}",
-                "smlad {total}, {a_odd}, {b_odd}, {total}",
+                "smlad {out}, {a}, {b}, {total}",
                 a = in(reg) a,
                 b = in(reg) b,
-                a_even = out(reg) _,
-                b_even = out(reg) _,
-                a_odd = out(reg) _,
-                b_odd = out(reg) _,
-                total = inout(reg) total => out,
+                total = in(reg) total,
+                out = lateout(reg) out,
                 options(pure, nomem, nostack),
-            );
-        }
+            )
+        };
         out
     }
 }
@@ -173,7 +345,22 @@ pub(crate) fn f32s(bytes: &[u8]) -> impl Iterator<Item = f32> + '_ {
 
 /// The f16 values of little-endian bytes, widened to f32 (exact).
 pub(crate) fn f16s(bytes: &[u8]) -> impl Iterator<Item = f32> + '_ {
-    bytes.as_chunks::<2>().0.iter().map(|b| f16::from_le_bytes(*b).to_f32())
+    bytes.as_chunks::<2>().0.iter().map(|b| f16_to_f32(u16::from_le_bytes(*b)))
+}
+
+/// The f32 of f16 bits, exactly `half::f16::to_f32`: `half` has no fast path for ARMv7-M, and
+/// its portable one took 27 instructions per weight row's scale there (4% of a micro query).
+fn f16_to_f32(bits: u16) -> f32 {
+    let sign = u32::from(bits & 0x8000) << 16;
+    let exponent = u32::from((bits >> 10) & 0x1f);
+    let mantissa = u32::from(bits & 0x3ff);
+    let magnitude = match exponent {
+        // Subnormal: mantissa · 2⁻²⁴, exact in f32.
+        0 => (mantissa as f32 * (1.0 / 16_777_216.0)).to_bits(),
+        31 => 0x7f80_0000 | (mantissa << 13),
+        _ => ((exponent + 112) << 23) | (mantissa << 13),
+    };
+    f32::from_bits(sign | magnitude)
 }
 
 #[cfg(test)]
@@ -213,5 +400,38 @@ mod tests {
         let bytes: Vec<u8> = [1.5f32, -2.0].iter().flat_map(|v| v.to_le_bytes()).chain([7]).collect();
         assert_eq!(f32s(&bytes).collect::<Vec<_>>(), [1.5, -2.0]);
         assert_eq!(f16s(&f16::from_f32(0.25).to_le_bytes()).collect::<Vec<_>>(), [0.25]);
+    }
+
+    #[test]
+    fn rounding_is_to_nearest_with_ties_to_even() {
+        for (x, want) in
+            [(0.5, 0.0), (1.5, 2.0), (2.5, 2.0), (-0.5, 0.0), (-2.5, -2.0), (126.7, 127.0), (-3.2, -3.0)]
+        {
+            assert_eq!(round_ties_even(x), want, "{x}");
+        }
+        assert!(round_ties_even(f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn f16_widening_matches_half_on_every_bit_pattern() {
+        for bits in 0..=u16::MAX {
+            let (got, want) = (f16_to_f32(bits), f16::from_bits(bits).to_f32());
+            assert!(got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()), "{bits:#06x}");
+        }
+    }
+
+    #[test]
+    fn row_dots_are_dots_for_every_block_remainder_and_width() {
+        let value = |i: usize| u8::try_from((i * 37 + 11) % 251).unwrap_or(0).cast_signed();
+        for cols in [1, 3, 4, 8, 13, 48] {
+            for rows in 0..8 {
+                let input: Vec<i8> = (0..cols).map(|i| value(i * 5 + 1)).collect();
+                let values: Vec<u8> = (0..rows * cols + 2).map(|i| value(i).cast_unsigned()).collect();
+                let mut got = Vec::new();
+                for_each_row_dot(&input, &values, |d| got.push(d));
+                let want: Vec<i32> = values.chunks_exact(cols).map(|row| dot(&input, row)).collect();
+                assert_eq!(got, want, "{rows} rows of {cols}");
+            }
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! `otkd bench query`: what a query costs on the device's code path (the int8 runtime) next to
-//! the f32 candle student, on the same queries and documents.
+//! the f32 student (`Student::embed`, the hand-written forward pass), on the same queries and
+//! documents.
 
 use std::time::Instant;
 
@@ -127,7 +128,7 @@ fn report(
     );
     outln!("int8 runtime   median {runtime_us:>9.1} us per query (encode + search)");
     if let (Some(s), Some(r)) = (student_us, result.student_over_runtime) {
-        outln!("f32 student    median {s:>9.1} us per query (candle, batch of 1)");
+        outln!("f32 student    median {s:>9.1} us per query (batch of 1)");
         outln!("f32 / runtime  {r:.2}x");
     }
     Ok(())

@@ -452,8 +452,9 @@ impl<'a> Trainer<'a> {
         let config = &self.config.student;
         let refs: Vec<&TokenizedSentence> = indices.iter().map(|&i| &sentences[i]).collect();
         let batch = fused::PackedBatch::new(&refs, config.max_words);
-        let out =
-            fused::with_params(self.student.params().vars(), |p| fused::forward(config, p, &batch, tape))?;
+        let out = fused::with_params(self.student.params().vars(), |p| {
+            fused::forward(config, p, &batch, tape, true)
+        })?;
         let (n, o) = (batch.len(), config.out_dim);
         let tokens = Var::from_vec(out.token_states, (n, batch.words, o), &Device::Cpu)?;
         let sentence = Var::from_vec(out.sentence, (n, o), &Device::Cpu)?;

@@ -127,7 +127,8 @@ pub struct Tape {
 
 /// The student's output for a packed batch.
 pub struct Output {
-    /// `[n, words, out]` row-major, zero on padding rows (the candle path's layout).
+    /// `[n, words, out]` row-major, zero on padding rows (the candle path's layout); empty unless
+    /// asked for.
     pub token_states: Vec<f32>,
     /// `[n, out]`, L2-normalised.
     pub sentence: Vec<f32>,
@@ -402,8 +403,16 @@ pub fn with_params<R>(vars: &[Var], f: impl FnOnce(&[&[f32]]) -> R) -> candle_co
     Ok(f(&slices))
 }
 
-/// The student's forward pass on `batch` with parameters `p`, recording `tape`.
-pub fn forward(config: &StudentConfig, p: &[&[f32]], batch: &PackedBatch, tape: &mut Tape) -> Output {
+/// The student's forward pass on `batch` with parameters `p`, recording `tape`. Without
+/// `keep_token_states` the padded token states are not laid out (`Output::token_states` is
+/// empty): embedding alone needs only the sentences.
+pub fn forward(
+    config: &StudentConfig,
+    p: &[&[f32]],
+    batch: &PackedBatch,
+    tape: &mut Tape,
+    keep_token_states: bool,
+) -> Output {
     let (d, f, o, heads) = (config.dim, config.ffn, config.out_dim, config.heads);
     let rows = batch.rows();
     let n = batch.len();
@@ -459,14 +468,16 @@ pub fn forward(config: &StudentConfig, p: &[&[f32]], batch: &PackedBatch, tape: 
     add_bias(tokens, proj_b);
     tape.last = x;
     let words = batch.words;
-    let mut token_states = vec![0f32; n * words * o];
+    let mut token_states = if keep_token_states { vec![0f32; n * words * o] } else { Vec::new() };
     let mean = zeroed(&mut tape.mean, n * o);
     let norm = zeroed(&mut tape.norm, n);
     let mut sentence = vec![0f32; n * o];
     for b in 0..n {
         let (start, len) = (batch.offsets[b], batch.lengths[b]);
         let src = &tape.tokens[start * o..(start + len) * o];
-        token_states[b * words * o..(b * words + len) * o].copy_from_slice(src);
+        if keep_token_states {
+            token_states[b * words * o..(b * words + len) * o].copy_from_slice(src);
+        }
         let m = &mut mean[b * o..(b + 1) * o];
         add_column_sums(m, src);
         let count = len.max(1) as f32;
@@ -638,7 +649,7 @@ mod tests {
         let mut tape = Tape::default();
         let mut fused: Vec<Vec<f32>> = vars.iter().map(|v| vec![0f32; v.elem_count()]).collect();
         let out = with_params(vars, |p| {
-            let out = forward(&config, p, &packed, &mut tape);
+            let out = forward(&config, p, &packed, &mut tape, true);
             backward(&config, p, &packed, &mut tape, Some(&d_tokens), Some(&d_sentence), &mut fused);
             out
         })

@@ -530,14 +530,21 @@ impl Student {
     }
 
     /// Sentence embeddings of many tokenized sentences, `[n, out_dim]` row-major, without gradients.
+    ///
+    /// Runs the hand-written pass ([`fused::forward`]), which computes what [`Student::forward`]
+    /// does without building a graph: evaluation embeds the dev set every few hundred steps and
+    /// the test and CSLS reference sets at the end, and through candle's ops that took as long as
+    /// the training of a short run.
     pub fn embed(&self, sentences: &[TokenizedSentence], batch_size: usize) -> candle_core::Result<Vec<f32>> {
         let mut out = Vec::with_capacity(sentences.len() * self.config.out_dim);
+        let mut tape = fused::Tape::default();
         let refs: Vec<&TokenizedSentence> = sentences.iter().collect();
-        for chunk in refs.chunks(batch_size.max(1)) {
-            let batch = StudentBatch::new(chunk, self.config.max_words)?;
-            let emb = self.forward(&batch)?.sentence.detach();
-            out.extend(emb.flatten_all()?.to_vec1::<f32>()?);
-        }
+        fused::with_params(self.params.vars(), |p| {
+            for chunk in refs.chunks(batch_size.max(1)) {
+                let batch = fused::PackedBatch::new(chunk, self.config.max_words);
+                out.extend(fused::forward(&self.config, p, &batch, &mut tape, false).sentence);
+            }
+        })?;
         Ok(out)
     }
 
@@ -657,6 +664,21 @@ mod tests {
         assert!((norm - 1.0).abs() < 1e-4, "{norm}");
         let diff = alone.iter().zip(&padded[..384]).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
         assert!(diff < 1e-5, "padding changed the embedding by {diff}");
+    }
+
+    #[test]
+    fn embed_matches_the_candle_forward() {
+        let student = Student::new(Preset::Micro.config(384), 2).unwrap();
+        let texts = ["a dog", "", "a brown dog runs across the green field", "zwei Männer am Strand"];
+        let sentences: Vec<_> = texts.iter().map(|t| student.tokenize(t)).collect();
+        let refs: Vec<_> = sentences.iter().collect();
+        let batch = StudentBatch::new(&refs, student.config().max_words).unwrap();
+        let want: Vec<f32> =
+            student.forward(&batch).unwrap().sentence.flatten_all().unwrap().to_vec1().unwrap();
+        let got = student.embed(&sentences, 3).unwrap();
+        assert_eq!(got.len(), want.len());
+        let diff = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(diff < 1e-5, "embed differs from the candle forward by {diff}");
     }
 
     #[test]
