@@ -171,6 +171,32 @@ mod dsp {
         total + dot_scalar(a_rest, b_rest)
     }
 
+    /// One word (four values) of the input against three rows, for [`Widened::dot3`]'s loop
+    /// (twice per pass): the input's two halfword pairs, then per row a load, two SXTB16 and
+    /// two SMLAD.
+    macro_rules! four_values_of_three_rows {
+        () => {
+            concat!(
+                "ldrd {xe}, {xo}, [{px}], #8\n",
+                "ldr {w}, [{p0}], #4\n",
+                "sxtb16 {t}, {w}\n",
+                "smlad {t0}, {t}, {xe}, {t0}\n",
+                "sxtb16 {w}, {w}, ror #8\n",
+                "smlad {t0}, {w}, {xo}, {t0}\n",
+                "ldr {w}, [{p1}], #4\n",
+                "sxtb16 {t}, {w}\n",
+                "smlad {t1}, {t}, {xe}, {t1}\n",
+                "sxtb16 {w}, {w}, ror #8\n",
+                "smlad {t1}, {w}, {xo}, {t1}\n",
+                "ldr {w}, [{p2}], #4\n",
+                "sxtb16 {t}, {w}\n",
+                "smlad {t2}, {t}, {xe}, {t2}\n",
+                "sxtb16 {w}, {w}, ror #8\n",
+                "smlad {t2}, {w}, {xo}, {t2}\n",
+            )
+        };
+    }
+
     /// The widest input [`Widened`] holds: the micro preset's feed-forward and output width (the
     /// small preset's 6 MiB of embeddings fit no board of this class). A wider input is
     /// multiplied row by row with [`dot`]. Every value costs 2 bytes of stack.
@@ -226,38 +252,8 @@ mod dsp {
             unsafe {
                 core::arch::asm!(
                     "2:",
-                    "ldrd {xe}, {xo}, [{px}], #8",
-                    "ldr {w}, [{p0}], #4",
-                    "sxtb16 {t}, {w}",
-                    "smlad {t0}, {t}, {xe}, {t0}",
-                    "sxtb16 {w}, {w}, ror #8",
-                    "smlad {t0}, {w}, {xo}, {t0}",
-                    "ldr {w}, [{p1}], #4",
-                    "sxtb16 {t}, {w}",
-                    "smlad {t1}, {t}, {xe}, {t1}",
-                    "sxtb16 {w}, {w}, ror #8",
-                    "smlad {t1}, {w}, {xo}, {t1}",
-                    "ldr {w}, [{p2}], #4",
-                    "sxtb16 {t}, {w}",
-                    "smlad {t2}, {t}, {xe}, {t2}",
-                    "sxtb16 {w}, {w}, ror #8",
-                    "smlad {t2}, {w}, {xo}, {t2}",
-                    "ldrd {xe}, {xo}, [{px}], #8",
-                    "ldr {w}, [{p0}], #4",
-                    "sxtb16 {t}, {w}",
-                    "smlad {t0}, {t}, {xe}, {t0}",
-                    "sxtb16 {w}, {w}, ror #8",
-                    "smlad {t0}, {w}, {xo}, {t0}",
-                    "ldr {w}, [{p1}], #4",
-                    "sxtb16 {t}, {w}",
-                    "smlad {t1}, {t}, {xe}, {t1}",
-                    "sxtb16 {w}, {w}, ror #8",
-                    "smlad {t1}, {w}, {xo}, {t1}",
-                    "ldr {w}, [{p2}], #4",
-                    "sxtb16 {t}, {w}",
-                    "smlad {t2}, {t}, {xe}, {t2}",
-                    "sxtb16 {w}, {w}, ror #8",
-                    "smlad {t2}, {w}, {xo}, {t2}",
+                    four_values_of_three_rows!(),
+                    four_values_of_three_rows!(),
                     "subs {n}, {n}, #1",
                     "bne 2b",
                     px = inout(reg) self.halves.as_ptr() => _,
