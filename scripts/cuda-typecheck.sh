@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Type-checks and lints otkd-kernels with `--features cuda` on a machine without nvcc or a GPU.
+# Type-checks and lints otkd-kernels and otkd-host with `--features cuda` on a machine without
+# nvcc or a GPU.
 #
 # `--features cuda` turns on candle's CUDA backend, whose candle-kernels build script compiles
 # every candle kernel with nvcc; `cargo check` needs nothing else (no linking). This script
@@ -37,6 +38,6 @@ printf '\n[patch.crates-io]\ncandle-kernels = { path = "%s" }\n' "$work/candle-k
 cd "$work/repo"
 export CUDARC_CUDA_VERSION=13000 CUDA_COMPUTE_CAP=90
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${TMPDIR:-/tmp}/otkd-cuda-typecheck}"
-cargo check -p otkd-kernels --features cuda --all-targets
-cargo clippy -p otkd-kernels --features cuda --all-targets -- -D warnings
-echo "cuda-typecheck: otkd-kernels --features cuda type-checks and lints clean (candle's PTX stubbed)"
+cargo check -p otkd-kernels -p otkd-host --features cuda --all-targets
+cargo clippy -p otkd-kernels -p otkd-host --features cuda --all-targets -- -D warnings
+echo "cuda-typecheck: otkd-kernels and otkd-host --features cuda type-check and lint clean (candle's PTX stubbed)"

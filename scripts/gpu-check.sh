@@ -8,7 +8,8 @@
 #  3. runs the kernel benchmarks (kernels/benches/gpu.rs: Sinkhorn 256 x 64 x 64 and
 #     64 x 256 x 256, 100 iterations, and the KD losses, fused vs composed candle ops, with the
 #     measured copy bandwidth);
-#  4. (reserved) a short `otkd train --device cuda` run per method, see below;
+#  4. builds otkd with `--features cuda` and trains 200 steps per method on the GPU
+#     (`otkd train --device cuda`; data and teacher from OTKD_DATA / OTKD_TEACHER or the defaults);
 #  5. prints one table. Logs go to $OUT (the device tool's folder) or a temporary folder.
 # Needs cargo/rustc and the crates (the machine has no registry access: vendor them or carry
 # CARGO_HOME). One release build of candle with CUDA (its kernels through nvcc) dominates the
@@ -39,15 +40,12 @@ cargo test --release -q -p otkd-kernels --features cuda --test cuda_parity --tes
 echo "== kernel benchmarks"
 cargo bench -q -p otkd-kernels --features cuda --bench gpu 2>&1 | tee "$logs/bench.log"
 
-# == training on the GPU (reserved for the host wiring of `otkd train --device cuda`) ==========
-# Once the host has a `cuda` feature that enables `otkd-kernels/cuda`, add here, e.g.:
-#   cargo build --release -p otkd-host --features cuda
-#   for method in kd ot; do
-#       target/release/otkd train --device cuda --method $method --lang ay --steps 50 \
-#           --out "$logs/train-$method" 2>&1 | tee "$logs/train-$method.log"
-#   done
-# and a row per method (pairs/s, final loss) in the table below.
-# ===============================================================================================
+echo "== training on the GPU (otkd train --device cuda: the graph step, the CUDA kernels)"
+cargo build --release -p otkd-host --features cuda 2>&1 | tail -1
+for method in kd ot; do
+    (target/release/otkd train --device cuda --method "$method" --lang ay --steps 200 --eval-every 100 \
+        --out "$logs/train-$method" 2>&1 || echo "otkd train exited with $?") | tail -4 | tee "$logs/train-$method.log"
+done
 
 echo
 echo "== summary ($(cut -d, -f1 "$logs/gpu.txt" | head -1))"
@@ -58,3 +56,11 @@ grep -E "rel. error" "$logs/parity.log" | sed 's/^/| parity | /; s/$/ |/'
 grep -E "copy:" "$logs/bench.log" | sed 's/^/| bandwidth | /; s/$/ |/'
 echo
 grep -E "^\|" "$logs/bench.log"
+for method in kd ot; do
+    python3 - "$logs/train-$method/final.json" "$method" <<'PY' || echo "| train $method | no final.json |"
+import json, sys
+report = json.load(open(sys.argv[1]))
+last = report["checkpoints"][0]
+print(f"| train {sys.argv[2]} (GPU, 200 steps) | {report['pairs_per_second']:.0f} pairs/s, test X->en R@1 {last['test']['x_to_en']['r1']:.3f} |")
+PY
+done

@@ -11,7 +11,7 @@ use otkd::data::Split;
 use otkd::distill::losses::{KdVariant, LossConfig, Method};
 use otkd::distill::optim::AdamWConfig;
 use otkd::distill::trainer::{
-    EvalRecord, Init, Outcome, Progress, TrainConfig, TrainData, Trainer, files, read_metrics,
+    EvalRecord, Init, Outcome, Progress, StepPath, TrainConfig, TrainData, Trainer, files, read_metrics,
 };
 
 /// Stops the run (through the interrupt flag) once it reaches `stop_at`.
@@ -238,4 +238,44 @@ fn empty_bitext_is_an_error_not_a_division_by_zero() {
         .unwrap()
         .to_string();
     assert!(err.contains("no training pairs") && err.contains("20 skipped"), "{err}");
+}
+
+/// The graph path (what a GPU runs) against the fused CPU path, on the CPU: the same steps give
+/// the same losses and dev results, up to the float rounding of two ways of computing them.
+#[test]
+fn graph_step_path_trains_like_the_fused_path() {
+    for method in [Method::Kd, Method::Ot] {
+        let config = config(method, 20);
+        let data = data(&config);
+        let mut curves = Vec::new();
+        for path in [StepPath::Fused, StepPath::Graph] {
+            let out = run_dir(&format!("path-{method:?}-{path:?}"));
+            let (trainer, start) = Trainer::open(config.clone(), &data, &out, false).unwrap();
+            let mut trainer =
+                trainer.on_device(&candle_core::Device::Cpu).unwrap().with_step_path(path).unwrap();
+            let flag = AtomicBool::new(false);
+            let outcome =
+                trainer.run(start, &flag, &mut StopAt { stop_at: usize::MAX, flag: &flag }).unwrap();
+            assert!(matches!(outcome, Outcome::Finished(_)));
+            curves.push(read_metrics(&out.join(files::METRICS)).unwrap());
+            std::fs::remove_dir_all(out).unwrap();
+        }
+        let (fused, graph) = (&curves[0], &curves[1]);
+        assert_eq!(fused.len(), graph.len());
+        for (a, b) in fused.iter().zip(graph).skip(1) {
+            let (la, lb) = (a.loss.unwrap(), b.loss.unwrap());
+            assert!(
+                (la - lb).abs() <= 1e-5 * la.abs().max(1.0),
+                "{method:?} step {}: loss {la} vs {lb}",
+                a.step
+            );
+            assert!(
+                (a.dev_r1 - b.dev_r1).abs() <= 0.02,
+                "{method:?} step {}: dev R@1 {} vs {}",
+                a.step,
+                a.dev_r1,
+                b.dev_r1
+            );
+        }
+    }
 }

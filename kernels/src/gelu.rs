@@ -173,8 +173,14 @@ pub fn bias_gelu_erf(x: &Tensor, bias: &Tensor) -> Result<Tensor, KernelError> {
     fused().op("bias_gelu_erf")
 }
 
-/// Exact GELU of an f32 tensor, differentiable (see the [module docs](self)).
+/// Exact GELU of an f32 tensor, differentiable (see the [module docs](self)). On a GPU it is
+/// candle's own `gelu_erf` (an elementwise CUDA kernel with its backward in candle's autograd):
+/// the CPU slowness this op exists for is not a GPU's, and a test checks the two agree.
 pub fn gelu_erf(x: &Tensor) -> Result<Tensor, KernelError> {
+    crate::error::expect_supported_device(x, "gelu_erf")?;
+    if !x.device().is_cpu() {
+        return x.gelu_erf().op("gelu_erf");
+    }
     crate::error::expect_cpu_f32(&[x], "gelu_erf")?;
     x.contiguous().and_then(|x| x.apply_op1(GeluErf)).op("gelu_erf")
 }

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Result, bail};
+use candle_core::Device;
 
 use super::{Inputs, cached_english, open_cache, open_data, open_teacher, print_json, progress};
 use crate::cli::{DeviceArg, InitArg, PairsArg, TrainArgs};
@@ -85,16 +86,13 @@ impl crate::distill::trainer::Progress for TrainProgress {
 }
 
 pub fn run(inputs: &Inputs, args: &TrainArgs) -> Result<()> {
-    if args.device == DeviceArg::Cuda {
-        if cfg!(feature = "cuda") {
-            bail!(
-                "--device cuda: the CUDA kernels are built in, but the trainer does not place the student on the GPU yet"
-            );
-        }
-        bail!(
+    let device = match args.device {
+        DeviceArg::Cpu => Device::Cpu,
+        DeviceArg::Cuda if !cfg!(feature = "cuda") => bail!(
             "--device cuda: this otkd was built without CUDA support; rebuild with `cargo build --release -p otkd-host --features cuda`"
-        );
-    }
+        ),
+        DeviceArg::Cuda => cuda_device()?,
+    };
     if args.lang == Lang::En {
         bail!("--lang en: the student learns language X against English; pick another language");
     }
@@ -136,7 +134,8 @@ pub fn run(inputs: &Inputs, args: &TrainArgs) -> Result<()> {
     if prepared.tokenizer.lossy_sentences > 0 || prepared.tokenizer.long_runs > 0 {
         eprintln!("{}.{}: {}", Split::Train, config.lang, prepared.tokenizer);
     }
-    let (mut trainer, start) = Trainer::open(config.clone(), &prepared, &out, args.resume)?;
+    let (trainer, start) = Trainer::open(config.clone(), &prepared, &out, args.resume)?;
+    let mut trainer = trainer.on_device(&device)?;
     if let Some(spinner) = fitting {
         spinner.finish_and_clear();
     }
@@ -199,4 +198,20 @@ fn render_final(report: &FinalReport) -> String {
         }
     }
     out
+}
+
+/// GPU 0, or an error that says why not. cudarc panics instead of returning an error when the
+/// driver library is missing (`../shared/TOOLCHAIN.md`), so that panic is caught here.
+fn cuda_device() -> Result<Device> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let device = std::panic::catch_unwind(|| Device::new_cuda(0));
+    std::panic::set_hook(hook);
+    match device {
+        Ok(Ok(device)) => Ok(device),
+        Ok(Err(e)) => bail!("--device cuda: no usable GPU 0 ({e})"),
+        Err(_) => bail!(
+            "--device cuda: the CUDA driver library (libcuda) could not be loaded; is an NVIDIA driver installed?"
+        ),
+    }
 }

@@ -49,7 +49,8 @@ impl AdamWConfig {
 /// The update runs in place on each variable's storage, one pass per tensor (a candle
 /// [`InplaceOp1`]), with the moments kept as plain buffers: the same f32 arithmetic, operation
 /// for operation, as the candle-op formulation it replaced, without its dozen temporary tensors
-/// of every parameter's size per step.
+/// of every parameter's size per step. A variable on a GPU is copied to the host, updated there
+/// by the same code and copied back.
 pub struct AdamW {
     config: AdamWConfig,
     vars: Vec<Var>,
@@ -91,7 +92,13 @@ impl InplaceOp1 for Update<'_> {
             candle_core::bail!("adamw: contiguous parameters only");
         }
         let start = layout.start_offset();
-        let w = &mut data[start..start + layout.shape().elem_count()];
+        self.apply(&mut data[start..start + layout.shape().elem_count()])
+    }
+}
+
+impl Update<'_> {
+    /// The update of one parameter's values `w`.
+    fn apply(&self, w: &mut [f32]) -> candle_core::Result<()> {
         let (mut first, mut second) = (self.first.borrow_mut(), self.second.borrow_mut());
         if w.len() != self.grad.len() || w.len() != first.len() || w.len() != second.len() {
             candle_core::bail!("adamw: gradient or moments of the wrong size");
@@ -176,9 +183,29 @@ impl AdamW {
                 second: RefCell::new(self.second[i].as_mut_slice()),
                 k,
             };
-            var.as_tensor().inplace_op1(&update)?;
+            if var.device().is_cpu() {
+                var.as_tensor().inplace_op1(&update)?;
+            } else {
+                // A student on a GPU is updated on the host: the same f32 arithmetic on every
+                // device, and for the micro student 6 MB across the bus each way per step.
+                let mut w = var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
+                update.apply(&mut w)?;
+                var.set(&Tensor::from_vec(w, var.shape(), var.device())?)?;
+            }
         }
         Ok(StepInfo { grad_norm, lr })
+    }
+
+    /// The same optimiser state driving `vars` instead (the same parameters moved to another
+    /// device: same count and shapes, in the same order).
+    pub fn rebind(&mut self, vars: &[Var]) -> candle_core::Result<()> {
+        let same =
+            vars.len() == self.vars.len() && vars.iter().zip(&self.vars).all(|(a, b)| a.dims() == b.dims());
+        if !same {
+            candle_core::bail!("adamw: rebinding to variables of other shapes");
+        }
+        self.vars = vars.to_vec();
+        Ok(())
     }
 
     /// Moments as named tensors (`{name}.m`, `{name}.v`), for a checkpoint.

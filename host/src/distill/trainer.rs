@@ -24,7 +24,9 @@ use crate::distill::optim::{AdamW, AdamWConfig, StepInfo};
 use crate::eval::metrics::{BothDirections, both_directions};
 use crate::paths::write_atomically;
 use crate::rng::SplitMix64;
-use crate::student::{Preset, Student, StudentConfig, TokenizedSentence, TokenizerTotals, fused};
+use crate::student::{
+    Preset, Student, StudentBatch, StudentConfig, StudentOutput, TokenizedSentence, TokenizerTotals, fused,
+};
 use crate::teacher::TeacherOutputs;
 
 /// Everything that defines a run; stored in `config.json` and in every checkpoint.
@@ -186,6 +188,16 @@ struct Interval {
     sinkhorn_marginal_error: f64,
 }
 
+impl Interval {
+    /// One step's Sinkhorn statistics: the means over the batch's items.
+    fn set_sinkhorn(&mut self, iterations: &[u32], marginal_error: &[f32]) {
+        let mean = |sum: f64, n: usize| sum / n.max(1) as f64;
+        self.sinkhorn_iterations = mean(iterations.iter().map(|&i| f64::from(i)).sum(), iterations.len());
+        self.sinkhorn_marginal_error =
+            mean(marginal_error.iter().map(|&e| f64::from(e)).sum(), marginal_error.len());
+    }
+}
+
 /// The dev result of the best checkpoint so far.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BestDev {
@@ -304,7 +316,20 @@ pub struct Trainer<'a> {
     student: Student,
     optimizer: AdamW,
     out: PathBuf,
+    path: StepPath,
     fused: FusedState,
+}
+
+/// How a training step computes its gradient.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StepPath {
+    /// The hand-written student pass ([`crate::student::fused`]) around candle's graph of the
+    /// loss: the CPU's path (the default there).
+    Fused,
+    /// One candle graph from the student's inputs to the loss, differentiated by candle's
+    /// autograd, with the Sinkhorn and KD custom ops: the path of a GPU (where candle's ops and
+    /// the CUDA kernels run it), and on the CPU the reference the fused path is tested against.
+    Graph,
 }
 
 /// Buffers of the hand-written training pass ([`crate::student::fused`]), kept across steps.
@@ -324,7 +349,14 @@ struct Pass {
 }
 
 /// A step's loss, before its backward pass.
-struct StepForward {
+enum StepForward {
+    Fused(Box<FusedForward>),
+    /// The whole step's graph (see [`StepPath::Graph`]).
+    Graph(Tensor),
+}
+
+/// A fused step's loss: the graph of the loss from the student's outputs, and those outputs.
+struct FusedForward {
     total: Tensor,
     x: Pass,
     en: Option<Pass>,
@@ -343,8 +375,15 @@ impl<'a> Trainer<'a> {
     ) -> Result<(Self, RunStart)> {
         let student = Student::new(config.student, config.seed)?;
         let optimizer = AdamW::new(student.params().vars(), config.optimizer)?;
-        let mut trainer =
-            Self { config, data, student, optimizer, out: out.to_path_buf(), fused: FusedState::default() };
+        let mut trainer = Self {
+            config,
+            data,
+            student,
+            optimizer,
+            out: out.to_path_buf(),
+            path: StepPath::Fused,
+            fused: FusedState::default(),
+        };
         let last = out.join(files::LAST);
         if resume {
             let ckpt: checkpoint::Checkpoint<RunState> = checkpoint::load(&last)?;
@@ -414,6 +453,35 @@ impl<'a> Trainer<'a> {
         &self.student
     }
 
+    /// The same run with the student (and its optimiser) on `device`; a device other than the
+    /// CPU trains by [`StepPath::Graph`]. Checkpoints stay device-independent.
+    pub fn on_device(mut self, device: &Device) -> Result<Self> {
+        if device.same_device(self.student.device()) {
+            return Ok(self);
+        }
+        let student = Student::new_on(self.config.student, self.config.seed, device)?;
+        let weights =
+            self.student.params().iter().map(|(n, v)| (n.to_string(), v.as_tensor().clone())).collect();
+        student
+            .load_weights(&weights)
+            .map_err(|e| anyhow::anyhow!("moving the student to {device:?}: {e}"))?;
+        self.optimizer.rebind(student.params().vars())?;
+        self.student = student;
+        if !device.is_cpu() {
+            self.path = StepPath::Graph;
+        }
+        Ok(self)
+    }
+
+    /// The same run with steps computed by `path`.
+    pub fn with_step_path(mut self, path: StepPath) -> Result<Self> {
+        if path == StepPath::Fused && !self.student.device().is_cpu() {
+            bail!("the fused training step runs on the CPU only; a GPU trains by the graph path");
+        }
+        self.path = path;
+        Ok(self)
+    }
+
     fn save(&self, path: &Path, state: &RunState, with_optimizer: bool) -> Result<()> {
         for (name, var) in self.student.params().iter() {
             let finite = var.as_tensor().flatten_all()?.to_vec1::<f32>()?.iter().all(|v| v.is_finite());
@@ -425,8 +493,12 @@ impl<'a> Trainer<'a> {
                 );
             }
         }
-        let mut tensors: Vec<(String, Tensor)> =
-            self.student.params().iter().map(|(n, v)| (n.to_string(), v.as_tensor().clone())).collect();
+        let mut tensors: Vec<(String, Tensor)> = self
+            .student
+            .params()
+            .iter()
+            .map(|(n, v)| Ok((n.to_string(), v.as_tensor().to_device(&Device::Cpu)?)))
+            .collect::<candle_core::Result<_>>()?;
         if with_optimizer {
             let mut moments: Vec<_> =
                 self.optimizer.state_tensors(&self.param_names())?.into_iter().collect();
@@ -462,41 +534,62 @@ impl<'a> Trainer<'a> {
     }
 
     fn step_loss(&mut self, step: usize) -> Result<(StepForward, Interval)> {
-        let data = self.data;
-        let (n, batch) = (data.x.len(), self.config.batch);
+        let (n, batch) = (self.data.x.len(), self.config.batch);
         let indices: Vec<usize> =
             (0..batch).map(|k| batch_index(self.config.seed, n, step * batch + k)).collect();
+        match self.path {
+            StepPath::Fused => self.step_loss_fused(&indices),
+            StepPath::Graph => self.step_loss_graph(&indices),
+        }
+    }
+
+    /// The KD term of the batch `indices` from the student's sentence embeddings of X (and of
+    /// English, when the English term is on), with its value.
+    fn kd_term(&self, indices: &[usize], x: &Tensor, en: Option<&Tensor>) -> Result<(Tensor, f64)> {
+        let data = self.data;
+        let lines: Vec<usize> = indices.iter().map(|&i| data.lines[i]).collect();
+        let teacher_en = Tensor::from_vec(
+            data.teacher.embeddings_of(&lines),
+            (indices.len(), data.teacher.dim),
+            x.device(),
+        )?;
+        let loss = self.config.loss;
+        let kd = kd_loss(
+            x,
+            &teacher_en,
+            en.map(|en| (en, loss.english_weight)),
+            loss.kd_variant,
+            loss.temperature,
+        )?;
+        let value = f64::from(kd.to_scalar::<f32>()?);
+        Ok((kd, value))
+    }
+
+    fn step_loss_fused(&mut self, indices: &[usize]) -> Result<(StepForward, Interval)> {
+        let data = self.data;
+        let batch = indices.len();
         let mut tape = std::mem::take(&mut self.fused.tape_x);
-        let x = self.pass(&data.x, &indices, &mut tape);
+        let x = self.pass(&data.x, indices, &mut tape);
         self.fused.tape_x = tape;
         let x = x?;
         let loss_cfg = self.config.loss;
         let en = if loss_cfg.english_weight > 0.0 {
             let mut tape = std::mem::take(&mut self.fused.tape_en);
-            let en = self.pass(&data.en, &indices, &mut tape);
+            let en = self.pass(&data.en, indices, &mut tape);
             self.fused.tape_en = tape;
             Some(en?)
         } else {
             None
         };
-        let dim = data.teacher.dim;
-        let lines: Vec<usize> = indices.iter().map(|&i| data.lines[i]).collect();
-        let teacher_rows = data.teacher.embeddings_of(&lines);
-        let teacher_en = Tensor::from_vec(teacher_rows, (batch, dim), &Device::Cpu)?;
-        let kd = kd_loss(
-            x.sentence.as_tensor(),
-            &teacher_en,
-            en.as_ref().map(|en| (en.sentence.as_tensor(), loss_cfg.english_weight)),
-            loss_cfg.kd_variant,
-            loss_cfg.temperature,
-        )?;
-        let kd_value = f64::from(kd.to_scalar::<f32>()?);
+        let (kd, kd_value) =
+            self.kd_term(indices, x.sentence.as_tensor(), en.as_ref().map(|en| en.sentence.as_tensor()))?;
         let mut interval = Interval { steps: 1, kd: kd_value, ..Interval::default() };
         let mut ot_gradient = None;
         let total = match self.config.method {
             Method::Kd => kd,
             Method::Ot => {
-                let (states, longest, lengths) = self.teacher_token_states(&indices)?;
+                let (states, longest, lengths) = self.teacher_token_states(indices)?;
+                let dim = data.teacher.dim;
                 let (iterations, marginal_error, total) = if loss_cfg.ot_unrolled {
                     let states = Tensor::from_vec(states, (batch, longest, dim), &Device::Cpu)?;
                     let ot = ot_term(&states, &lengths, x.tokens.as_tensor(), &x.batch.lengths, &loss_cfg)?;
@@ -519,22 +612,54 @@ impl<'a> Trainer<'a> {
                     ot_gradient = Some(ot.grad);
                     (ot.iterations, ot.marginal_error, (kd * loss_cfg.ot_kd_weight)?)
                 };
-                interval.sinkhorn_iterations =
-                    iterations.iter().map(|&i| f64::from(i)).sum::<f64>() / iterations.len().max(1) as f64;
-                interval.sinkhorn_marginal_error = marginal_error.iter().map(|&e| f64::from(e)).sum::<f64>()
-                    / marginal_error.len().max(1) as f64;
+                interval.set_sinkhorn(&iterations, &marginal_error);
                 total
             }
         };
         let graph_loss = f64::from(total.to_scalar::<f32>()?);
         interval.loss = graph_loss + if ot_gradient.is_some() { interval.ot } else { 0.0 };
-        Ok((StepForward { total, x, en, ot_gradient }, interval))
+        Ok((StepForward::Fused(Box::new(FusedForward { total, x, en, ot_gradient })), interval))
     }
 
-    /// The backward pass of a step (candle's autograd through the loss down to the student's
-    /// outputs, then the hand-written pass through the student) and the optimiser's update.
+    fn step_loss_graph(&mut self, indices: &[usize]) -> Result<(StepForward, Interval)> {
+        let data = self.data;
+        let config = &self.config.student;
+        let forward = |sentences: &[TokenizedSentence]| -> Result<(StudentBatch, StudentOutput)> {
+            let refs: Vec<&TokenizedSentence> = indices.iter().map(|&i| &sentences[i]).collect();
+            let batch = StudentBatch::new(&refs, config.max_words)?;
+            let out = self.student.forward(&batch)?;
+            Ok((batch, out))
+        };
+        let (x_batch, x) = forward(&data.x)?;
+        let loss_cfg = self.config.loss;
+        let en = if loss_cfg.english_weight > 0.0 { Some(forward(&data.en)?.1) } else { None };
+        let (kd, kd_value) = self.kd_term(indices, &x.sentence, en.as_ref().map(|en| &en.sentence))?;
+        let mut interval = Interval { steps: 1, kd: kd_value, ..Interval::default() };
+        let total = match self.config.method {
+            Method::Kd => kd,
+            Method::Ot => {
+                let (states, longest, lengths) = self.teacher_token_states(indices)?;
+                let shape = (indices.len(), longest, data.teacher.dim);
+                let states = Tensor::from_vec(states, shape, self.student.device())?;
+                let ot = ot_term(&states, &lengths, &x.token_states, &x_batch.lengths, &loss_cfg)?;
+                interval.ot = f64::from(ot.loss.to_scalar::<f32>()?);
+                interval.set_sinkhorn(&ot.iterations, &ot.marginal_error);
+                (ot.loss + (kd * loss_cfg.ot_kd_weight)?)?
+            }
+        };
+        interval.loss = f64::from(total.to_scalar::<f32>()?);
+        Ok((StepForward::Graph(total), interval))
+    }
+
+    /// The backward pass of a step and the optimiser's update. Fused: candle's autograd through
+    /// the loss down to the student's outputs, then the hand-written pass through the student.
+    /// Graph: candle's autograd through everything.
     fn step_update(&mut self, forward: StepForward) -> Result<StepInfo> {
-        let grads = forward.total.backward()?;
+        let FusedForward { total, x, en, ot_gradient } = match forward {
+            StepForward::Graph(total) => return Ok(self.optimizer.step(&total.backward()?)?),
+            StepForward::Fused(fused) => *fused,
+        };
+        let grads = total.backward()?;
         let vars = self.student.params().vars();
         let fused = &mut self.fused;
         fused.grads.resize_with(vars.len(), Vec::new);
@@ -546,12 +671,11 @@ impl<'a> Trainer<'a> {
             Ok(grads.get(var.as_tensor()).map(|g| g.flatten_all()?.to_vec1::<f32>()).transpose()?)
         };
         let config = &self.config.student;
-        for (pass, tape) in [(Some(&forward.x), &mut fused.tape_x), (forward.en.as_ref(), &mut fused.tape_en)]
-        {
+        for (pass, tape) in [(Some(&x), &mut fused.tape_x), (en.as_ref(), &mut fused.tape_en)] {
             let Some(pass) = pass else { continue };
             let (mut d_tokens, d_sentence) = (gradient(&pass.tokens)?, gradient(&pass.sentence)?);
-            if std::ptr::eq(pass, &forward.x)
-                && let Some(ot) = &forward.ot_gradient
+            if std::ptr::eq(pass, &x)
+                && let Some(ot) = &ot_gradient
             {
                 match &mut d_tokens {
                     Some(d) => d.iter_mut().zip(ot).for_each(|(a, &b)| *a += b),

@@ -294,20 +294,22 @@ impl ParamStore {
 struct Init<'a> {
     store: &'a mut ParamStore,
     rng: SplitMix64,
+    /// Where the variables live (the values are drawn on the host either way).
+    device: &'a Device,
 }
 
 impl Init<'_> {
     fn normal(&mut self, name: String, shape: (usize, usize), std: f64) -> candle_core::Result<Var> {
         let data = self.rng.normal_vec(shape.0 * shape.1, std);
-        self.store.add(name, Tensor::from_vec(data, shape, &Device::Cpu)?)
+        self.store.add(name, Tensor::from_vec(data, shape, self.device)?)
     }
 
     fn zeros(&mut self, name: String, shape: (usize, usize)) -> candle_core::Result<Var> {
-        self.store.add(name, Tensor::zeros(shape, DType::F32, &Device::Cpu)?)
+        self.store.add(name, Tensor::zeros(shape, DType::F32, self.device)?)
     }
 
     fn constant(&mut self, name: String, len: usize, value: f32) -> candle_core::Result<Var> {
-        self.store.add(name, Tensor::from_vec(vec![value; len], len, &Device::Cpu)?)
+        self.store.add(name, Tensor::from_vec(vec![value; len], len, self.device)?)
     }
 
     fn dense(&mut self, name: &str, fan_in: usize, fan_out: usize) -> candle_core::Result<Dense> {
@@ -468,8 +470,13 @@ pub struct Student {
 impl Student {
     /// A freshly initialised student; the same seed gives the same weights.
     pub fn new(config: StudentConfig, seed: u64) -> candle_core::Result<Self> {
+        Self::new_on(config, seed, &Device::Cpu)
+    }
+
+    /// [`Student::new`] with its weights on `device` (the same values on every device).
+    pub fn new_on(config: StudentConfig, seed: u64, device: &Device) -> candle_core::Result<Self> {
         let mut params = ParamStore::default();
-        let mut init = Init { store: &mut params, rng: SplitMix64::new(seed, "student-init") };
+        let mut init = Init { store: &mut params, rng: SplitMix64::new(seed, "student-init"), device };
         let d = config.dim;
         let embeddings = init.normal("embeddings".into(), (config.tokenizer.buckets as usize, d), 0.1)?;
         let positions = init.zeros("positions".into(), (config.max_words, d))?;
@@ -497,6 +504,11 @@ impl Student {
         &self.config
     }
 
+    /// Where the weights live.
+    pub fn device(&self) -> &Device {
+        self.embeddings.device()
+    }
+
     /// The trainable tensors, in a fixed order.
     pub fn params(&self) -> &ParamStore {
         &self.params
@@ -510,19 +522,21 @@ impl Student {
     /// Runs the encoder on a batch.
     pub fn forward(&self, batch: &StudentBatch) -> candle_core::Result<StudentOutput> {
         let (n, words, d) = (batch.len(), batch.words, self.config.dim);
-        let gathered = self.embeddings.as_tensor().index_select(&batch.feature_ids, 0)?;
-        let bags = Tensor::zeros((n * words, d), DType::F32, &Device::Cpu)?
-            .index_add(&batch.feature_slots, &gathered, 0)?
+        let device = self.device();
+        let gathered = self.embeddings.as_tensor().index_select(&batch.feature_ids.to_device(device)?, 0)?;
+        let bags = Tensor::zeros((n * words, d), DType::F32, device)?
+            .index_add(&batch.feature_slots.to_device(device)?, &gathered, 0)?
             .reshape((n, words, d))?;
         let mut x = bags.broadcast_add(&self.positions.as_tensor().narrow(0, 0, words)?)?;
+        let attention_bias = batch.attention_bias.to_device(device)?;
         for layer in &self.layers {
-            x = layer.forward(&x, &batch.attention_bias, self.config.heads)?;
+            x = layer.forward(&x, &attention_bias, self.config.heads)?;
         }
         let token_states =
             self.projection.forward(&x.reshape((n * words, d))?)?.reshape((n, words, self.config.out_dim))?;
-        let mask = batch.word_mask.unsqueeze(2)?;
+        let mask = batch.word_mask.to_device(device)?.unsqueeze(2)?;
         let counts: Vec<f32> = batch.lengths.iter().map(|&l| l.max(1) as f32).collect();
-        let counts = Tensor::from_vec(counts, (n, 1), &Device::Cpu)?;
+        let counts = Tensor::from_vec(counts, (n, 1), device)?;
         let mean = token_states.broadcast_mul(&mask)?.sum(1)?.broadcast_div(&counts)?;
         // sqrt(|mean|² + 1e-12): finite gradient for an empty sentence's zero mean.
         let norm = (mean.sqr()?.sum_keepdim(1)? + 1e-12)?.sqrt()?;
@@ -531,14 +545,21 @@ impl Student {
 
     /// Sentence embeddings of many tokenized sentences, `[n, out_dim]` row-major, without gradients.
     ///
-    /// Runs the hand-written pass ([`fused::forward`]), which computes what [`Student::forward`]
-    /// does without building a graph: evaluation embeds the dev set every few hundred steps and
-    /// the test and CSLS reference sets at the end, and through candle's ops that took as long as
-    /// the training of a short run.
+    /// On the CPU it runs the hand-written pass ([`fused::forward`]), which computes what
+    /// [`Student::forward`] does without building a graph: evaluation embeds the dev set every
+    /// few hundred steps and the test and CSLS reference sets at the end, and through candle's
+    /// ops that took as long as the training of a short run. On a GPU it is [`Student::forward`].
     pub fn embed(&self, sentences: &[TokenizedSentence], batch_size: usize) -> candle_core::Result<Vec<f32>> {
         let mut out = Vec::with_capacity(sentences.len() * self.config.out_dim);
-        let mut tape = fused::Tape::default();
         let refs: Vec<&TokenizedSentence> = sentences.iter().collect();
+        if !self.device().is_cpu() {
+            for chunk in refs.chunks(batch_size.max(1)) {
+                let batch = StudentBatch::new(chunk, self.config.max_words)?;
+                out.extend(self.forward(&batch)?.sentence.detach().flatten_all()?.to_vec1::<f32>()?);
+            }
+            return Ok(out);
+        }
+        let mut tape = fused::Tape::default();
         fused::with_params(self.params.vars(), |p| {
             for chunk in refs.chunks(batch_size.max(1)) {
                 let batch = fused::PackedBatch::new(chunk, self.config.max_words);
@@ -603,10 +624,10 @@ impl Student {
         let scale = if square > 0.0 { (words as f64 / square).sqrt() as f32 } else { 1.0 };
         embeddings.iter_mut().for_each(|e| *e *= scale);
         projection.iter_mut().for_each(|p| *p /= scale);
-        let cpu = &Device::Cpu;
-        self.embeddings.set(&Tensor::from_vec(embeddings, (buckets, d), cpu)?)?;
-        self.projection.weight.set(&Tensor::from_vec(projection, (d, out), cpu)?)?;
-        self.projection.bias.set(&Tensor::zeros(out, DType::F32, cpu)?)?;
+        let device = self.device();
+        self.embeddings.set(&Tensor::from_vec(embeddings, (buckets, d), device)?)?;
+        self.projection.weight.set(&Tensor::from_vec(projection, (d, out), device)?)?;
+        self.projection.bias.set(&Tensor::zeros(out, DType::F32, device)?)?;
         Ok(())
     }
 
@@ -631,7 +652,7 @@ impl Student {
             if !finite {
                 return Err(format!("tensor {name:?} holds NaN or Inf"));
             }
-            var.set(&t).map_err(|e| e.to_string())?;
+            var.set(&t.to_device(var.device()).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
         }
         Ok(())
     }
