@@ -18,7 +18,7 @@ pub enum ExperimentPreset {
     /// ay and cs, both starts, 2 seeds, short budgets (under 15 minutes on 2 cores).
     Quick,
     /// cs, ay, gn, qu x both starts x 3 seeds; a random-start bitext sweep (500 / 1k / 5k pairs) on ay, gn,
-    /// qu x 3 seeds; de, fr, es with one seed (about 90 minutes on 2 cores).
+    /// qu x 3 seeds; de, fr, es with one seed (about an hour on 2 cores).
     Full,
 }
 
