@@ -100,7 +100,7 @@ pub(crate) fn dot<A: Int8, B: Int8>(a: &[A], b: &[B]) -> i32 {
     }
 }
 
-/// Rows of a matrix that [`row_dots`] multiplies together.
+/// Rows of a matrix that [`for_each_row_dot`] multiplies together.
 const BLOCK: usize = 3;
 
 /// Calls `f` with `input · row` for every row of the row-major matrix `values` (`input.len()`
@@ -202,9 +202,9 @@ mod dsp {
     /// multiplied row by row with [`dot`]. Every value costs 2 bytes of stack.
     const MAX_WIDENED: usize = 384;
 
-    /// An int8 input widened once for a whole matrix ([`Widened::widen`]): per word of four values, the SXTB16 of
-    /// bytes 0 and 2, then of bytes 1 and 3, the halfword pairs SMLAD takes (CMSIS-NN's
-    /// `read_and_pad_reordered`).
+    /// An int8 input widened once for a whole matrix ([`Widened::widen`]): per word of four
+    /// values, the SXTB16 of bytes 0 and 2, then of bytes 1 and 3, the halfword pairs SMLAD takes
+    /// (CMSIS-NN's `read_and_pad_reordered`).
     pub(super) struct Widened<'a, A> {
         input: &'a [A],
         halves: [u32; MAX_WIDENED / 2],
@@ -219,6 +219,7 @@ mod dsp {
             Self { input, halves: [0; MAX_WIDENED / 2], groups: 0 }
         }
 
+        /// Widens the input (a no-op for one wider than [`MAX_WIDENED`]).
         pub(super) fn widen(&mut self) {
             if self.input.len() <= MAX_WIDENED {
                 self.groups = self.input.len() / 8;
@@ -244,7 +245,7 @@ mod dsp {
             }
             let (mut t0, mut t1, mut t2) = (0i32, 0i32, 0i32);
             // SAFETY: the loop runs `groups` times and reads, per pass, four words of `halves`
-            // (`of` filled two per four input values, so `4 · groups` of them) and two words of
+            // (`widen` filled two per four input values, so `4 · groups` of them) and two words of
             // every row (`8 · groups <= input.len()` bytes in all, which every row holds: checked
             // above). `B` is a one-byte type, ARMv7-M loads words at any alignment, and `halves`
             // is u32-aligned as LDRD needs. Registers only otherwise; `subs` sets the flags, so
