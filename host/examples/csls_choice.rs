@@ -13,8 +13,8 @@ mod common;
 use anyhow::Result;
 use otkd::data::Split;
 use otkd::eval::metrics::{both_directions, both_directions_csls, hubness};
-use otkd::eval::ridge::{RidgeConfig, fit};
 use otkd::rng::SplitMix64;
+use otkd::student::ridge::{RidgeConfig, fit};
 
 const KS: [usize; 6] = [1, 3, 5, 10, 20, 50];
 const REFERENCE_SIZES: [usize; 4] = [1000, 5000, 10000, 29000];

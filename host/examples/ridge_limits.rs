@@ -17,9 +17,9 @@ mod common;
 use anyhow::{Context, Result};
 use otkd::data::{Bitext, Split};
 use otkd::eval::metrics::{hubness, metrics_from_ranks, ranks_csls, retrieval};
-use otkd::eval::ridge::{RidgeConfig, RidgeStudent, fit, fit_low_rank, sentence_features};
 use otkd::eval::{CSLS_K, CSLS_TRAIN_REFERENCE};
 use otkd::rng::SplitMix64;
+use otkd::student::ridge::{RidgeConfig, RidgeStudent, fit, fit_low_rank, sentence_features};
 use otkd::teacher::TeacherOutputs;
 use otkd_runtime::TokenizerConfig;
 

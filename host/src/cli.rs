@@ -1,13 +1,114 @@
-//! Command-line flags. These structs hold validated input only; `app` opens files and runs.
+//! Command-line flags. These structs hold validated input only (every number range-checked
+//! when parsed); [`crate::commands`] opens files and runs. Clap derives live only here: each
+//! library enum a flag chooses has a CLI twin with a `From` impl, and [`TrainArgs::config`]
+//! turns flags into the library's [`TrainConfig`] in one place.
 
 use std::path::PathBuf;
 
+use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 
 use crate::data::{Lang, Split};
-use crate::distill::losses::{KdVariant, Method};
-use crate::experiment::plan::{ExperimentPreset, Start};
+use crate::distill::config::{DEFAULT_RIDGE_LAMBDA, Start, TrainConfig};
+use crate::distill::losses::{KdVariant, LossConfig, Method};
+use crate::distill::optim::AdamWConfig;
+use crate::distill::run_dir::CheckpointKind;
+use crate::experiment::plan::ExperimentPreset;
 use crate::student::Preset;
+
+/// Sentences per teacher batch when the cache must be filled (every command's default).
+pub const DEFAULT_TEACHER_BATCH: u32 = 64;
+/// Training pairs per step (`otkd train` and `otkd bench train`).
+pub const DEFAULT_BATCH: u32 = 64;
+
+/// A flag's copy of a library enum (same variants), so clap stays out of the library.
+macro_rules! cli_enum {
+    ($(#[$meta:meta])* $name:ident => $lib:ident { $($(#[$variant_meta:meta])* $variant:ident),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+        pub enum $name {
+            $($(#[$variant_meta])* $variant),+
+        }
+
+        impl From<$name> for $lib {
+            fn from(arg: $name) -> Self {
+                match arg {
+                    $($name::$variant => $lib::$variant),+
+                }
+            }
+        }
+    };
+}
+
+cli_enum! {
+    /// `--method`.
+    MethodArg => Method {
+        /// Optimal-transport token alignment + lambda x KD.
+        Ot,
+        /// Teacher-student KD on sentence embeddings.
+        Kd,
+    }
+}
+
+cli_enum! {
+    /// `--kd-variant`.
+    KdVariantArg => KdVariant {
+        /// Embedding MSE only.
+        Mse,
+        /// MSE + in-batch similarity KL.
+        Kl,
+        /// MSE + InfoNCE over the batch, both directions.
+        Infonce,
+    }
+}
+
+cli_enum! {
+    /// `--preset` of a student.
+    PresetArg => Preset {
+        /// <= 1.5 M parameters (the device preset).
+        Micro,
+        /// <= 8 M parameters.
+        Small,
+    }
+}
+
+cli_enum! {
+    /// `--preset` of an experiment.
+    ExperimentPresetArg => ExperimentPreset {
+        /// ay and cs, both starts, 2 seeds, short budgets.
+        Quick,
+        /// cs, ay, gn, qu x both starts x 3 seeds, a bitext sweep, de/fr/es.
+        Full,
+    }
+}
+
+cli_enum! {
+    /// `--init` / `--inits`: where the weights start.
+    StartArg => Start {
+        /// The reduced-rank closed-form ridge fit.
+        Ridge,
+        /// Seeded random weights.
+        Random,
+    }
+}
+
+/// `--checkpoint`: which checkpoint of a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum CheckpointArg {
+    /// The checkpoint with the best dev R@1, step 0 included (`checkpoint-best.safetensors`).
+    Best,
+    /// The last checkpoint (`checkpoint-last.safetensors`).
+    Last,
+}
+
+impl From<CheckpointArg> for CheckpointKind {
+    fn from(arg: CheckpointArg) -> Self {
+        match arg {
+            CheckpointArg::Best => CheckpointKind::BestDev,
+            CheckpointArg::Last => CheckpointKind::Last,
+        }
+    }
+}
 
 /// otkd: distil a tiny multilingual retriever from an English teacher, with optimal transport
 /// or classic knowledge distillation, and ship it to microcontrollers.
@@ -77,17 +178,17 @@ pub struct ExperimentArgs {
     /// The grid: quick (ay, cs; both starts; 2 seeds; under 15 minutes on 2 cores) or full (cs,
     /// ay, gn, qu x 3 seeds; a 500 / 1000 / 5000-pair sweep on ay, gn, qu (random start); de, fr, es with one
     /// seed; under 90 minutes on 2 cores).
-    #[arg(long, value_enum, default_value_t = ExperimentPreset::Quick)]
-    pub preset: ExperimentPreset,
+    #[arg(long, value_enum, default_value_t = ExperimentPresetArg::Quick)]
+    pub preset: ExperimentPresetArg,
     /// Keep only these languages (one the preset lacks joins its main grid).
     #[arg(long, value_delimiter = ',')]
     pub langs: Option<Vec<Lang>>,
     /// Methods to compare.
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Method::Ot, Method::Kd])]
-    pub methods: Vec<Method>,
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [MethodArg::Ot, MethodArg::Kd])]
+    pub methods: Vec<MethodArg>,
     /// Starting weights: random, ridge (the closed-form fit), or both.
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Start::Random, Start::Ridge])]
-    pub inits: Vec<Start>,
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [StartArg::Random, StartArg::Ridge])]
+    pub inits: Vec<StartArg>,
     /// Seeds per configuration, 1 to 100 (replaces the preset's; higher-resource languages keep one).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100))]
     pub seeds: Option<u64>,
@@ -101,16 +202,16 @@ pub struct ExperimentArgs {
     #[arg(long, requires = "steps", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub eval_every: Option<u32>,
     /// Sentence-level KD term of both methods.
-    #[arg(long, value_enum, default_value_t = KdVariant::Infonce)]
-    pub kd_variant: KdVariant,
+    #[arg(long, value_enum, default_value_t = KdVariantArg::Infonce)]
+    pub kd_variant: KdVariantArg,
     /// Weight of KD's English term (0: the student never sees English).
     #[arg(long, default_value_t = 0.0, value_parser = non_negative_f64)]
     pub english_weight: f64,
-    /// Experiment directory [default: results/<preset>].
+    /// Experiment directory [default: results/PRESET].
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Teacher batch size when the cache must be filled.
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    #[arg(long, default_value_t = DEFAULT_TEACHER_BATCH, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub teacher_batch: u32,
     /// Print summary.json instead of the headline.
     #[arg(long)]
@@ -149,8 +250,8 @@ pub struct ExportArgs {
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
     /// Which checkpoint to export.
-    #[arg(long, value_enum, default_value_t = crate::export::Checkpoint::Best)]
-    pub checkpoint: crate::export::Checkpoint,
+    #[arg(long, value_enum, default_value_t = CheckpointArg::Best)]
+    pub checkpoint: CheckpointArg,
     /// Split whose English captions form the document index (ids = 0-based caption lines).
     #[arg(long, default_value_t = Split::Test2016Flickr)]
     pub index_split: Split,
@@ -203,8 +304,8 @@ pub struct EvalBlobArgs {
     #[arg(long, value_name = "DIR")]
     pub run: Option<PathBuf>,
     /// Which checkpoint of --run to compare with.
-    #[arg(long, value_enum, default_value_t = crate::export::Checkpoint::Best)]
-    pub checkpoint: crate::export::Checkpoint,
+    #[arg(long, value_enum, default_value_t = CheckpointArg::Best)]
+    pub checkpoint: CheckpointArg,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -243,7 +344,7 @@ pub struct EncodeArgs {
     #[arg(long, value_delimiter = ',', default_values_t = [Split::Train, Split::Val, Split::Test2016Flickr])]
     pub splits: Vec<Split>,
     /// Sentences per batch (sentences of equal token length are batched together).
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    #[arg(long, default_value_t = DEFAULT_TEACHER_BATCH, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub batch: u32,
     /// Print a JSON summary.
     #[arg(long)]
@@ -271,7 +372,7 @@ pub struct BaselineArgs {
     #[arg(long, value_delimiter = ',', default_values_t = [Lang::De, Lang::Fr, Lang::Es, Lang::Cs, Lang::Ay, Lang::Gn, Lang::Qu])]
     pub langs: Vec<Lang>,
     /// Teacher batch size.
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    #[arg(long, default_value_t = DEFAULT_TEACHER_BATCH, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub batch: u32,
     /// Also fit the closed-form ridge student (4096 hashed n-gram buckets -> the teacher's 384-d
     /// English embeddings, about 1.57 M parameters, penalty chosen on val): the bar a trained
@@ -292,6 +393,16 @@ pub enum PairsArg {
     Count(usize),
 }
 
+impl PairsArg {
+    /// The number of pairs, `None` for all.
+    pub fn count(self) -> Option<usize> {
+        match self {
+            PairsArg::All => None,
+            PairsArg::Count(n) => Some(n),
+        }
+    }
+}
+
 impl std::str::FromStr for PairsArg {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
@@ -310,19 +421,19 @@ impl std::str::FromStr for PairsArg {
 pub struct TrainArgs {
     /// Distillation method: ot (Sinkhorn token alignment + lambda x KD) or kd (embedding MSE).
     #[arg(long, value_enum)]
-    pub method: Method,
+    pub method: MethodArg,
     /// Language X (trained against English).
     #[arg(long, default_value_t = Lang::Ay)]
     pub lang: Lang,
     /// Student size: micro (<= 1.5 M parameters, the device preset: 5632 buckets x 192, 1 layer)
     /// or small (<= 8 M: 32768 buckets x 192, 2 layers).
-    #[arg(long, value_enum, default_value_t = Preset::Micro)]
-    pub preset: Preset,
+    #[arg(long, value_enum, default_value_t = PresetArg::Micro)]
+    pub preset: PresetArg,
     /// Optimiser steps.
     #[arg(long, default_value_t = 1500, value_parser = clap::value_parser!(u32).range(1..))]
     pub steps: u32,
     /// Pairs per step.
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(2..=4096))]
+    #[arg(long, default_value_t = DEFAULT_BATCH, value_parser = clap::value_parser!(u32).range(2..=4096))]
     pub batch: u32,
     /// Peak learning rate (AdamW; linear warmup, then cosine decay to 10%), in (0, 1].
     #[arg(long, default_value_t = 1e-3, value_parser = learning_rate)]
@@ -347,15 +458,15 @@ pub struct TrainArgs {
     pub eval_every: u32,
     /// Starting weights: ridge (the reduced-rank closed-form ridge fit of the teacher's embeddings
     /// from the training pairs, so training starts at the ridge student's accuracy) or random.
-    #[arg(long, value_enum, default_value_t = InitArg::Ridge)]
-    pub init: InitArg,
+    #[arg(long, value_enum, default_value_t = StartArg::Ridge)]
+    pub init: StartArg,
     /// Regularisation lambda of --init ridge, in [1e-6, 1e6].
-    #[arg(long, default_value_t = 0.1, value_parser = ridge_lambda)]
+    #[arg(long, default_value_t = DEFAULT_RIDGE_LAMBDA, value_parser = ridge_lambda)]
     pub ridge_lambda: f64,
     /// Sentence-level KD term: mse, or mse + in-batch similarity KL, or mse + InfoNCE (the
     /// default: the experiment's setting, README "Training a student").
-    #[arg(long, value_enum, default_value_t = KdVariant::Infonce)]
-    pub kd_variant: KdVariant,
+    #[arg(long, value_enum, default_value_t = KdVariantArg::Infonce)]
+    pub kd_variant: KdVariantArg,
     /// Temperature of the kl and infonce variants (> 0).
     #[arg(long, default_value_t = 0.05, value_parser = positive_f64)]
     pub temperature: f64,
@@ -380,14 +491,14 @@ pub struct TrainArgs {
     /// holding the plan constant.
     #[arg(long)]
     pub ot_unrolled: bool,
-    /// Run directory [default: runs/<method>-<lang>-<preset>-s<seed>].
+    /// Run directory [default: runs/METHOD-LANG-PRESET-sSEED].
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Continue the run in --out from its last checkpoint.
     #[arg(long)]
     pub resume: bool,
     /// Teacher batch size when the cache must be filled.
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    #[arg(long, default_value_t = DEFAULT_TEACHER_BATCH, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub teacher_batch: u32,
     /// Where training runs: cpu, or cuda (needs a build with `--features cuda`).
     #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
@@ -404,15 +515,6 @@ pub enum DeviceArg {
     Cpu,
     /// An NVIDIA GPU (candle's CUDA backend and the CUDA kernels).
     Cuda,
-}
-
-/// `--init` of `otkd train`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum InitArg {
-    /// Reduced-rank ridge fit.
-    Ridge,
-    /// Seeded random weights.
-    Random,
 }
 
 /// A finite number accepted by `ok`, else an error naming what is wanted.
@@ -457,12 +559,52 @@ fn ridge_lambda(text: &str) -> Result<f64, String> {
 
 impl TrainArgs {
     /// `otkd train --method METHOD` with every other flag at its default: the defaults live once,
-    /// in the attributes above, and `otkd bench train` reuses them.
-    pub fn defaults(method: Method) -> Self {
+    /// in the attributes above, and `otkd bench train` and `otkd experiment` reuse them.
+    pub fn defaults(method: MethodArg) -> Self {
         let cli = Cli::try_parse_from(["otkd", "train", "--method", "kd"]).expect("the defaults parse");
         let Command::Train(mut args) = cli.command else { unreachable!("parsed a train command") };
         args.method = method;
         *args
+    }
+
+    /// The training configuration these flags ask for, for a teacher of width `teacher_dim`.
+    pub fn config(&self, teacher_dim: usize) -> Result<TrainConfig> {
+        let method = self.method.into();
+        let preset: Preset = self.preset.into();
+        Ok(TrainConfig {
+            method,
+            lang: self.lang,
+            preset,
+            student: preset.validated_config(teacher_dim)?,
+            steps: self.steps as usize,
+            batch: self.batch as usize,
+            optimizer: AdamWConfig {
+                lr: self.lr,
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                weight_decay: self.weight_decay,
+                warmup_steps: self.warmup as usize,
+                total_steps: self.steps as usize,
+                clip_norm: self.clip_norm,
+            },
+            loss: LossConfig {
+                method,
+                kd_variant: self.kd_variant.into(),
+                temperature: self.temperature,
+                english_weight: self.english_weight,
+                ot_kd_weight: self.ot_kd_weight,
+                epsilon: self.epsilon,
+                sinkhorn_iterations: self.sinkhorn_iterations,
+                sinkhorn_tolerance: self.sinkhorn_tolerance,
+                ot_unrolled: self.ot_unrolled,
+            },
+            seed: self.seed,
+            pairs: self.pairs.count(),
+            eval_every: self.eval_every as usize,
+            start: self.init.into(),
+            ridge_lambda: self.ridge_lambda,
+        })
     }
 }
 
@@ -522,18 +664,18 @@ pub struct BenchTrainArgs {
     #[arg(long, default_value_t = Lang::Ay)]
     pub lang: Lang,
     /// Student size.
-    #[arg(long, value_enum, default_value_t = Preset::Micro)]
-    pub preset: Preset,
+    #[arg(long, value_enum, default_value_t = PresetArg::Micro)]
+    pub preset: PresetArg,
     /// Pairs per step.
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(2..=4096))]
+    #[arg(long, default_value_t = DEFAULT_BATCH, value_parser = clap::value_parser!(u32).range(2..=4096))]
     pub batch: u32,
     /// Steps timed per configuration (after 5 warm-up steps).
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
     pub steps: u32,
     /// Starting weights: ridge (what `otkd train` does by default; OT then runs 25-30 Sinkhorn
     /// iterations a step) or random (about 4).
-    #[arg(long, value_enum, default_value_t = InitArg::Ridge)]
-    pub init: InitArg,
+    #[arg(long, value_enum, default_value_t = StartArg::Ridge)]
+    pub init: StartArg,
     /// Configurations to time, in this order (default: all), named `METHOD-VARIANT[-en1]`:
     /// kd-mse, kd-mse-en1, kd-kl, kd-kl-en1, kd-infonce, kd-infonce-en1, ot-mse, ot-mse-en1,
     /// ot-infonce, ot-infonce-en1 (`-en1`: English term at weight 1, else 0).
@@ -629,14 +771,14 @@ mod tests {
     fn train_defaults_and_pairs() {
         let cli = Cli::try_parse_from(["otkd", "train", "--method", "ot", "--pairs", "1000"]).unwrap();
         let Command::Train(args) = cli.command else { panic!("not train") };
-        assert_eq!(args.method, Method::Ot);
+        assert_eq!(args.method, MethodArg::Ot);
         assert_eq!(args.pairs, PairsArg::Count(1000));
         assert_eq!(args.lang, Lang::Ay);
         assert!(Cli::try_parse_from(["otkd", "train", "--method", "kd", "--pairs", "0"]).is_err());
-        let defaults = TrainArgs::defaults(Method::Ot);
-        assert_eq!((defaults.method, defaults.steps, defaults.pairs), (Method::Ot, 1500, PairsArg::All));
+        let defaults = TrainArgs::defaults(MethodArg::Ot);
+        assert_eq!((defaults.method, defaults.steps, defaults.pairs), (MethodArg::Ot, 1500, PairsArg::All));
         // The experiment's settings (README "The research question").
-        assert_eq!((defaults.kd_variant, defaults.english_weight), (KdVariant::Infonce, 0.0));
+        assert_eq!((defaults.kd_variant, defaults.english_weight), (KdVariantArg::Infonce, 0.0));
         assert!(Cli::try_parse_from(["otkd", "train", "--method", "xx"]).is_err());
     }
 
@@ -660,15 +802,18 @@ mod tests {
         ])
         .unwrap();
         let Command::Experiment(args) = cli.command else { panic!("not experiment") };
-        assert_eq!(args.preset, ExperimentPreset::Full);
+        assert_eq!(args.preset, ExperimentPresetArg::Full);
         assert_eq!(args.langs, Some(vec![Lang::Ay, Lang::Gn]));
-        assert_eq!((args.methods, args.inits, args.seeds), (vec![Method::Kd], vec![Start::Ridge], Some(2)));
+        assert_eq!(
+            (args.methods, args.inits, args.seeds),
+            (vec![MethodArg::Kd], vec![StartArg::Ridge], Some(2))
+        );
         assert_eq!(args.pairs, Some(vec![PairsArg::Count(500), PairsArg::All]));
         let cli = Cli::try_parse_from(["otkd", "experiment"]).unwrap();
         let Command::Experiment(args) = cli.command else { panic!("not experiment") };
         assert_eq!(
             (args.preset, args.kd_variant, args.english_weight),
-            (ExperimentPreset::Quick, KdVariant::Infonce, 0.0)
+            (ExperimentPresetArg::Quick, KdVariantArg::Infonce, 0.0)
         );
         for bad in [
             &["--seeds", "0"][..],

@@ -1,6 +1,7 @@
-//! Dense linear algebra in f64 for the ridge fits: a blocked, rayon-parallel Cholesky
-//! factorisation and triangular solves (an AVX2+FMA micro-kernel where the CPU has one), and a
-//! Jacobi eigensolver for symmetric matrices.
+//! Dense linear algebra: in f64 for the ridge fits, a blocked, rayon-parallel Cholesky
+//! factorisation and triangular solves (an AVX2+FMA micro-kernel where the CPU has one) and a
+//! Jacobi eigensolver for symmetric matrices; in f32 for the hand-written training pass and the
+//! OT term, [`matmul`] over slices through `gemm` (the kernel behind candle's CPU matmul).
 
 use rayon::prelude::*;
 
@@ -313,6 +314,65 @@ pub fn symmetric_eigen(mut a: Vec<f64>, n: usize) -> (Vec<f64>, Vec<f64>) {
         }
     }
     ((0..n).map(|i| a[i * n + i]).collect(), v)
+}
+
+/// `c[m×n] (+)= op(a) · op(b)`, all row-major: `a` is `m×k` (or `k×m` when `ta`), `b` is `k×n`
+/// (or `n×k` when `tb`).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul(
+    c: &mut [f32],
+    a: &[f32],
+    ta: bool,
+    b: &[f32],
+    tb: bool,
+    m: usize,
+    k: usize,
+    n: usize,
+    add: bool,
+) {
+    assert!(c.len() >= m * n && a.len() >= m * k && b.len() >= k * n, "matmul shapes");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !add {
+            c[..m * n].iter_mut().for_each(|v| *v = 0.0);
+        }
+        return;
+    }
+    let (a_cs, a_rs) = if ta { (m as isize, 1) } else { (1, k as isize) };
+    let (b_cs, b_rs) = if tb { (k as isize, 1) } else { (1, n as isize) };
+    let threads = rayon::current_num_threads();
+    let parallelism = if threads > 1 && m * n * k >= 64 * 64 * 64 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: the asserts above keep every index the strides reach inside the slices; `c` does not
+    // alias `a` or `b` (a `&mut` and two `&`).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            add,
+            a.as_ptr(),
+            a_cs,
+            a_rs,
+            b.as_ptr(),
+            b_cs,
+            b_rs,
+            1.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            parallelism,
+        )
+    }
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! `otkd`: parse flags, run, and turn errors into one exit code (2), as ripgrep does.
+//! `otkd`: parse flags, run, and turn errors into exit codes in one place, as ripgrep does: 2 for
+//! an error, 130 for a command stopped by Ctrl-C after saving, 0 for a closed pipe.
 
 use std::process::ExitCode;
 
@@ -9,10 +10,14 @@ fn main() -> ExitCode {
     let cli = otkd::cli::Cli::parse();
     match otkd::commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(err) if otkd::commands::is_closed_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
-            ExitCode::from(2)
+            let code = otkd::commands::exit_code(&err);
+            match code {
+                0 => {}
+                2 => eprintln!("error: {err:#}"),
+                _ => eprintln!("{err:#}"),
+            }
+            ExitCode::from(code)
         }
     }
 }

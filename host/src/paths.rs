@@ -56,71 +56,89 @@ pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
 }
 
-/// Writes a file atomically: `write` fills a temporary file beside `path`, which is then renamed
-/// over `path`, so a crash or Ctrl-C never leaves a half-written file under the final name.
+/// Writes a file atomically: `write` fills a temporary file beside `path`, which is synced to
+/// disk and renamed over `path` (and the directory synced), so a crash or Ctrl-C never leaves a
+/// half-written file under the final name. `path` must be a regular file or not exist: renaming
+/// over a device node, FIFO, directory or symlink would replace it rather than write to it.
+/// Temporary files that an earlier, killed otkd left beside `path` are removed.
 pub fn write_atomically(
     path: &Path,
     write: impl FnOnce(&Path) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)?;
+    if let Ok(meta) = std::fs::symlink_metadata(path)
+        && !meta.file_type().is_file()
+    {
+        let kind = if meta.file_type().is_symlink() {
+            "a symbolic link"
+        } else if meta.is_dir() {
+            "a directory"
+        } else {
+            "not a regular file (a device, FIFO or socket)"
+        };
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{} is {kind}; otkd writes only regular files", path.display()),
+        ));
     }
-    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
-    tmp_name.push(format!(".{}.tmp", std::process::id()));
-    let tmp = path.with_file_name(tmp_name);
-    let result = write(&tmp).and_then(|()| std::fs::rename(&tmp, path));
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent)?;
+    let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+    remove_stale_temporaries(parent, &name);
+    let tmp = parent.join(format!("{name}.{}.tmp", std::process::id()));
+    let result = write(&tmp)
+        .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .and_then(|()| sync_directory(parent));
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
     result
 }
 
-/// Stable 64-bit FNV-1a, for content keys that must not change between Rust releases.
-#[derive(Clone, Copy, Debug)]
-pub struct Fnv64(u64);
-
-impl Default for Fnv64 {
-    fn default() -> Self {
-        Self(0xcbf2_9ce4_8422_2325)
+/// Removes `<name>.<pid>.tmp` files in `dir` whose process no longer runs (a write killed
+/// before its rename).
+fn remove_stale_temporaries(dir: &Path, name: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let prefix = format!("{name}.");
+    for entry in entries.flatten() {
+        let file = entry.file_name();
+        let Some(pid) = file
+            .to_str()
+            .and_then(|f| f.strip_prefix(&prefix))
+            .and_then(|rest| rest.strip_suffix(".tmp"))
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !process_is_running(pid) {
+            let _ = std::fs::remove_file(entry.path());
+        }
     }
 }
 
-impl Fnv64 {
-    /// Feeds bytes.
-    pub fn update(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 ^= u64::from(b);
-            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
+#[cfg(target_os = "linux")]
+fn process_is_running(pid: u32) -> bool {
+    Path::new("/proc").join(pid.to_string()).exists()
+}
 
-    /// Feeds a length-prefixed string, so that ("ab","c") and ("a","bc") differ.
-    pub fn update_str(&mut self, s: &str) {
-        self.update(&(s.len() as u64).to_le_bytes());
-        self.update(s.as_bytes());
-    }
+#[cfg(not(target_os = "linux"))]
+fn process_is_running(_pid: u32) -> bool {
+    // Without /proc there is no cheap check: keep the file rather than delete another writer's.
+    true
+}
 
-    /// The hash so far.
-    pub fn finish(&self) -> u64 {
-        self.0
-    }
+/// Makes a rename in `dir` durable (on Unix a directory can be opened and synced).
+fn sync_directory(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    std::fs::File::open(dir)?.sync_all()?;
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn fnv64_matches_published_vectors() {
-        let hash = |s: &str| {
-            let mut h = Fnv64::default();
-            h.update(s.as_bytes());
-            h.finish()
-        };
-        assert_eq!(hash(""), 0xcbf2_9ce4_8422_2325);
-        assert_eq!(hash("a"), 0xaf63_dc4c_8601_ec8c);
-        assert_eq!(hash("foobar"), 0x8594_4171_f739_67e8);
-    }
 
     #[test]
     fn atomic_write_replaces_and_leaves_no_temp_file() {
@@ -135,6 +153,31 @@ mod tests {
         assert!(failed.is_err());
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "two");
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn atomic_write_refuses_non_regular_destinations_and_cleans_stale_temporaries() {
+        let dir = std::env::temp_dir().join(format!("otkd-atomic-odd-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // A directory, a symlink and a device node are refused and left as they were.
+        let sub = dir.join("sub");
+        std::fs::create_dir_all(&sub).unwrap();
+        let link = dir.join("link");
+        std::os::unix::fs::symlink(dir.join("target"), &link).unwrap();
+        for path in [&sub, &link, &PathBuf::from("/dev/null")] {
+            let err = write_atomically(path, |tmp| std::fs::write(tmp, "x")).unwrap_err();
+            assert!(err.to_string().contains("otkd writes only regular files"), "{err}");
+        }
+        assert!(sub.is_dir());
+        assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        assert!(!dir.join("target").exists());
+        // A temporary file of a process that no longer runs goes; the write succeeds.
+        let stale = dir.join("out.bin.4294967295.tmp");
+        std::fs::write(&stale, "half").unwrap();
+        write_atomically(&dir.join("out.bin"), |tmp| std::fs::write(tmp, "whole")).unwrap();
+        assert!(!stale.exists());
+        assert_eq!(std::fs::read_to_string(dir.join("out.bin")).unwrap(), "whole");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -1,5 +1,6 @@
 //! A small seeded generator (SplitMix64): the same seed gives the same weights, data subsets and
-//! batch order on every machine, without depending on a crate's internal stream.
+//! batch order on every machine, without depending on a crate's internal stream. Streams are
+//! keyed by [`Fnv64`], the stable hash that also keys caches and checksums run files.
 
 /// SplitMix64 (Steele, Lea, Flood 2014).
 #[derive(Clone, Debug)]
@@ -8,7 +9,7 @@ pub struct SplitMix64(u64);
 impl SplitMix64 {
     /// A generator for `seed`, decorrelated from other uses by `stream` (e.g. "init", "order").
     pub fn new(seed: u64, stream: &str) -> Self {
-        let mut h = crate::paths::Fnv64::default();
+        let mut h = Fnv64::default();
         h.update_str(stream);
         Self(seed ^ h.finish())
     }
@@ -62,9 +63,52 @@ impl SplitMix64 {
     }
 }
 
+/// Stable 64-bit FNV-1a, for content keys that must not change between Rust releases.
+#[derive(Clone, Copy, Debug)]
+pub struct Fnv64(u64);
+
+impl Default for Fnv64 {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv64 {
+    /// Feeds bytes.
+    pub fn update(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    /// Feeds a length-prefixed string, so that ("ab","c") and ("a","bc") differ.
+    pub fn update_str(&mut self, s: &str) {
+        self.update(&(s.len() as u64).to_le_bytes());
+        self.update(s.as_bytes());
+    }
+
+    /// The hash so far.
+    pub fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fnv64_matches_published_vectors() {
+        let hash = |s: &str| {
+            let mut h = Fnv64::default();
+            h.update(s.as_bytes());
+            h.finish()
+        };
+        assert_eq!(hash(""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(hash("a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(hash("foobar"), 0x8594_4171_f739_67e8);
+    }
 
     #[test]
     fn same_seed_same_stream_repeats_and_streams_differ() {

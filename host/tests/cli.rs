@@ -155,6 +155,17 @@ fn cuda_without_cuda_support_is_named() {
 }
 
 #[test]
+fn train_out_that_is_a_file_is_refused_before_loading() {
+    let dir = temp_dir("out-file");
+    let file = dir.join("not-a-dir");
+    std::fs::write(&file, "x").unwrap();
+    let out = otkd(&["train", "--method", "kd", "--data", "/nonexistent", "--out", file.to_str().unwrap()]);
+    assert_clean_failure(&out, &["--out", "not a directory"]);
+    assert!(!stderr(&out).contains("/nonexistent"), "{}", stderr(&out));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
 fn bad_flags_are_usage_errors() {
     let out = otkd(&["train", "--method", "kd", "--pairs", "none"]);
     assert_eq!(out.status.code(), Some(2));
@@ -198,6 +209,11 @@ fn query_answers_and_refuses_bad_queries_and_blobs() {
     assert!(out.status.success(), "{}", stderr(&out));
     let answers: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(answers.as_array().unwrap().len(), 2);
+
+    // Words past the tokenizer's max_words (8 in this blob) are dropped, as on a device: said.
+    let out = otkd(&["query", "--blob", blob_arg, "a b c d e f g h i j"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("2 word(s) past the first 8"), "{}", stderr(&out));
 
     let out = otkd(&["query", "--blob", blob_arg, " ¿? "]);
     assert_clean_failure(&out, &["no word"]);

@@ -2,28 +2,29 @@
 //! OT and KD runs from both starts with a bitext sweep, interrupted and continued, then rerun
 //! without redoing anything; report.md, summary.json and the plots are written.
 
-mod common;
-
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use common::{DIM, synthetic};
 use otkd::data::{Bitext, Lang, Split};
+use otkd::distill::config::{Start, TrainConfig};
+use otkd::distill::data::TrainData;
 use otkd::distill::losses::{KdVariant, Method};
-use otkd::distill::trainer::{EvalRecord, Init, Progress, TrainConfig, TrainData};
+use otkd::distill::run_dir::EvalRecord;
+use otkd::distill::trainer::Progress;
 use otkd::eval::baseline;
-use otkd::experiment::plan::{Budget, ExperimentPreset, PlanRequest, RunSpec, Start, plan};
+use otkd::experiment::plan::{Budget, ExperimentPreset, PlanRequest, RunSpec, plan};
 use otkd::experiment::probe::ImageProbe;
 use otkd::experiment::run::{ExternalAnchors, Materials, Observer, Prepared};
 use otkd::experiment::{ExperimentOutcome, run_experiment};
 use otkd::rng::SplitMix64;
 use otkd::teacher::TeacherOutputs;
+use otkd::testing::{DIM, synthetic};
 use otkd_runtime::TokenizerConfig;
 
 /// The shared synthetic configuration, smaller still, with the experiment's loss settings
 /// (InfoNCE, no English term) and a ridge start (each run's start comes from its spec).
 fn base() -> TrainConfig {
-    let mut c = common::config(Method::Kd, 1);
+    let mut c = otkd::testing::config(Method::Kd, 1);
     c.student.tokenizer = TokenizerConfig { buckets: 1024, max_words: 16, ..TokenizerConfig::DEFAULT };
     c.student.dim = 16;
     c.student.ffn = 32;
@@ -33,7 +34,7 @@ fn base() -> TrainConfig {
     c.seed = 0;
     c.pairs = None;
     c.eval_every = 1;
-    c.init = Init::Ridge { lambda: 0.1 };
+    c.start = Start::Ridge;
     c
 }
 
@@ -144,7 +145,7 @@ fn the_grid_runs_resumes_and_reports() {
     let specs = plan(&request);
     // Main: 2 starts x 2 seeds x 2 methods; sweep of 60 pairs: as many again.
     assert_eq!(specs.len(), 16);
-    let out = common::run_dir("experiment");
+    let out = otkd::testing::run_dir("experiment");
     let base = base();
     let mut materials = Synthetic::new();
 

@@ -1,18 +1,17 @@
 //! Training on a small synthetic bitext: both methods learn, a resumed run equals an
 //! uninterrupted one bit for bit, and bad states stop with clear errors.
 
-mod common;
-
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
-use common::{config, data, run_dir, synthetic};
 use otkd::data::Split;
+use otkd::distill::config::{Start, TrainConfig, TrainError};
+use otkd::distill::data::TrainData;
 use otkd::distill::losses::{KdVariant, LossConfig, Method};
 use otkd::distill::optim::AdamWConfig;
-use otkd::distill::trainer::{
-    EvalRecord, Init, Outcome, Progress, StepPath, TrainConfig, TrainData, Trainer, files, read_metrics,
-};
+use otkd::distill::run_dir::{CheckpointKind, EvalRecord, RunDir, files};
+use otkd::distill::trainer::{Outcome, Progress, StepPath, Trainer};
+use otkd::testing::{config, data, run_dir, synthetic};
 
 /// Stops the run (through the interrupt flag) once it reaches `stop_at`.
 struct StopAt<'a> {
@@ -33,6 +32,10 @@ fn train(config: &TrainConfig, data: &TrainData, out: &Path, resume: bool, stop_
     let flag = AtomicBool::new(false);
     let (mut trainer, start) = Trainer::open(config.clone(), data, out, resume).unwrap();
     trainer.run(start, &flag, &mut StopAt { stop_at, flag: &flag }).unwrap()
+}
+
+fn read_metrics(dir: &Path) -> anyhow::Result<Vec<EvalRecord>> {
+    RunDir::new(dir).metrics()
 }
 
 fn weights(path: &Path) -> Vec<(String, Vec<f32>)> {
@@ -57,7 +60,7 @@ fn both_methods_learn_the_synthetic_language() {
         let Outcome::Finished(report) = train(&config, &data, &out, false, usize::MAX) else {
             panic!("interrupted")
         };
-        let metrics = read_metrics(&out.join(files::METRICS)).unwrap();
+        let metrics = read_metrics(&out).unwrap();
         let (before, after) = (metrics[0].dev_r1, metrics.last().unwrap().dev_r1);
         assert!(after > before + 0.2, "{method:?}: dev R@1 {before} -> {after}");
         assert_eq!(metrics.len(), 7, "evaluations at steps 0, 10, ..., 60");
@@ -65,9 +68,8 @@ fn both_methods_learn_the_synthetic_language() {
             let last = metrics.last().unwrap();
             assert!(last.ot.is_some() && last.sinkhorn_iterations.unwrap() >= 1.0);
         }
-        assert_eq!(report.checkpoints.len(), 2);
-        assert!(report.checkpoints.iter().all(|c| c.test.x_to_en.queries == 60));
-        let best = &report.checkpoints[1];
+        assert!([&report.last, &report.best].iter().all(|c| c.test.x_to_en.queries == 60));
+        let best = &report.best;
         assert!(best.dev_r1 >= metrics.iter().map(|r| r.dev_r1).fold(0.0, f64::max) - 1e-12);
         assert!(out.join(files::FINAL).exists() && out.join(files::BEST).exists());
         std::fs::remove_dir_all(out).unwrap();
@@ -78,16 +80,16 @@ fn both_methods_learn_the_synthetic_language() {
 fn ridge_initialisation_starts_at_the_closed_form_fit() {
     // The synthetic teacher's embedding is the normalised mean of word vectors, a linear function
     // of the X side's word counts: the ridge-initialised student retrieves well before any step.
-    let dev_r1_at_step_0 = |init| {
-        let config = TrainConfig { init, ..config(Method::Kd, 10) };
+    let dev_r1_at_step_0 = |start| {
+        let config = TrainConfig { start, ..config(Method::Kd, 10) };
         let data = data(&config);
-        let out = run_dir(&format!("init-{init:?}"));
+        let out = run_dir(&format!("init-{start:?}"));
         train(&config, &data, &out, false, usize::MAX);
-        let r1 = read_metrics(&out.join(files::METRICS)).unwrap()[0].dev_r1;
+        let r1 = read_metrics(&out).unwrap()[0].dev_r1;
         std::fs::remove_dir_all(out).unwrap();
         r1
     };
-    let (random, ridge) = (dev_r1_at_step_0(Init::Random), dev_r1_at_step_0(Init::Ridge { lambda: 0.1 }));
+    let (random, ridge) = (dev_r1_at_step_0(Start::Random), dev_r1_at_step_0(Start::Ridge));
     assert!(random < 0.3 && ridge > 0.8, "dev R@1 at step 0: random {random}, ridge {ridge}");
 }
 
@@ -107,10 +109,7 @@ fn resumed_run_equals_uninterrupted_run() {
     assert!(matches!(train(&config, &data, &resumed, true, usize::MAX), Outcome::Finished(_)));
 
     assert_eq!(weights(&straight.join(files::LAST)), weights(&resumed.join(files::LAST)));
-    assert_eq!(
-        without_time(read_metrics(&straight.join(files::METRICS)).unwrap()),
-        without_time(read_metrics(&resumed.join(files::METRICS)).unwrap())
-    );
+    assert_eq!(without_time(read_metrics(&straight).unwrap()), without_time(read_metrics(&resumed).unwrap()));
     std::fs::remove_dir_all(straight).unwrap();
     std::fs::remove_dir_all(resumed).unwrap();
 }
@@ -123,12 +122,16 @@ fn bad_states_give_clear_errors() {
     train(&config, &data, &out, false, 10);
 
     // A run directory is never silently overwritten.
-    let err = Trainer::open(config.clone(), &data, &out, false).err().unwrap().to_string();
-    assert!(err.contains("--resume"), "{err}");
+    let err = Trainer::open(config.clone(), &data, &out, false).err().unwrap();
+    assert!(matches!(err.downcast_ref(), Some(TrainError::RunExists { .. })), "{err}");
     // Resuming with other flags is refused, naming the checkpoint.
     let other = TrainConfig { seed: 4, ..config.clone() };
     let err = Trainer::open(other, &data, &out, true).err().unwrap().to_string();
     assert!(err.contains(files::LAST) && err.contains("configuration"), "{err}");
+    // An output path that is a file is named before any work.
+    let file = out.join(files::CONFIG);
+    let err = Trainer::open(config.clone(), &data, &file, false).err().unwrap();
+    assert!(matches!(err.downcast_ref(), Some(TrainError::OutIsNotADirectory { .. })), "{err}");
     // A corrupt checkpoint is named, not a panic.
     let last = out.join(files::LAST);
     let bytes = std::fs::read(&last).unwrap();
@@ -156,8 +159,7 @@ fn bad_states_give_clear_errors() {
         let last = out.join(files::LAST);
         if eval_every == 1 {
             let saved: usize = err.rsplit("still holds step ").next().unwrap().trim().parse().unwrap();
-            let ckpt = otkd::distill::checkpoint::load::<serde_json::Value>(&last).unwrap();
-            assert_eq!(ckpt.state["step"].as_u64(), Some(saved as u64), "{err}");
+            assert_eq!(RunDir::new(&out).last_step(), Some(saved), "{err}");
         } else {
             assert!(err.contains("no checkpoint was saved yet") && !last.exists(), "{err}");
         }
@@ -178,12 +180,10 @@ fn resume_survives_a_torn_metrics_line() {
     let mut text = std::fs::read_to_string(&metrics).unwrap();
     text.push_str("{\"step\":20,\"elapsed_sec");
     std::fs::write(&metrics, text).unwrap();
-    assert!(read_metrics(&metrics).unwrap_err().to_string().contains("incomplete record"));
+    let err = read_metrics(&torn).unwrap_err();
+    assert!(format!("{err:#}").contains("line 3"), "{err:#}");
     assert!(matches!(train(&config, &data, &torn, true, usize::MAX), Outcome::Finished(_)));
-    assert_eq!(
-        without_time(read_metrics(&straight.join(files::METRICS)).unwrap()),
-        without_time(read_metrics(&metrics).unwrap())
-    );
+    assert_eq!(without_time(read_metrics(&straight).unwrap()), without_time(read_metrics(&torn).unwrap()));
     std::fs::remove_dir_all(straight).unwrap();
     std::fs::remove_dir_all(torn).unwrap();
 }
@@ -217,11 +217,11 @@ fn every_loss_variant_trains() {
         let Outcome::Finished(report) = train(&config, &data, &out, false, usize::MAX) else {
             panic!("{name}: interrupted")
         };
-        let metrics = read_metrics(&out.join(files::METRICS)).unwrap();
+        let metrics = read_metrics(&out).unwrap();
         assert!(metrics.iter().skip(1).all(|r| r.loss.is_some_and(f64::is_finite)), "{name}");
         let (before, after) = (metrics[0].dev_r1, metrics.last().unwrap().dev_r1);
         assert!(after > before, "{name}: dev R@1 {before} -> {after}");
-        assert!(report.checkpoints[0].test.x_to_en.r1 > 0.0, "{name}");
+        assert!(report.last.test.x_to_en.r1 > 0.0, "{name}");
         std::fs::remove_dir_all(out).unwrap();
     }
 }
@@ -257,7 +257,7 @@ fn graph_step_path_trains_like_the_fused_path() {
             let outcome =
                 trainer.run(start, &flag, &mut StopAt { stop_at: usize::MAX, flag: &flag }).unwrap();
             assert!(matches!(outcome, Outcome::Finished(_)));
-            curves.push(read_metrics(&out.join(files::METRICS)).unwrap());
+            curves.push(read_metrics(&out).unwrap());
             std::fs::remove_dir_all(out).unwrap();
         }
         let (fused, graph) = (&curves[0], &curves[1]);
@@ -278,4 +278,104 @@ fn graph_step_path_trains_like_the_fused_path() {
             );
         }
     }
+}
+
+/// A run that only gets worse (too high a learning rate from the ridge start) keeps its step-0
+/// student as the best-dev checkpoint: step 0 is a candidate.
+#[test]
+fn best_dev_checkpoint_can_be_step_0() {
+    let base = config(Method::Kd, 30);
+    let config = TrainConfig {
+        start: Start::Ridge,
+        optimizer: AdamWConfig { lr: 1.0, warmup_steps: 1, ..base.optimizer },
+        ..base
+    };
+    let data = data(&config);
+    let out = run_dir("best-step-0");
+    let Outcome::Finished(report) = train(&config, &data, &out, false, usize::MAX) else {
+        panic!("interrupted")
+    };
+    let metrics = read_metrics(&out).unwrap();
+    let step_0 = metrics[0].dev_r1;
+    assert!(
+        metrics.iter().skip(1).all(|r| r.dev_r1 < step_0),
+        "the setting must make every later evaluation worse: {metrics:?}"
+    );
+    assert_eq!((report.best.step, report.best.dev_r1), (0, step_0));
+    // The exported student is the step-0 one.
+    let best = RunDir::new(&out).load_student(CheckpointKind::BestDev).unwrap();
+    let dev = otkd::distill::trainer::evaluate(&best.student, &data.dev).unwrap();
+    assert_eq!(dev.x_to_en.r1, step_0);
+    std::fs::remove_dir_all(out).unwrap();
+}
+
+/// A resume rewrites `metrics.jsonl` from the checkpoint's history: a record lost from the file
+/// comes back instead of leaving a permanent gap.
+#[test]
+fn resume_restores_lost_metrics_records() {
+    let config = config(Method::Kd, 30);
+    let data = data(&config);
+    let straight = run_dir("gap-straight");
+    train(&config, &data, &straight, false, usize::MAX);
+    let gap = run_dir("gap");
+    train(&config, &data, &gap, false, 13);
+    let metrics = gap.join(files::METRICS);
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    let kept: Vec<&str> = text.lines().filter(|l| !l.starts_with("{\"step\":10,")).collect();
+    assert_eq!(kept.len(), 1, "step 10's record removed: {text}");
+    std::fs::write(&metrics, kept.join("\n") + "\n").unwrap();
+    assert!(matches!(train(&config, &data, &gap, true, usize::MAX), Outcome::Finished(_)));
+    assert_eq!(without_time(read_metrics(&straight).unwrap()), without_time(read_metrics(&gap).unwrap()));
+    std::fs::remove_dir_all(straight).unwrap();
+    std::fs::remove_dir_all(gap).unwrap();
+}
+
+/// The checkpoints are checked against the files beside them: a flipped byte, an edited
+/// `config.json` or `train_lines.json` is refused by name before a student is loaded.
+#[test]
+fn edited_run_files_are_refused_by_name() {
+    let config = config(Method::Kd, 10);
+    let data = data(&config);
+    let out = run_dir("edited");
+    train(&config, &data, &out, false, usize::MAX);
+    let dir = RunDir::new(&out);
+    assert!(dir.load_student(CheckpointKind::BestDev).is_ok());
+
+    let config_path = out.join(files::CONFIG);
+    let original = std::fs::read_to_string(&config_path).unwrap();
+    std::fs::write(&config_path, original.replace("\"ay\"", "\"qu\"")).unwrap();
+    let err = format!("{:#}", dir.load_student(CheckpointKind::BestDev).err().unwrap());
+    assert!(err.contains(files::CONFIG) && err.contains("changed after training"), "{err}");
+    std::fs::write(&config_path, &original).unwrap();
+
+    let lines_path = out.join(files::TRAIN_LINES);
+    let lines = std::fs::read_to_string(&lines_path).unwrap();
+    std::fs::write(&lines_path, lines.replacen('1', "2", 1)).unwrap();
+    let err = format!("{:#}", dir.load_student(CheckpointKind::Last).err().unwrap());
+    assert!(err.contains(files::TRAIN_LINES) && err.contains("changed after training"), "{err}");
+    std::fs::write(&lines_path, &lines).unwrap();
+
+    let best = out.join(files::BEST);
+    let mut bytes = std::fs::read(&best).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01;
+    std::fs::write(&best, &bytes).unwrap();
+    let err = format!("{:#}", dir.load_student(CheckpointKind::BestDev).err().unwrap());
+    assert!(err.contains(best.to_str().unwrap()) && err.contains("checksum mismatch"), "{err}");
+    std::fs::remove_dir_all(out).unwrap();
+}
+
+/// Fewer pairs than a batch would train a degenerate in-batch loss: a named error instead.
+#[test]
+fn fewer_pairs_than_a_batch_is_a_named_error() {
+    let config = TrainConfig { pairs: Some(1), ..config(Method::Kd, 5) };
+    let (train, teacher) = synthetic(20, 1, Split::Train);
+    let (dev, dev_teacher) = synthetic(10, 2, Split::Val);
+    let err = TrainData::prepare(&config, &train, teacher, (&dev, &dev_teacher), (&dev, &dev_teacher))
+        .err()
+        .unwrap();
+    assert!(
+        matches!(err.downcast_ref(), Some(TrainError::FewerPairsThanBatch { pairs: 1, batch: 16 })),
+        "{err}"
+    );
 }

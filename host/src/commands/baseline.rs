@@ -53,14 +53,11 @@ pub fn run(inputs: &Inputs, args: &BaselineArgs) -> Result<()> {
         let ridge = match &ridge_inputs {
             Some((train_en, val_en)) => {
                 let val = data.bitext(Split::Val, lang)?;
-                let config = crate::eval::ridge::RidgeConfig::default();
-                let fit = crate::eval::ridge::fit(&config, &train, train_en, &val, val_en, |_| {})?;
-                let (val_ref, train_ref) = crate::eval::csls_reference(&train, &val);
-                let reference_x: Vec<&str> = val_ref.iter().chain(&train_ref).map(|p| p.x.as_str()).collect();
-                let mut reference_en =
-                    val_en.embeddings_of(&val_ref.iter().map(|p| p.line).collect::<Vec<_>>());
-                reference_en
-                    .extend(train_en.embeddings_of(&train_ref.iter().map(|p| p.line).collect::<Vec<_>>()));
+                let config = crate::student::ridge::RidgeConfig::default();
+                let fit = crate::student::ridge::fit(&config, &train, train_en, &val, val_en, |_| {})?;
+                let reference = crate::eval::CslsReference::new(&train, &val);
+                let reference_x = reference.x();
+                let reference_en = reference.en_embeddings(val_en, train_en);
                 let x = fit.student.embed(&test.x());
                 let test_csls = crate::eval::csls_both_directions(
                     &x,
@@ -72,7 +69,7 @@ pub fn run(inputs: &Inputs, args: &BaselineArgs) -> Result<()> {
                 Some(baseline::RidgeBaseline {
                     parameters: fit.student.parameters(),
                     lambda: fit.student.lambda,
-                    test: crate::eval::ridge::evaluate(&fit.student, &test, &en_test)?,
+                    test: crate::student::ridge::evaluate(&fit.student, &test, &en_test)?,
                     test_csls,
                 })
             }

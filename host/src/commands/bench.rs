@@ -6,12 +6,15 @@ use std::time::Instant;
 use anyhow::Result;
 use serde::Serialize;
 
-use super::train::train_config;
 use super::{Inputs, cached_english, open_cache, open_data, open_teacher, print_json};
-use crate::cli::{BenchTeacherArgs, BenchTrainArgs, BenchTrainConfig, InitArg, TrainArgs};
+use crate::cli::{
+    BenchTeacherArgs, BenchTrainArgs, BenchTrainConfig, DEFAULT_TEACHER_BATCH, MethodArg, TrainArgs,
+};
 use crate::data::{Lang, Split};
+use crate::distill::config::{Start, TrainConfig};
+use crate::distill::data::TrainData;
 use crate::distill::losses::KdVariant;
-use crate::distill::trainer::{TrainData, Trainer};
+use crate::distill::trainer::Trainer;
 
 #[derive(Serialize)]
 struct BenchRow {
@@ -97,26 +100,31 @@ pub fn train(inputs: &Inputs, args: &BenchTrainArgs) -> Result<()> {
     let data = open_data(inputs)?;
     let teacher = open_teacher(inputs)?;
     let cache = open_cache(inputs, &teacher)?;
-    let (_, train_teacher, _) = cached_english(&teacher, &cache, &data, Split::Train, 64, true)?;
-    let (_, val_teacher, _) = cached_english(&teacher, &cache, &data, Split::Val, 64, false)?;
+    let (_, train_teacher, _) =
+        cached_english(&teacher, &cache, &data, Split::Train, DEFAULT_TEACHER_BATCH as usize, true)?;
+    let (_, val_teacher, _) =
+        cached_english(&teacher, &cache, &data, Split::Val, DEFAULT_TEACHER_BATCH as usize, false)?;
     let train = data.bitext(Split::Train, args.lang)?;
     let val = data.bitext(Split::Val, args.lang)?;
     let configs = if args.configs.is_empty() { BenchTrainConfig::all() } else { args.configs.clone() };
-    let config_for = |c: &BenchTrainConfig, init: InitArg| {
+    let config_for = |c: &BenchTrainConfig, start: Start| -> Result<TrainConfig> {
         let train_args = TrainArgs {
             lang: args.lang,
             preset: args.preset,
             batch: args.batch,
-            init,
-            kd_variant: c.kd_variant,
-            english_weight: if c.english { 1.0 } else { 0.0 },
-            ..TrainArgs::defaults(c.method)
+            ..TrainArgs::defaults(MethodArg::Kd)
         };
-        train_config(&train_args, teacher.dim())
+        let mut config = train_args.config(teacher.dim())?;
+        config.method = c.method;
+        config.loss.method = c.method;
+        config.loss.kd_variant = c.kd_variant;
+        config.loss.english_weight = if c.english { 1.0 } else { 0.0 };
+        config.start = start;
+        Ok(config)
     };
     let first = BenchTrainConfig { method: Method::Ot, kd_variant: KdVariant::Mse, english: true };
     let prepared = TrainData::prepare(
-        &config_for(&first, args.init)?,
+        &config_for(&first, args.init.into())?,
         &train,
         train_teacher,
         (&val, &val_teacher),
@@ -127,7 +135,7 @@ pub fn train(inputs: &Inputs, args: &BenchTrainArgs) -> Result<()> {
     let mut rows: Vec<TrainBenchRow> = Vec::new();
     for c in &configs {
         let dir = std::env::temp_dir().join(format!("otkd-bench-train-{}-{}", std::process::id(), c.label()));
-        let init = if initial.is_some() { InitArg::Random } else { args.init };
+        let init = if initial.is_some() { Start::Random } else { args.init.into() };
         let (mut trainer, _) = Trainer::open(config_for(c, init)?, &prepared, &dir, false)?;
         match &initial {
             Some(weights) => trainer.student().load_weights(weights).map_err(anyhow::Error::msg)?,

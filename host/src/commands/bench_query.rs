@@ -9,10 +9,11 @@ use otkd_runtime::Scoring;
 use serde::Serialize;
 
 use super::{Inputs, cached_english, open_cache, open_data, open_teacher, print_json};
-use crate::cli::{BenchQueryArgs, BenchSides};
+use crate::cli::{BenchQueryArgs, BenchSides, DEFAULT_TEACHER_BATCH};
 use crate::data::Split;
+use crate::distill::run_dir::RunDir;
 use crate::eval::metrics::cosine_matrix;
-use crate::export::{Checkpoint, HostRuntime, load_run};
+use crate::export::HostRuntime;
 use crate::student::tokenize_sentence;
 
 /// Documents returned per query on both sides.
@@ -61,10 +62,17 @@ pub fn run(inputs: &Inputs, args: &BenchQueryArgs) -> Result<()> {
         return report(args, queries.len(), documents, &mut runtime_times, None);
     }
     let run = args.run.as_ref().context("--run is needed for the f32 side (or pass --only runtime)")?;
-    let student = load_run(run, Checkpoint::Best)?.student;
+    let student = RunDir::new(run).load_student(crate::distill::run_dir::CheckpointKind::BestDev)?.student;
     let teacher = open_teacher(inputs)?;
     let cache = open_cache(inputs, &teacher)?;
-    let (_, english, _) = cached_english(&teacher, &cache, &data, Split::Test2016Flickr, 64, false)?;
+    let (_, english, _) = cached_english(
+        &teacher,
+        &cache,
+        &data,
+        Split::Test2016Flickr,
+        DEFAULT_TEACHER_BATCH as usize,
+        false,
+    )?;
     let dim = student.config().out_dim;
     if english.len() < documents {
         bail!("the blob indexes {documents} documents; test_2016_flickr has {}", english.len());

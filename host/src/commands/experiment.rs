@@ -10,19 +10,23 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Context, Result, bail};
 use otkd_runtime::Scoring;
 
-use super::export::{Answer, IndexSource, answer, write_blob};
-use super::{Inputs, cached_english, open_cache, open_data, open_teacher, print_json, progress};
-use crate::cli::{ExperimentArgs, PairsArg, TrainArgs};
+use super::{
+    Inputs, Interrupted, cached_english, multi30k_index, open_cache, open_data, open_teacher, print_json,
+    progress,
+};
+use crate::cli::{ExperimentArgs, MethodArg, TrainArgs};
 use crate::data::{Bitext, Lang, Multi30k, Split};
-use crate::distill::losses::Method;
-use crate::distill::trainer::{EvalRecord, FinalReport, Progress, TrainConfig, TrainData, files};
+use crate::distill::config::TrainConfig;
+use crate::distill::data::TrainData;
+use crate::distill::run_dir::{CheckpointKind, EvalRecord, RunDir};
+use crate::distill::trainer::Progress;
 use crate::eval::baseline;
 use crate::eval::metrics::both_directions;
 use crate::experiment::plan::{Budget, ExperimentPreset, PlanRequest, RunSpec, plan};
 use crate::experiment::probe::ImageProbe;
-use crate::experiment::run::{ExternalAnchors, Materials, Observer, Prepared, read_json, run_dir};
+use crate::experiment::run::{ExternalAnchors, Materials, Observer, Prepared, run_dir};
 use crate::experiment::{ExperimentOutcome, run_experiment};
-use crate::export::{BlobBudget, Checkpoint, HostRuntime};
+use crate::export::{Answer, BlobBudget, HostRuntime, answer, build_blob, write_blob};
 use crate::teacher::cache::TeacherCache;
 use crate::teacher::{Teacher, TeacherOutputs};
 
@@ -33,19 +37,12 @@ pub fn plan_request(args: &ExperimentArgs) -> Result<PlanRequest> {
     if args.langs.as_ref().is_some_and(|l| l.contains(&Lang::En)) {
         bail!("--langs: en is the pivot language; pick languages to distil into");
     }
-    let pairs = args.pairs.as_ref().map(|list| {
-        list.iter()
-            .map(|p| match p {
-                PairsArg::All => None,
-                PairsArg::Count(n) => Some(*n),
-            })
-            .collect()
-    });
+    let pairs = args.pairs.as_ref().map(|list| list.iter().map(|p| p.count()).collect());
     Ok(PlanRequest {
-        preset: args.preset,
+        preset: args.preset.into(),
         langs: args.langs.clone().map(dedup),
-        methods: dedup(args.methods.clone()),
-        starts: dedup(args.inits.clone()),
+        methods: dedup(args.methods.iter().map(|&m| m.into()).collect()),
+        starts: dedup(args.inits.iter().map(|&s| s.into()).collect()),
         seeds: args.seeds,
         pairs,
         budget_override: args.steps.map(|steps| Budget {
@@ -68,10 +65,10 @@ fn dedup<T: PartialEq + Copy>(mut v: Vec<T>) -> Vec<T> {
 
 /// The settings every run shares: `otkd train`'s defaults with the experiment's loss flags.
 fn base_config(args: &ExperimentArgs, dim: usize) -> Result<TrainConfig> {
-    let mut train = TrainArgs::defaults(Method::Kd);
+    let mut train = TrainArgs::defaults(MethodArg::Kd);
     train.kd_variant = args.kd_variant;
     train.english_weight = args.english_weight;
-    super::train::train_config(&train, dim)
+    train.config(dim)
 }
 
 /// Language, subset size, and the seed when the subset depends on it.
@@ -241,7 +238,7 @@ pub fn run(inputs: &Inputs, args: &ExperimentArgs) -> Result<()> {
     if specs.is_empty() {
         bail!("the grid is empty: --langs, --methods and --inits leave no run");
     }
-    let preset = match args.preset {
+    let preset = match ExperimentPreset::from(args.preset) {
         ExperimentPreset::Quick => "quick",
         ExperimentPreset::Full => "full",
     };
@@ -277,12 +274,12 @@ pub fn run(inputs: &Inputs, args: &ExperimentArgs) -> Result<()> {
     }
     let mut shown = Shown { bar: None, header: String::new(), last_r1: f64::NAN };
     match run_experiment(&out, &label, &specs, &base, &mut materials, &INTERRUPTED, &mut shown)? {
-        ExperimentOutcome::Interrupted { run, step } => {
-            eprintln!(
-                "interrupted in run {run} at step {step}; its checkpoint is saved. Rerun the same command to continue."
-            );
-            Ok(())
+        ExperimentOutcome::Interrupted { run, step } => Err(Interrupted {
+            what: format!(
+                "run {run} at step {step}; its checkpoint is saved. Rerun the same command to continue"
+            ),
         }
+        .into()),
         ExperimentOutcome::Reported(summary) => {
             let shipped = if args.no_export { None } else { Some(export_best(inputs, &out, &specs)?) };
             if args.json {
@@ -328,21 +325,21 @@ fn export_best(inputs: &Inputs, out: &Path, specs: &[RunSpec]) -> Result<Shipped
     let lang = specs.first().map(|s| s.lang).context("no run")?;
     let mut best: Option<(f64, &RunSpec)> = None;
     for spec in specs.iter().filter(|s| s.lang == lang) {
-        let report: FinalReport = read_json(&run_dir(out, spec).join(files::FINAL))?;
-        let dev_r1 = report.checkpoints.get(1).context("final.json lacks the best-dev checkpoint")?.dev_r1;
+        let dev_r1 = RunDir::new(run_dir(out, spec)).final_report()?.best.dev_r1;
         if best.is_none_or(|(r, _)| dev_r1 > r) {
             best = Some((dev_r1, spec));
         }
     }
     let (dev_r1, spec) = best.context("no run of the first language")?;
     let blob = out.join("best.otkd");
-    let index =
-        IndexSource { data: open_data(inputs)?, split: Split::Test2016Flickr, scoring: Scoring::Csls };
-    let (budget, _) = write_blob(inputs, &run_dir(out, spec), Checkpoint::Best, Some(&index), &blob)?;
-    let bytes = std::fs::read(&blob).with_context(|| format!("reading {}", blob.display()))?;
+    let data = open_data(inputs)?;
+    let trained = RunDir::new(run_dir(out, spec)).load_student(CheckpointKind::BestDev)?;
+    let (index, captions) =
+        multi30k_index(inputs, &data, Split::Test2016Flickr, lang, &trained.student, Scoring::Csls)?;
+    let bytes = build_blob(&trained.student, Some(index))?;
+    let budget = write_blob(&blob, &bytes)?;
     let mut runtime = HostRuntime::new(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", blob.display()))?;
-    let captions = index.data.captions(Split::Test2016Flickr, Lang::En)?;
-    let test = index.data.bitext(Split::Test2016Flickr, lang)?;
+    let test = data.bitext(Split::Test2016Flickr, lang)?;
     let mut examples = Vec::new();
     for pair in test.pairs.iter().take(EXAMPLE_QUERIES) {
         examples.push(Example {

@@ -1,38 +1,35 @@
-//! `otkd export`, `otkd query` and `otkd eval-blob`: the student leaves the host, and the host
-//! runs the device's code on it.
+//! `otkd export`, `otkd query` and `otkd eval-blob`: flags in, library calls of
+//! [`crate::export`], tables or JSON out.
 
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use otkd_runtime::{EncodeError, Scoring};
-use serde::Serialize;
 
-use super::{Inputs, cached_english, open_cache, open_data, open_teacher, print_json};
+use super::{Inputs, multi30k_index, open_data, print_json};
 use crate::cli::{EvalBlobArgs, ExportArgs, QueryArgs};
-use crate::data::{Lang, Multi30k, Split};
-use crate::eval::metrics::{RetrievalMetrics, hubness, metrics_from_ranks, ranks, ranks_csls};
-use crate::eval::{CSLS_K, csls_reference};
-use crate::export::{
-    BlobBudget, Checkpoint, HostRuntime, TrainedStudent, blob_parts, budget, index_parts, load_run,
-};
-use crate::paths::write_atomically;
-use crate::student::tokenize_sentence;
+use crate::data::Lang;
+use crate::distill::run_dir::RunDir;
+use crate::export::{BlobBudget, F32Side, HostRuntime, answer, build_blob, evaluate_blob, write_blob};
 
 /// Queries longer than this are refused: the device's tokenizer keeps its first `max_words`
 /// words anyway, and a text this long is not a query.
 pub const MAX_QUERY_BYTES: usize = 4096;
 
-/// Teacher batch size when English captions must be encoded.
-const TEACHER_BATCH: usize = 64;
-
 /// Quantizes a run's student, adds the index, writes the blob and prints its budget.
 pub fn export(inputs: &Inputs, args: &ExportArgs) -> Result<()> {
+    let trained = RunDir::new(&args.run).load_student(args.checkpoint.into())?;
     let index = if args.no_index {
         None
     } else {
-        Some(IndexSource { data: open_data(inputs)?, split: args.index_split, scoring: args.scoring.into() })
+        let data = open_data(inputs)?;
+        let scoring = args.scoring.into();
+        Some(
+            multi30k_index(inputs, &data, args.index_split, trained.config.lang, &trained.student, scoring)?
+                .0,
+        )
     };
-    let (budget, trained) = write_blob(inputs, &args.run, args.checkpoint, index.as_ref(), &args.out)?;
+    let blob = build_blob(&trained.student, index)?;
+    let budget = write_blob(&args.out, &blob)?;
     if args.json {
         return print_json(&budget);
     }
@@ -44,57 +41,6 @@ pub fn export(inputs: &Inputs, args: &ExportArgs) -> Result<()> {
         trained.config.lang
     );
     print_budget(&budget)
-}
-
-/// Where a blob's document index comes from.
-pub struct IndexSource {
-    /// The corpus.
-    pub data: Multi30k,
-    /// Whose English captions are the documents (ids: 0-based caption lines).
-    pub split: Split,
-    /// CSLS stores each document's hubness term; cosine stores zeros.
-    pub scoring: Scoring,
-}
-
-/// Quantizes the student of `run` (its `which` checkpoint), adds the index when asked, and
-/// writes the blob to `out` atomically; returns its budget and the student it holds.
-pub fn write_blob(
-    inputs: &Inputs,
-    run: &Path,
-    which: Checkpoint,
-    index: Option<&IndexSource>,
-    out: &Path,
-) -> Result<(BlobBudget, TrainedStudent)> {
-    let trained = load_run(run, which)?;
-    let student = &trained.student;
-    let mut parts = blob_parts(student)?;
-    if let Some(source) = index {
-        let data = &source.data;
-        let teacher = open_teacher(inputs)?;
-        let cache = open_cache(inputs, &teacher)?;
-        let (captions, english, _) =
-            cached_english(&teacher, &cache, data, source.split, TEACHER_BATCH, false)?;
-        let lang = trained.config.lang;
-        let (train, val) = (data.bitext(Split::Train, lang)?, data.bitext(Split::Val, lang)?);
-        let (val_ref, train_ref) = csls_reference(&train, &val);
-        // The reference never holds the index's own captions.
-        let reference: Vec<_> = [(Split::Val, val_ref), (Split::Train, train_ref)]
-            .into_iter()
-            .filter(|(split, _)| *split != source.split)
-            .flat_map(|(_, pairs)| pairs)
-            .map(|p| tokenize_sentence(&student.config().tokenizer, &p.x))
-            .collect();
-        let ids = (0..captions.len())
-            .map(|l| u32::try_from(l).context("too many documents"))
-            .collect::<Result<_>>()?;
-        parts.index =
-            Some(index_parts(student, english.embeddings, ids, &reference, source.scoring == Scoring::Csls)?);
-    }
-    let bytes = parts.to_bytes().map_err(|e| anyhow::anyhow!("{e}"))?;
-    write_atomically(out, |tmp| std::fs::write(tmp, &bytes))
-        .with_context(|| format!("writing {}", out.display()))?;
-    let budget = budget(&bytes).map_err(|e| anyhow::anyhow!("the blob just written does not load: {e}"))?;
-    Ok((budget, trained))
 }
 
 /// The budget lines of a blob (weights, index, total, scratch RAM).
@@ -117,47 +63,12 @@ pub fn print_budget(b: &BlobBudget) -> Result<()> {
 }
 
 /// Reads a blob file, naming it in every error.
-fn read_blob(path: &Path) -> Result<Vec<u8>> {
+pub(super) fn read_blob(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("reading blob {}", path.display()))
 }
 
-fn load<'a>(path: &Path, bytes: &'a [u8]) -> Result<HostRuntime<'a>> {
+pub(super) fn load<'a>(path: &Path, bytes: &'a [u8]) -> Result<HostRuntime<'a>> {
     HostRuntime::new(bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
-}
-
-/// One answer of `otkd query` (and of the experiment's example queries).
-#[derive(Serialize)]
-pub struct Answer {
-    /// Document id (the caption's 0-based line).
-    pub id: u32,
-    /// Its score under the chosen scoring.
-    pub score: f32,
-    /// The English caption, when the captions are at hand.
-    pub caption: Option<String>,
-}
-
-/// The top `k` documents of `text` through the int8 runtime, with their captions when given.
-pub fn answer(
-    runtime: &mut HostRuntime<'_>,
-    text: &str,
-    k: usize,
-    scoring: Scoring,
-    captions: Option<&[String]>,
-) -> Result<Vec<Answer>> {
-    let embedding = runtime.encode(text).map_err(|e| match e {
-        EncodeError::EmptyQuery => anyhow::anyhow!("the query has no word to encode: {text:?}"),
-        other => anyhow::anyhow!("{text:?}: {other}"),
-    })?;
-    let mut hits = runtime.rank_all(&embedding, scoring)?;
-    hits.truncate(k);
-    Ok(hits
-        .iter()
-        .map(|h| Answer {
-            id: h.id,
-            score: h.score,
-            caption: captions.and_then(|c| c.get(h.id as usize).cloned()),
-        })
-        .collect())
 }
 
 /// Encodes a query with the int8 runtime and prints the top-k documents.
@@ -167,6 +78,13 @@ pub fn query(inputs: &Inputs, args: &QueryArgs) -> Result<()> {
     }
     let bytes = read_blob(&args.blob)?;
     let mut runtime = load(&args.blob, &bytes)?;
+    let dropped = runtime.words_dropped(&args.text);
+    if dropped > 0 {
+        eprintln!(
+            "warning: the query has {dropped} word(s) past the first {}; the runtime (as on a device) ignores them",
+            runtime.model().config().tokenizer.max_words
+        );
+    }
     // Captions are a convenience: without the data the ids and scores still print.
     let captions = open_data(inputs).and_then(|d| Ok(d.captions(args.captions_split, Lang::En)?));
     if let Err(e) = &captions {
@@ -188,23 +106,15 @@ pub fn query(inputs: &Inputs, args: &QueryArgs) -> Result<()> {
     Ok(())
 }
 
-/// One row of `otkd eval-blob`.
-#[derive(Serialize)]
-struct EvalRow {
-    model: &'static str,
-    scoring: &'static str,
-    x_to_en: RetrievalMetrics,
-}
-
 /// Test X -> en retrieval of the blob through the runtime, next to the f32 student.
 pub fn eval_blob(inputs: &Inputs, args: &EvalBlobArgs) -> Result<()> {
     let bytes = read_blob(&args.blob)?;
     let mut runtime = load(&args.blob, &bytes)?;
-    let index = runtime
+    let documents = runtime
         .model()
         .index()
-        .with_context(|| format!("{}: the blob has no document index", args.blob.display()))?;
-    let documents = index.len();
+        .with_context(|| format!("{}: the blob has no document index", args.blob.display()))?
+        .len();
     let data = open_data(inputs)?;
     let bitext = data.bitext(args.split, args.lang)?;
     if let Some(p) = bitext.pairs.iter().find(|p| p.line >= documents) {
@@ -216,83 +126,34 @@ pub fn eval_blob(inputs: &Inputs, args: &EvalBlobArgs) -> Result<()> {
             p.line + 1
         );
     }
-    let mut rows = Vec::new();
-    let mut int8_top1 = Vec::with_capacity(bitext.pairs.len());
-    for (name, scoring) in [("cosine", Scoring::Cosine), ("CSLS", Scoring::Csls)] {
-        let mut ranks = Vec::with_capacity(bitext.pairs.len());
-        for pair in &bitext.pairs {
-            let query = runtime
-                .encode(&pair.x)
-                .map_err(|e| anyhow::anyhow!("{} line {}: {e}", args.split, pair.line + 1))?;
-            let hits = runtime.rank_all(&query, scoring)?;
-            let rank = hits.iter().position(|h| h.id as usize == pair.line).map_or(documents, |r| r + 1);
-            ranks.push(rank);
-            if scoring == Scoring::Cosine {
-                int8_top1.push(hits.first().map(|h| h.id as usize));
-            }
+    let queries: Vec<(&str, u32)> = bitext.pairs.iter().map(|p| (p.x.as_str(), p.line as u32)).collect();
+    let evaluation = match &args.run {
+        None => evaluate_blob(&mut runtime, &queries, None)?,
+        Some(run) => {
+            let trained = RunDir::new(run).load_student(args.checkpoint.into())?;
+            let (index, _) = multi30k_index(
+                inputs,
+                &data,
+                args.split,
+                args.lang,
+                &trained.student,
+                otkd_runtime::Scoring::Csls,
+            )?;
+            let dim = trained.student.config().out_dim;
+            let side = F32Side {
+                student: &trained.student,
+                documents: &index.documents[..documents * dim],
+                csls_reference: index.csls_reference.as_deref().unwrap_or_default(),
+            };
+            evaluate_blob(&mut runtime, &queries, Some(side))?
         }
-        rows.push(EvalRow { model: "int8 blob", scoring: name, x_to_en: metrics_from_ranks(&ranks) });
-    }
-    let mut agreement = None;
-    if let Some(run) = &args.run {
-        let trained = load_run(run, args.checkpoint)?;
-        let teacher = open_teacher(inputs)?;
-        let cache = open_cache(inputs, &teacher)?;
-        let (_, english, _) = cached_english(&teacher, &cache, &data, args.split, TEACHER_BATCH, false)?;
-        let student = &trained.student;
-        let dim = student.config().out_dim;
-        let docs = &english.embeddings[..documents * dim];
-        let tokenize = |t: &str| tokenize_sentence(&student.config().tokenizer, t);
-        let queries = student.embed(&bitext.pairs.iter().map(|p| tokenize(&p.x)).collect::<Vec<_>>(), 256)?;
-        let targets = bitext.lines();
-        let (train, val) = (data.bitext(Split::Train, args.lang)?, data.bitext(Split::Val, args.lang)?);
-        let (val_ref, train_ref) = csls_reference(&train, &val);
-        let reference: Vec<_> = [(Split::Val, val_ref), (Split::Train, train_ref)]
-            .into_iter()
-            .filter(|(split, _)| *split != args.split)
-            .flat_map(|(_, pairs)| pairs)
-            .map(|p| tokenize(&p.x))
-            .collect();
-        let r = hubness(docs, &student.embed(&reference, 256)?, dim, CSLS_K);
-        let cosine_ranks = ranks(&queries, docs, dim, &targets);
-        rows.insert(
-            0,
-            EvalRow { model: "f32 student", scoring: "cosine", x_to_en: metrics_from_ranks(&cosine_ranks) },
-        );
-        rows.insert(
-            1,
-            EvalRow {
-                model: "f32 student",
-                scoring: "CSLS",
-                x_to_en: metrics_from_ranks(&ranks_csls(&queries, docs, dim, &targets, &r)),
-            },
-        );
-        // Top-1 agreement: the f32 student's best document by cosine against the blob's.
-        let f32_top1: Vec<usize> = crate::eval::metrics::cosine_matrix(&queries, docs, dim)
-            .chunks(documents)
-            .map(|row| (0..documents).fold(0, |best, j| if row[j] > row[best] { j } else { best }))
-            .collect();
-        let same = f32_top1.iter().zip(&int8_top1).filter(|(a, b)| Some(**a) == **b).count();
-        agreement = Some(same as f64 / f32_top1.len().max(1) as f64);
-    }
+    };
     if args.json {
-        #[derive(Serialize)]
-        struct Report {
-            queries: usize,
-            documents: usize,
-            rows: Vec<EvalRow>,
-            top1_agreement: Option<f64>,
-        }
-        return print_json(&Report {
-            queries: bitext.pairs.len(),
-            documents,
-            rows,
-            top1_agreement: agreement,
-        });
+        return print_json(&evaluation);
     }
-    outln!("{} {}-en: {} queries against {documents} documents", args.split, args.lang, bitext.pairs.len());
+    outln!("{} {}-en: {} queries against {documents} documents", args.split, args.lang, evaluation.queries);
     outln!("model        scoring  X->en R@1    R@5   R@10    MRR");
-    for r in &rows {
+    for r in &evaluation.rows {
         let m = &r.x_to_en;
         outln!(
             "{:<11}  {:<7}  {:>9.3}  {:>5.3}  {:>5.3}  {:>5.3}",
@@ -304,7 +165,7 @@ pub fn eval_blob(inputs: &Inputs, args: &EvalBlobArgs) -> Result<()> {
             m.mrr
         );
     }
-    if let Some(a) = agreement {
+    if let Some(a) = evaluation.top1_agreement {
         outln!("top-1 agreement of the blob with the f32 student (cosine): {:.1}%", 100.0 * a);
     }
     Ok(())

@@ -32,13 +32,46 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::cli::{BenchCommand, Cli, Command, DataCommand, Inputs, TeacherCommand};
+use otkd_runtime::Scoring;
+
 use crate::data::{Lang, Multi30k, Split, resolve_data_dir};
+use crate::eval::CslsReference;
+use crate::export::IndexInput;
 use crate::paths::{DEFAULT_TEACHER, TEACHER_ENV, cache_dir, resolve_dir};
+use crate::student::{Student, tokenize_sentence};
 use crate::teacher::cache::{CacheStatus, TeacherCache};
 use crate::teacher::{Teacher, TeacherOutputs};
 
+/// A command stopped by Ctrl-C after saving its progress: not a success (a script's
+/// `otkd train ... && otkd export ...` must not ship a half-trained student), not a failure
+/// either; `main.rs` exits with [`Interrupted::EXIT_CODE`].
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted: {what}")]
+pub struct Interrupted {
+    /// What was saved and how to continue.
+    pub what: String,
+}
+
+impl Interrupted {
+    /// The exit code of an interrupted command: 130, as a shell reports a process ended by
+    /// SIGINT.
+    pub const EXIT_CODE: u8 = 130;
+}
+
+/// The exit code of a command that returned `err`: 0 for a write to a closed pipe (`otkd ... |
+/// head` is not a failure), [`Interrupted::EXIT_CODE`] for Ctrl-C after saving, 2 otherwise.
+pub fn exit_code(err: &anyhow::Error) -> u8 {
+    if is_closed_pipe(err) {
+        0
+    } else if err.is::<Interrupted>() {
+        Interrupted::EXIT_CODE
+    } else {
+        2
+    }
+}
+
 /// Whether `err` is a write to a closed pipe (`otkd ... | head`): not a failure of the command.
-pub fn is_closed_pipe(err: &anyhow::Error) -> bool {
+fn is_closed_pipe(err: &anyhow::Error) -> bool {
     err.chain().any(|e| {
         e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
     })
@@ -104,4 +137,47 @@ fn cached_english(
         .with_context(|| format!("encoding {split} English captions"))?;
     bar.finish_and_clear();
     Ok((captions, outputs, status))
+}
+
+/// An index of the English captions of a Multi30k `split` (ids: 0-based caption lines) for
+/// `student`, with CSLS terms from `lang`'s reference queries (never the split's own captions)
+/// when `scoring` is CSLS; and the captions.
+fn multi30k_index(
+    inputs: &Inputs,
+    data: &Multi30k,
+    split: Split,
+    lang: Lang,
+    student: &Student,
+    scoring: Scoring,
+) -> Result<(IndexInput, Vec<String>)> {
+    let teacher = open_teacher(inputs)?;
+    let cache = open_cache(inputs, &teacher)?;
+    let (captions, english, _) =
+        cached_english(&teacher, &cache, data, split, crate::cli::DEFAULT_TEACHER_BATCH as usize, false)?;
+    let csls_reference = if scoring == Scoring::Csls {
+        let (train, val) = (data.bitext(Split::Train, lang)?, data.bitext(Split::Val, lang)?);
+        let reference = CslsReference::new(&train, &val).excluding(split);
+        let tokenizer = &student.config().tokenizer;
+        Some(reference.x().iter().map(|text| tokenize_sentence(tokenizer, text)).collect())
+    } else {
+        None
+    };
+    let ids =
+        (0..captions.len()).map(|l| u32::try_from(l).context("too many documents")).collect::<Result<_>>()?;
+    Ok((IndexInput { documents: english.embeddings, ids, csls_reference }, captions))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_map_to_exit_codes_in_one_place() {
+        let interrupted = anyhow::Error::from(Interrupted { what: "step 7".into() });
+        assert_eq!(exit_code(&interrupted), 130);
+        let pipe =
+            anyhow::Error::from(std::io::Error::from(std::io::ErrorKind::BrokenPipe)).context("printing");
+        assert_eq!(exit_code(&pipe), 0);
+        assert_eq!(exit_code(&anyhow::anyhow!("bad input")), 2);
+    }
 }

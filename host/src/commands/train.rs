@@ -5,54 +5,42 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 use candle_core::Device;
 
-use super::{Inputs, cached_english, open_cache, open_data, open_teacher, print_json, progress};
-use crate::cli::{DeviceArg, InitArg, PairsArg, TrainArgs};
+use super::{Inputs, Interrupted, cached_english, open_cache, open_data, open_teacher, print_json, progress};
+use crate::cli::{DeviceArg, TrainArgs};
 use crate::data::{Lang, Split};
-use crate::distill::losses::LossConfig;
-use crate::distill::optim::AdamWConfig;
-use crate::distill::trainer::{EvalRecord, FinalReport, Init, Outcome, TrainConfig, TrainData, Trainer};
+use crate::distill::config::{Start, TrainError};
+use crate::distill::data::TrainData;
+use crate::distill::run_dir::{CheckpointKind, EvalRecord, FinalReport, RunDir};
+use crate::distill::trainer::{Outcome, Trainer};
 
-/// The training configuration a command line asks for.
-pub fn train_config(args: &TrainArgs, teacher_dim: usize) -> Result<TrainConfig> {
-    Ok(TrainConfig {
-        method: args.method,
-        lang: args.lang,
-        preset: args.preset,
-        student: args.preset.validated_config(teacher_dim)?,
-        steps: args.steps as usize,
-        batch: args.batch as usize,
-        optimizer: AdamWConfig {
-            lr: args.lr,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: args.weight_decay,
-            warmup_steps: args.warmup as usize,
-            total_steps: args.steps as usize,
-            clip_norm: args.clip_norm,
-        },
-        loss: LossConfig {
-            method: args.method,
-            kd_variant: args.kd_variant,
-            temperature: args.temperature,
-            english_weight: args.english_weight,
-            ot_kd_weight: args.ot_kd_weight,
-            epsilon: args.epsilon,
-            sinkhorn_iterations: args.sinkhorn_iterations,
-            sinkhorn_tolerance: args.sinkhorn_tolerance,
-            ot_unrolled: args.ot_unrolled,
-        },
-        seed: args.seed,
-        pairs: match args.pairs {
-            PairsArg::All => None,
-            PairsArg::Count(n) => Some(n),
-        },
-        eval_every: args.eval_every as usize,
-        init: match args.init {
-            InitArg::Ridge => Init::Ridge { lambda: args.ridge_lambda },
-            InitArg::Random => Init::Random,
-        },
-    })
+/// A library error phrased with the flags of `otkd train` (and `experiment`).
+pub(super) fn with_flags(err: anyhow::Error) -> anyhow::Error {
+    let Some(e) = err.downcast_ref::<TrainError>() else { return err };
+    let message = match e {
+        TrainError::TooFewPairs { asked, available, lang } => {
+            format!("--pairs {asked}: only {available} training pairs exist for {lang}")
+        }
+        TrainError::FewerPairsThanBatch { pairs, batch } => format!(
+            "--pairs {pairs} is smaller than --batch {batch}: every batch would repeat pairs and the in-batch loss compare a pair with itself; lower --batch or use more pairs"
+        ),
+        TrainError::RunExists { dir } => {
+            format!(
+                "{} already holds a run; pass --resume to continue it or choose another --out",
+                dir.display()
+            )
+        }
+        TrainError::NothingToResume { path } => {
+            format!("--resume: {} does not exist; nothing to continue", path.display())
+        }
+        TrainError::ConfigMismatch { path, saved } => format!(
+            "--resume: {} was written with another configuration; rerun with the same flags (saved: {saved})",
+            path.display()
+        ),
+        TrainError::OutIsNotADirectory { path } => {
+            format!("--out {}: exists and is not a directory", path.display())
+        }
+    };
+    anyhow::anyhow!(message)
 }
 
 /// Set by Ctrl-C; the training loop checks it after every step.
@@ -100,14 +88,22 @@ pub fn run(inputs: &Inputs, args: &TrainArgs) -> Result<()> {
         PathBuf::from("runs")
             .join(format!("{:?}-{}-{:?}-s{}", args.method, args.lang, args.preset, args.seed).to_lowercase())
     });
-    let last = out.join(crate::distill::trainer::files::LAST);
+    // Checked before the seconds of loading that follow.
+    if out.exists() && !out.is_dir() {
+        return Err(with_flags(TrainError::OutIsNotADirectory { path: out }.into()));
+    }
+    let dir = RunDir::new(&out);
+    let last = dir.checkpoint_path(CheckpointKind::Last);
     if args.resume && !last.is_file() {
-        bail!("--resume: {} does not exist; nothing to continue", last.display());
+        return Err(with_flags(TrainError::NothingToResume { path: last }.into()));
+    }
+    if !args.resume && dir.holds_run() {
+        return Err(with_flags(TrainError::RunExists { dir: out }.into()));
     }
     let data = open_data(inputs)?;
     let teacher = open_teacher(inputs)?;
     let cache = open_cache(inputs, &teacher)?;
-    let config = train_config(args, teacher.dim())?;
+    let config = args.config(teacher.dim())?;
     let batch = args.teacher_batch as usize;
     let (_, train_teacher, _) = cached_english(&teacher, &cache, &data, Split::Train, batch, true)?;
     let (_, val_teacher, _) = cached_english(&teacher, &cache, &data, Split::Val, batch, false)?;
@@ -126,15 +122,16 @@ pub fn run(inputs: &Inputs, args: &TrainArgs) -> Result<()> {
         train_teacher,
         (&val_bitext, &val_teacher),
         (&test_bitext, &test_teacher),
-    )?;
+    )
+    .map_err(with_flags)?;
     // A fresh ridge-initialised run first solves the ridge problem (seconds).
-    let fitting = (!args.resume && matches!(config.init, Init::Ridge { .. })).then(|| {
+    let fitting = (!args.resume && config.start == Start::Ridge).then(|| {
         progress::spinner(format!("fitting the ridge initialisation on {} pairs", prepared.lines.len()))
     });
     if prepared.tokenizer.lossy_sentences > 0 || prepared.tokenizer.long_runs > 0 {
         eprintln!("{}.{}: {}", Split::Train, config.lang, prepared.tokenizer);
     }
-    let (trainer, start) = Trainer::open(config.clone(), &prepared, &out, args.resume)?;
+    let (trainer, start) = Trainer::open(config.clone(), &prepared, &out, args.resume).map_err(with_flags)?;
     let mut trainer = trainer.on_device(&device)?;
     if let Some(spinner) = fitting {
         spinner.finish_and_clear();
@@ -156,13 +153,10 @@ pub fn run(inputs: &Inputs, args: &TrainArgs) -> Result<()> {
     let outcome = trainer.run(start, &INTERRUPTED, &mut shown)?;
     shown.bar.finish_and_clear();
     match outcome {
-        Outcome::Interrupted { step } => {
-            eprintln!(
-                "interrupted at step {step}; checkpoint saved in {} (continue with --resume)",
-                out.display()
-            );
-            Ok(())
+        Outcome::Interrupted { step } => Err(Interrupted {
+            what: format!("step {step}; checkpoint saved in {} (continue with --resume)", out.display()),
         }
+        .into()),
         Outcome::Finished(report) if args.json => print_json(&report),
         Outcome::Finished(report) => {
             out!("{}", render_final(&report));
@@ -188,12 +182,13 @@ fn render_final(report: &FinalReport) -> String {
     out.push_str(
         "checkpoint  step  dev R@1  scoring | test X->en R@1   R@5  R@10   MRR | en->X R@1   R@5  R@10   MRR\n",
     );
-    for r in &report.checkpoints {
+    for kind in [CheckpointKind::Last, CheckpointKind::BestDev] {
+        let r = report.result(kind);
         for (scoring, m) in [("cosine", &r.test), ("CSLS", &r.test_csls)] {
             let (a, b) = (&m.x_to_en, &m.en_to_x);
             out.push_str(&format!(
                 "{:<10} {:>5}  {:>7.3}  {:<7} | {:>14.3} {:>5.3} {:>5.3} {:>5.3} | {:>9.3} {:>5.3} {:>5.3} {:>5.3}\n",
-                r.label, r.step, r.dev_r1, scoring, a.r1, a.r5, a.r10, a.mrr, b.r1, b.r5, b.r10, b.mrr
+                kind.to_string(), r.step, r.dev_r1, scoring, a.r1, a.r5, a.r10, a.mrr, b.r1, b.r5, b.r10, b.mrr
             ));
         }
     }

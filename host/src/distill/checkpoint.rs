@@ -1,6 +1,8 @@
 //! Training checkpoints: one safetensors file holding the student's weights, the optimiser's
-//! moments and, in the header metadata, the run's configuration and progress as JSON. One file,
-//! written atomically, so a crash can never pair weights with another step's state.
+//! moments and, in the header metadata, the run's configuration and progress as JSON and a
+//! checksum of both. One file, written atomically, so a crash can never pair weights with another
+//! step's state; the checksum refuses a file changed afterwards (one flipped byte of a weight
+//! otherwise loads as a valid, wrong student).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -9,9 +11,12 @@ use candle_core::{Device, Tensor};
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::paths::write_atomically;
+use crate::rng::Fnv64;
 
 /// Metadata key of the JSON state.
 const STATE_KEY: &str = "otkd.state";
+/// Metadata key of the checksum ([`checksum`]) of the tensors and the state.
+const CHECKSUM_KEY: &str = "otkd.checksum";
 
 /// Errors reading or writing a checkpoint; each names the file.
 #[derive(Debug, thiserror::Error)]
@@ -50,15 +55,36 @@ pub fn save<S: Serialize>(
 ) -> Result<(), CheckpointError> {
     let io = |source| CheckpointError::Io { path: path.to_path_buf(), source };
     let json = serde_json::to_string(state).map_err(|e| io(std::io::Error::other(e)))?;
-    let metadata = HashMap::from([(STATE_KEY.to_string(), json)]);
-    let data: Vec<(&str, &Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let named: Vec<(&str, &Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let sum = checksum(&named, &json).map_err(|e| io(std::io::Error::other(e)))?;
+    let metadata =
+        HashMap::from([(STATE_KEY.to_string(), json), (CHECKSUM_KEY.to_string(), format!("{sum:016x}"))]);
+    let data = named;
     write_atomically(path, |tmp| {
         safetensors::serialize_to_file(data, Some(metadata), tmp).map_err(std::io::Error::other)
     })
     .map_err(io)
 }
 
-/// Reads a checkpoint written by [`save`]; every tensor must be finite.
+/// FNV-1a over the state's JSON and every tensor's name, shape and f32 values, in name order.
+fn checksum(tensors: &[(&str, &Tensor)], state_json: &str) -> candle_core::Result<u64> {
+    let mut sorted: Vec<&(&str, &Tensor)> = tensors.iter().collect();
+    sorted.sort_by_key(|(name, _)| *name);
+    let mut h = Fnv64::default();
+    h.update_str(state_json);
+    for (name, tensor) in sorted {
+        h.update_str(name);
+        for &d in tensor.dims() {
+            h.update(&(d as u64).to_le_bytes());
+        }
+        let values = tensor.flatten_all()?.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?;
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        h.update(&bytes);
+    }
+    Ok(h.finish())
+}
+
+/// Reads a checkpoint written by [`save`]: the checksum must match and every tensor be finite.
 pub fn load<S: DeserializeOwned>(path: &Path) -> Result<Checkpoint<S>, CheckpointError> {
     let corrupt = |reason: String| CheckpointError::Corrupt { path: path.to_path_buf(), reason };
     let bytes =
@@ -70,9 +96,21 @@ pub fn load<S: DeserializeOwned>(path: &Path) -> Result<Checkpoint<S>, Checkpoin
         .as_ref()
         .and_then(|m| m.get(STATE_KEY))
         .ok_or_else(|| corrupt(format!("no {STATE_KEY:?} metadata")))?;
-    let state = serde_json::from_str(json).map_err(|e| corrupt(format!("state: {e}")))?;
+    let stored = metadata
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(CHECKSUM_KEY))
+        .ok_or_else(|| corrupt(format!("no {CHECKSUM_KEY:?} metadata (written by an older otkd?)")))?;
     let tensors =
         candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).map_err(|e| corrupt(e.to_string()))?;
+    let named: Vec<(&str, &Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let computed = checksum(&named, json).map_err(|e| corrupt(e.to_string()))?;
+    if *stored != format!("{computed:016x}") {
+        return Err(corrupt(format!(
+            "checksum mismatch (stored {stored}, contents {computed:016x}): the file changed after it was written"
+        )));
+    }
+    let state = serde_json::from_str(json).map_err(|e| corrupt(format!("state: {e}")))?;
     for (name, t) in &tensors {
         let values = t
             .flatten_all()
@@ -118,6 +156,21 @@ mod tests {
         std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
         let err = load::<u32>(&path).err().unwrap().to_string();
         assert!(err.contains("corrupt"), "{err}");
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn a_flipped_byte_is_refused_by_the_checksum() {
+        let path = temp("flip.safetensors");
+        let t = Tensor::from_vec(vec![0.25f32; 64], 64, &Device::Cpu).unwrap();
+        save(&path, &[("w".into(), t)], &3u32).unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        // The last byte is the high byte of the last weight: 0.25 becomes another finite value.
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x01;
+        std::fs::write(&path, &bytes).unwrap();
+        let err = load::<u32>(&path).err().unwrap().to_string();
+        assert!(err.contains("checksum mismatch") && err.contains(path.to_str().unwrap()), "{err}");
         std::fs::remove_file(path).unwrap();
     }
 }

@@ -205,7 +205,7 @@ pub fn ot_term_with_gradient(
     let (s_hat, s_norm) = unit(student);
     let mut cost = vec![0f32; b * n * m];
     cost.par_chunks_mut(n * m).enumerate().for_each(|(k, c)| {
-        crate::student::fused::matmul(
+        crate::linalg::matmul(
             c,
             &t_hat[k * n * d..(k + 1) * n * d],
             false,
@@ -228,7 +228,7 @@ pub fn ot_term_with_gradient(
     let mut grad = vec![0f32; b * m * d];
     grad.par_chunks_mut(m * d).enumerate().for_each(|(k, g)| {
         // g_hat[j] = −Σ_i P_ij t̂_i / items: Pᵀ T̂, scaled.
-        crate::student::fused::matmul(
+        crate::linalg::matmul(
             g,
             &plan[k * n * m..(k + 1) * n * m],
             true,

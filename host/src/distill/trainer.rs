@@ -1,280 +1,35 @@
 //! The training loop shared by both methods: same student, bitext, optimiser and step budget;
-//! only the loss differs.
-//!
-//! A run directory holds `config.json`, `train_lines.json` (the seeded bitext subset),
-//! `metrics.jsonl` (one dev evaluation per line), `checkpoint-last.safetensors` (weights,
-//! optimiser and progress: `--resume` continues from it bit for bit),
-//! `checkpoint-best.safetensors` (best dev R@1) and, at the end, `final.json` (test metrics of
-//! the last and the best-dev checkpoint).
+//! only the loss differs. It keeps the loop and the two step paths; the run directory it writes
+//! belongs to [`crate::distill::run_dir`].
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use candle_core::{Device, Tensor, Var};
-use serde::{Deserialize, Serialize};
 
-use crate::data::{Bitext, Lang};
-use crate::distill::checkpoint;
-use crate::distill::losses::{LossConfig, Method, kd_loss, ot_term, ot_term_with_gradient};
-use crate::distill::optim::{AdamW, AdamWConfig, StepInfo};
-use crate::eval::metrics::{BothDirections, both_directions};
-use crate::paths::write_atomically;
-use crate::rng::SplitMix64;
-use crate::student::{
-    Preset, Student, StudentBatch, StudentConfig, StudentOutput, TokenizedSentence, TokenizerTotals, fused,
+use crate::distill::config::{Start, TrainConfig, TrainError};
+use crate::distill::data::{EvalSet, TrainData};
+use crate::distill::losses::{Method, kd_loss, ot_term, ot_term_with_gradient};
+use crate::distill::optim::{AdamW, StepInfo};
+use crate::distill::run_dir::{
+    BestDev, CheckpointKind, CheckpointResult, CheckpointState, EvalRecord, FinalReport, Interval, RunDir,
+    lines_checksum,
 };
-use crate::teacher::TeacherOutputs;
+use crate::eval::metrics::{BothDirections, both_directions};
+use crate::rng::SplitMix64;
+use crate::student::{EMBED_BATCH, Student, StudentBatch, StudentOutput, TokenizedSentence, fused};
 
-/// Everything that defines a run; stored in `config.json` and in every checkpoint.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct TrainConfig {
-    /// OT or KD.
-    pub method: Method,
-    /// Language X (paired with English).
-    pub lang: Lang,
-    /// Named student size.
-    pub preset: Preset,
-    /// The student's architecture (from the preset).
-    pub student: StudentConfig,
-    /// Optimiser steps.
-    pub steps: usize,
-    /// Pairs per step.
-    pub batch: usize,
-    /// Optimiser and schedule.
-    pub optimizer: AdamWConfig,
-    /// Loss settings.
-    pub loss: LossConfig,
-    /// Seed of initialisation, subset and batch order.
-    pub seed: u64,
-    /// Training pairs used (`None`: all).
-    pub pairs: Option<usize>,
-    /// Steps between dev evaluations.
-    pub eval_every: usize,
-    /// Where the weights start.
-    pub init: Init,
+/// One step's Sinkhorn statistics into `interval`: the means over the batch's items.
+fn set_sinkhorn(interval: &mut Interval, iterations: &[u32], marginal_error: &[f32]) {
+    let mean = |sum: f64, n: usize| sum / n.max(1) as f64;
+    interval.sinkhorn_iterations = mean(iterations.iter().map(|&i| f64::from(i)).sum(), iterations.len());
+    interval.sinkhorn_marginal_error =
+        mean(marginal_error.iter().map(|&e| f64::from(e)).sum(), marginal_error.len());
 }
 
-/// Where a student's weights start.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase", tag = "kind")]
-pub enum Init {
-    /// Seeded random embeddings and projection.
-    Random,
-    /// The reduced-rank ridge fit of the teacher's embeddings from the training pairs' X side
-    /// ([`Student::init_from_ridge`]), with this regularisation.
-    Ridge {
-        /// Ridge `lambda`.
-        lambda: f64,
-    },
-}
-
-/// Dev and test material, prepared once.
-pub struct EvalSet {
-    /// Student tokens of the X side.
-    pub x: Vec<TokenizedSentence>,
-    /// Teacher embeddings of the English side, one row per pair.
-    pub en: Vec<f32>,
-}
-
-/// Training material, prepared once.
-pub struct TrainData {
-    /// Caption lines of the pairs used (the seeded subset).
-    pub lines: Vec<usize>,
-    /// Student tokens of the X side of each pair.
-    pub x: Vec<TokenizedSentence>,
-    /// Student tokens of the English side of each pair.
-    pub en: Vec<TokenizedSentence>,
-    /// What the tokenizer's caps did to the X side of the training pairs.
-    pub tokenizer: TokenizerTotals,
-    /// Teacher outputs for every English training caption (indexed by caption line), shared:
-    /// runs of several languages, seeds and subsets read the same English outputs.
-    pub teacher: Arc<TeacherOutputs>,
-    /// Dev (val) set.
-    pub dev: EvalSet,
-    /// Test set (test_2016_flickr).
-    pub test: EvalSet,
-    /// The CSLS reference population ([`crate::eval::csls_reference`]): student tokens of its
-    /// X side and teacher embeddings of its English side.
-    pub csls_reference: EvalSet,
-}
-
-impl TrainData {
-    /// Tokenizes and selects the seeded subset of training pairs.
-    pub fn prepare(
-        config: &TrainConfig,
-        train: &Bitext,
-        teacher: impl Into<Arc<TeacherOutputs>>,
-        dev: (&Bitext, &TeacherOutputs),
-        test: (&Bitext, &TeacherOutputs),
-    ) -> Result<Self> {
-        config.student.validate()?;
-        let teacher = teacher.into();
-        if teacher.token_states.is_none() && config.method == Method::Ot {
-            bail!("OT training needs the teacher's token states (run `otkd teacher encode`)");
-        }
-        for (what, bitext, outputs) in
-            [("training", train, &*teacher), ("dev", dev.0, dev.1), ("test", test.0, test.1)]
-        {
-            if bitext.pairs.is_empty() {
-                bail!(
-                    "no {what} pairs for {}-en in {} ({} lines, {} skipped for an empty side)",
-                    bitext.lang,
-                    bitext.split,
-                    bitext.total_lines,
-                    bitext.skipped.len()
-                );
-            }
-            if let Some(line) = bitext.lines().into_iter().find(|&l| l >= outputs.len()) {
-                bail!(
-                    "{} line {} has no teacher output ({} English captions encoded)",
-                    bitext.split,
-                    line + 1,
-                    outputs.len()
-                );
-            }
-        }
-        let mut order: Vec<usize> = (0..train.pairs.len()).collect();
-        if let Some(n) = config.pairs {
-            if n > order.len() {
-                bail!("--pairs {n}: only {} training pairs exist for {}", order.len(), train.lang);
-            }
-            SplitMix64::new(config.seed, "pairs").shuffle(&mut order);
-            order.truncate(n);
-            order.sort_unstable();
-        }
-        let tok = &config.student.tokenizer;
-        let tokenize = |texts: Vec<&str>| -> Vec<TokenizedSentence> {
-            use rayon::prelude::*;
-            texts.par_iter().map(|t| crate::student::tokenize_sentence(tok, t)).collect()
-        };
-        let pairs: Vec<_> = order.iter().map(|&i| &train.pairs[i]).collect();
-        let eval_set = |(bitext, outputs): (&Bitext, &TeacherOutputs)| EvalSet {
-            x: tokenize(bitext.x()),
-            en: outputs.embeddings_of(&bitext.lines()),
-        };
-        let x = tokenize(pairs.iter().map(|p| p.x.as_str()).collect());
-        let (val_ref, train_ref) = crate::eval::csls_reference(train, dev.0);
-        let mut reference_en = dev.1.embeddings_of(&val_ref.iter().map(|p| p.line).collect::<Vec<_>>());
-        reference_en.extend(teacher.embeddings_of(&train_ref.iter().map(|p| p.line).collect::<Vec<_>>()));
-        let csls_reference = EvalSet {
-            x: tokenize(val_ref.iter().chain(&train_ref).map(|p| p.x.as_str()).collect()),
-            en: reference_en,
-        };
-        Ok(Self {
-            lines: pairs.iter().map(|p| p.line).collect(),
-            tokenizer: TokenizerTotals::of(&x),
-            x,
-            en: tokenize(pairs.iter().map(|p| p.en.as_str()).collect()),
-            teacher,
-            dev: eval_set(dev),
-            test: eval_set(test),
-            csls_reference,
-        })
-    }
-}
-
-/// Loss statistics accumulated between two evaluations.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
-struct Interval {
-    steps: usize,
-    loss: f64,
-    kd: f64,
-    ot: f64,
-    sinkhorn_iterations: f64,
-    sinkhorn_marginal_error: f64,
-}
-
-impl Interval {
-    /// One step's Sinkhorn statistics: the means over the batch's items.
-    fn set_sinkhorn(&mut self, iterations: &[u32], marginal_error: &[f32]) {
-        let mean = |sum: f64, n: usize| sum / n.max(1) as f64;
-        self.sinkhorn_iterations = mean(iterations.iter().map(|&i| f64::from(i)).sum(), iterations.len());
-        self.sinkhorn_marginal_error =
-            mean(marginal_error.iter().map(|&e| f64::from(e)).sum(), marginal_error.len());
-    }
-}
-
-/// The dev result of the best checkpoint so far.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct BestDev {
-    /// Step of the checkpoint.
-    pub step: usize,
-    /// Dev X->en R@1.
-    pub r1: f64,
-    /// Dev X->en MRR.
-    pub mrr: f64,
-}
-
-/// Progress saved in checkpoints.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct RunState {
-    config: TrainConfig,
-    step: usize,
-    elapsed_seconds: f64,
-    best: Option<BestDev>,
-    interval: Interval,
-}
-
-/// One line of `metrics.jsonl`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct EvalRecord {
-    /// Optimiser steps done.
-    pub step: usize,
-    /// Training wall-clock seconds so far (evaluation excluded).
-    pub elapsed_seconds: f64,
-    /// Learning rate of the last step.
-    pub lr: f64,
-    /// Mean loss since the previous evaluation (absent at step 0).
-    pub loss: Option<f64>,
-    /// Mean KD term since the previous evaluation.
-    pub kd: Option<f64>,
-    /// Mean OT term since the previous evaluation (OT only).
-    pub ot: Option<f64>,
-    /// Mean Sinkhorn iterations used (OT only).
-    pub sinkhorn_iterations: Option<f64>,
-    /// Mean final marginal error (OT only).
-    pub sinkhorn_marginal_error: Option<f64>,
-    /// Dev X->en R@1.
-    pub dev_r1: f64,
-    /// Dev X->en MRR.
-    pub dev_mrr: f64,
-}
-
-/// Test results of one checkpoint.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct CheckpointResult {
-    /// Which checkpoint: "last" or "best-dev".
-    pub label: String,
-    /// Its step.
-    pub step: usize,
-    /// Its dev X->en R@1.
-    pub dev_r1: f64,
-    /// test_2016_flickr retrieval, both directions (documents: teacher English embeddings).
-    pub test: BothDirections,
-    /// The same ranked by CSLS (hubness from [`TrainData::csls_reference`]).
-    pub test_csls: BothDirections,
-}
-
-/// `final.json`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct FinalReport {
-    /// The run's configuration.
-    pub config: TrainConfig,
-    /// Student parameters.
-    pub parameters: usize,
-    /// Training wall-clock seconds.
-    pub elapsed_seconds: f64,
-    /// Training pairs per second (both sides encoded per pair).
-    pub pairs_per_second: f64,
-    /// The last checkpoint, then the best-dev one.
-    pub checkpoints: Vec<CheckpointResult>,
-}
-
-/// How a call to [`train`] ended.
+/// How a call to [`Trainer::run`] ended.
 pub enum Outcome {
     /// All steps done; `final.json` written.
     Finished(Box<FinalReport>),
@@ -285,22 +40,6 @@ pub enum Outcome {
     },
 }
 
-/// File names inside a run directory.
-pub mod files {
-    /// The run's configuration.
-    pub const CONFIG: &str = "config.json";
-    /// The seeded subset of caption lines.
-    pub const TRAIN_LINES: &str = "train_lines.json";
-    /// Dev evaluations.
-    pub const METRICS: &str = "metrics.jsonl";
-    /// Latest state.
-    pub const LAST: &str = "checkpoint-last.safetensors";
-    /// Best dev R@1.
-    pub const BEST: &str = "checkpoint-best.safetensors";
-    /// Test results.
-    pub const FINAL: &str = "final.json";
-}
-
 /// Callbacks for progress display.
 pub trait Progress {
     /// After every optimiser step.
@@ -309,13 +48,13 @@ pub trait Progress {
     fn eval(&mut self, record: &EvalRecord);
 }
 
-/// A run of [`train`].
+/// A training run: the student, its optimiser and the run directory it writes.
 pub struct Trainer<'a> {
     config: TrainConfig,
     data: &'a TrainData,
     student: Student,
     optimizer: AdamW,
-    out: PathBuf,
+    dir: RunDir,
     path: StepPath,
     fused: FusedState,
 }
@@ -373,6 +112,9 @@ impl<'a> Trainer<'a> {
         out: &Path,
         resume: bool,
     ) -> Result<(Self, RunStart)> {
+        if out.exists() && !out.is_dir() {
+            return Err(TrainError::OutIsNotADirectory { path: out.to_path_buf() }.into());
+        }
         let student = Student::new(config.student, config.seed)?;
         let optimizer = AdamW::new(student.params().vars(), config.optimizer)?;
         let mut trainer = Self {
@@ -380,18 +122,24 @@ impl<'a> Trainer<'a> {
             data,
             student,
             optimizer,
-            out: out.to_path_buf(),
+            dir: RunDir::new(out),
             path: StepPath::Fused,
             fused: FusedState::default(),
         };
-        let last = out.join(files::LAST);
+        let last = trainer.dir.checkpoint_path(CheckpointKind::Last);
         if resume {
-            let ckpt: checkpoint::Checkpoint<RunState> = checkpoint::load(&last)?;
+            if !last.is_file() {
+                return Err(TrainError::NothingToResume { path: last }.into());
+            }
+            let ckpt = trainer.dir.load_checkpoint(CheckpointKind::Last)?;
             if ckpt.state.config != trainer.config {
+                let saved = serde_json::to_string(&ckpt.state.config)?;
+                return Err(TrainError::ConfigMismatch { path: last, saved }.into());
+            }
+            if ckpt.state.train_lines_checksum != lines_checksum(&data.lines) {
                 bail!(
-                    "--resume: {} was written with another configuration; rerun with the same flags (saved: {})",
-                    last.display(),
-                    serde_json::to_string(&ckpt.state.config)?
+                    "{}: the training lines selected now differ from the checkpoint's (another bitext?)",
+                    last.display()
                 );
             }
             trainer
@@ -404,7 +152,7 @@ impl<'a> Trainer<'a> {
                 .optimizer
                 .load_state(&names, &ckpt.tensors, ckpt.state.step)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", last.display()))?;
-            truncate_metrics(&out.join(files::METRICS), ckpt.state.step)?;
+            trainer.dir.rewrite_metrics(&ckpt.state.history)?;
             let state = ckpt.state;
             return Ok((
                 trainer,
@@ -413,35 +161,31 @@ impl<'a> Trainer<'a> {
                     elapsed: state.elapsed_seconds,
                     best: state.best,
                     interval: state.interval,
+                    history: state.history,
                 },
             ));
         }
-        if last.exists() || out.join(files::FINAL).exists() {
-            bail!(
-                "{} already holds a run; pass --resume to continue it or choose another --out",
-                out.display()
-            );
+        if trainer.dir.holds_run() {
+            return Err(TrainError::RunExists { dir: out.to_path_buf() }.into());
         }
-        if let Init::Ridge { lambda } = trainer.config.init {
+        if trainer.config.start == Start::Ridge {
+            let lambda = trainer.config.ridge_lambda;
             trainer.student.init_from_ridge(&data.x, |s| data.teacher.embedding(data.lines[s]), lambda)?;
         }
-        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-        let json = serde_json::to_string_pretty(&trainer.config)?;
-        write_atomically(&out.join(files::CONFIG), |tmp| std::fs::write(tmp, &json))?;
-        let lines = serde_json::to_string(&data.lines)?;
-        write_atomically(&out.join(files::TRAIN_LINES), |tmp| std::fs::write(tmp, &lines))?;
-        let _ = std::fs::remove_file(out.join(files::METRICS));
+        trainer.dir.create(&trainer.config, &data.lines)?;
         Ok((trainer, RunStart::default()))
     }
 
-    fn run_state(
-        &self,
-        step: usize,
-        elapsed_seconds: f64,
-        best: Option<BestDev>,
-        interval: Interval,
-    ) -> RunState {
-        RunState { config: self.config.clone(), step, elapsed_seconds, best, interval }
+    fn checkpoint_state(&self, step: usize, elapsed_seconds: f64, run: &RunStart) -> CheckpointState {
+        CheckpointState {
+            config: self.config.clone(),
+            train_lines_checksum: lines_checksum(&self.data.lines),
+            step,
+            elapsed_seconds,
+            best: run.best,
+            interval: run.interval,
+            history: run.history.clone(),
+        }
     }
 
     fn param_names(&self) -> Vec<&str> {
@@ -482,7 +226,9 @@ impl<'a> Trainer<'a> {
         Ok(self)
     }
 
-    fn save(&self, path: &Path, state: &RunState, with_optimizer: bool) -> Result<()> {
+    fn save(&self, kind: CheckpointKind, state: &CheckpointState) -> Result<()> {
+        let with_optimizer = kind == CheckpointKind::Last;
+        let path = self.dir.checkpoint_path(kind);
         for (name, var) in self.student.params().iter() {
             let finite = var.as_tensor().flatten_all()?.to_vec1::<f32>()?.iter().all(|v| v.is_finite());
             if !finite {
@@ -505,7 +251,7 @@ impl<'a> Trainer<'a> {
             moments.sort_by(|a, b| a.0.cmp(&b.0));
             tensors.extend(moments);
         }
-        Ok(checkpoint::save(path, &tensors, state)?)
+        self.dir.save_checkpoint(kind, &tensors, state)
     }
 
     /// Dev X->en R@1 and MRR of the current student.
@@ -612,7 +358,7 @@ impl<'a> Trainer<'a> {
                     ot_gradient = Some(ot.grad);
                     (ot.iterations, ot.marginal_error, (kd * loss_cfg.ot_kd_weight)?)
                 };
-                interval.set_sinkhorn(&iterations, &marginal_error);
+                set_sinkhorn(&mut interval, &iterations, &marginal_error);
                 total
             }
         };
@@ -643,7 +389,7 @@ impl<'a> Trainer<'a> {
                 let states = Tensor::from_vec(states, shape, self.student.device())?;
                 let ot = ot_term(&states, &lengths, &x.token_states, &x_batch.lengths, &loss_cfg)?;
                 interval.ot = f64::from(ot.loss.to_scalar::<f32>()?);
-                interval.set_sinkhorn(&ot.iterations, &ot.marginal_error);
+                set_sinkhorn(&mut interval, &ot.iterations, &ot.marginal_error);
                 (ot.loss + (kd * loss_cfg.ot_kd_weight)?)?
             }
         };
@@ -746,14 +492,16 @@ impl<'a> Trainer<'a> {
         interrupt: &AtomicBool,
         progress: &mut dyn Progress,
     ) -> Result<Outcome> {
-        let RunStart { mut step, elapsed, mut best, mut interval } = start;
+        let mut run = start;
         // The step `checkpoint-last` holds, for the error message if the loss diverges.
-        let mut saved = (step > 0).then_some(step);
-        let metrics_path = self.out.join(files::METRICS);
+        let mut saved = (run.step > 0).then_some(run.step);
         let clock = Instant::now();
         let mut eval_seconds = 0.0;
+        let elapsed = run.elapsed;
         let elapsed_now = |eval_seconds: f64| elapsed + clock.elapsed().as_secs_f64() - eval_seconds;
-        if step == 0 {
+        if run.step == 0 {
+            // Step 0 is a candidate for the best checkpoint: a run that only gets worse (too
+            // high a learning rate) must not export a worse student than it started with.
             let t = Instant::now();
             let (r1, mrr) = self.evaluate_dev()?;
             eval_seconds += t.elapsed().as_secs_f64();
@@ -769,35 +517,40 @@ impl<'a> Trainer<'a> {
                 dev_r1: r1,
                 dev_mrr: mrr,
             };
-            append_metrics(&metrics_path, &record)?;
+            run.best = Some(BestDev { step: 0, r1, mrr });
+            run.history.push(record.clone());
+            self.save(CheckpointKind::BestDev, &self.checkpoint_state(0, 0.0, &run))?;
+            self.dir.append_metrics(&record)?;
             progress.eval(&record);
         }
-        while step < self.config.steps {
-            let (forward, stats) = self.step_loss(step)?;
+        while run.step < self.config.steps {
+            let (forward, stats) = self.step_loss(run.step)?;
             if !stats.loss.is_finite() {
-                let last = self.out.join(files::LAST);
+                let last = self.dir.checkpoint_path(CheckpointKind::Last);
                 let kept = match saved {
                     Some(saved) => format!("{} still holds step {saved}", last.display()),
-                    None => format!("no checkpoint was saved yet in {}", self.out.display()),
+                    None => format!("no checkpoint was saved yet in {}", self.dir.path().display()),
                 };
                 bail!(
                     "the loss became {} at step {} (kd {}, ot {}); stopped without saving: {kept}",
                     stats.loss,
-                    step + 1,
+                    run.step + 1,
                     stats.kd,
                     stats.ot,
                 );
             }
             let lr = self.step_update(forward)?.lr;
-            step += 1;
-            interval = add(interval, stats);
+            run.step += 1;
+            let step = run.step;
+            run.interval = add(run.interval, stats);
             progress.step(step, stats.loss);
 
             let interrupted = interrupt.load(Ordering::SeqCst);
-            if step % self.config.eval_every == 0 || step == self.config.steps {
+            if step.is_multiple_of(self.config.eval_every) || step == self.config.steps {
                 let t = Instant::now();
                 let (r1, mrr) = self.evaluate_dev()?;
                 eval_seconds += t.elapsed().as_secs_f64();
+                let interval = run.interval;
                 let mean = |v: f64| v / interval.steps.max(1) as f64;
                 let is_ot = self.config.method == Method::Ot;
                 let record = EvalRecord {
@@ -812,20 +565,24 @@ impl<'a> Trainer<'a> {
                     dev_r1: r1,
                     dev_mrr: mrr,
                 };
-                interval = Interval::default();
-                if best.is_none_or(|b| r1 > b.r1) {
-                    best = Some(BestDev { step, r1, mrr });
-                    let state = self.run_state(step, record.elapsed_seconds, best, interval);
-                    self.save(&self.out.join(files::BEST), &state, false)?;
+                run.interval = Interval::default();
+                run.history.push(record.clone());
+                if run.best.is_none_or(|b| r1 > b.r1) {
+                    run.best = Some(BestDev { step, r1, mrr });
+                    self.save(
+                        CheckpointKind::BestDev,
+                        &self.checkpoint_state(step, record.elapsed_seconds, &run),
+                    )?;
                 }
-                append_metrics(&metrics_path, &record)?;
-                let state = self.run_state(step, record.elapsed_seconds, best, interval);
-                self.save(&self.out.join(files::LAST), &state, true)?;
+                self.dir.append_metrics(&record)?;
+                self.save(CheckpointKind::Last, &self.checkpoint_state(step, record.elapsed_seconds, &run))?;
                 saved = Some(step);
                 progress.eval(&record);
             } else if interrupted {
-                let state = self.run_state(step, elapsed_now(eval_seconds), best, interval);
-                self.save(&self.out.join(files::LAST), &state, true)?;
+                self.save(
+                    CheckpointKind::Last,
+                    &self.checkpoint_state(step, elapsed_now(eval_seconds), &run),
+                )?;
                 saved = Some(step);
             }
             if interrupted && step < self.config.steps {
@@ -839,8 +596,8 @@ impl<'a> Trainer<'a> {
     /// Test retrieval of `student`, cosine and CSLS.
     fn test_both_scorings(&self, student: &Student) -> Result<(BothDirections, BothDirections)> {
         let dim = student.config().out_dim;
-        let x = student.embed(&self.data.test.x, 256)?;
-        let reference_x = student.embed(&self.data.csls_reference.x, 256)?;
+        let x = student.embed(&self.data.test.x, EMBED_BATCH)?;
+        let reference_x = student.embed(&self.data.csls_reference.x, EMBED_BATCH)?;
         let en = &self.data.test.en;
         let csls = crate::eval::csls_both_directions(&x, en, &reference_x, &self.data.csls_reference.en, dim);
         Ok((both_directions(&x, en, dim), csls))
@@ -848,38 +605,24 @@ impl<'a> Trainer<'a> {
 
     /// Test metrics of the last and the best-dev checkpoints, written to `final.json`.
     fn finish(&self) -> Result<FinalReport> {
-        let last: checkpoint::Checkpoint<RunState> = checkpoint::load(&self.out.join(files::LAST))?;
+        let last = self.dir.load_checkpoint(CheckpointKind::Last)?;
         let best_dev = last.state.best.context("no dev evaluation recorded")?;
-        let last_dev = read_metrics(&self.out.join(files::METRICS))?.last().map_or(0.0, |r| r.dev_r1);
+        let last_dev = last.state.history.last().map_or(0.0, |r| r.dev_r1);
         let (test, test_csls) = self.test_both_scorings(&self.student)?;
-        let mut checkpoints = vec![CheckpointResult {
-            label: "last".into(),
-            step: last.state.step,
-            dev_r1: last_dev,
-            test,
-            test_csls,
-        }];
-        let best: checkpoint::Checkpoint<RunState> = checkpoint::load(&self.out.join(files::BEST))?;
-        let best_student = Student::new(self.config.student, self.config.seed)?;
-        best_student.load_weights(&best.tensors).map_err(|e| anyhow::anyhow!("{}: {e}", files::BEST))?;
-        let (test, test_csls) = self.test_both_scorings(&best_student)?;
-        checkpoints.push(CheckpointResult {
-            label: "best-dev".into(),
-            step: best_dev.step,
-            dev_r1: best_dev.r1,
-            test,
-            test_csls,
-        });
+        let last_result = CheckpointResult { step: last.state.step, dev_r1: last_dev, test, test_csls };
+        let best = self.dir.load_student(CheckpointKind::BestDev)?;
+        let (test, test_csls) = self.test_both_scorings(&best.student)?;
+        let best_result = CheckpointResult { step: best_dev.step, dev_r1: best_dev.r1, test, test_csls };
         let elapsed_seconds = last.state.elapsed_seconds;
         let report = FinalReport {
             config: self.config.clone(),
             parameters: self.student.params().count(),
             elapsed_seconds,
             pairs_per_second: self.config.steps as f64 * self.config.batch as f64 / elapsed_seconds.max(1e-9),
-            checkpoints,
+            last: last_result,
+            best: best_result,
         };
-        let json = serde_json::to_string_pretty(&report)?;
-        write_atomically(&self.out.join(files::FINAL), |tmp| std::fs::write(tmp, &json))?;
+        self.dir.write_final(&report)?;
         Ok(report)
     }
 }
@@ -894,7 +637,7 @@ pub struct TimedSteps {
 }
 
 /// Where a run starts: fresh (all zero) or from a checkpoint.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct RunStart {
     /// Steps already done.
     pub step: usize,
@@ -903,6 +646,7 @@ pub struct RunStart {
     /// Best dev result so far.
     pub best: Option<BestDev>,
     interval: Interval,
+    history: Vec<EvalRecord>,
 }
 
 fn add(a: Interval, b: Interval) -> Interval {
@@ -937,69 +681,8 @@ fn batch_index(seed: u64, pairs: usize, position: usize) -> usize {
 
 /// Retrieval of the test or dev pairs: X queries by the student against teacher English documents.
 pub fn evaluate(student: &Student, set: &EvalSet) -> Result<BothDirections> {
-    let x = student.embed(&set.x, 256)?;
+    let x = student.embed(&set.x, EMBED_BATCH)?;
     Ok(both_directions(&x, &set.en, student.config().out_dim))
-}
-
-fn append_metrics(path: &Path, record: &EvalRecord) -> Result<()> {
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .with_context(|| format!("opening {}", path.display()))?;
-    writeln!(file, "{}", serde_json::to_string(record)?)
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
-}
-
-/// Reads `metrics.jsonl`; a malformed line is an error naming its number.
-pub fn read_metrics(path: &Path) -> Result<Vec<EvalRecord>> {
-    let (records, torn) = read_metrics_allowing_torn_end(path)?;
-    match torn {
-        Some(line) => bail!("{} line {line}: incomplete record", path.display()),
-        None => Ok(records),
-    }
-}
-
-/// Reads `metrics.jsonl`, where the last line may be torn (the process was killed while
-/// appending it): the complete records, and the number of a torn last line. A malformed line
-/// before the last is an error naming it.
-fn read_metrics_allowing_torn_end(path: &Path) -> Result<(Vec<EvalRecord>, Option<usize>)> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let lines: Vec<(usize, &str)> =
-        text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()).map(|(i, l)| (i + 1, l)).collect();
-    let mut records = Vec::with_capacity(lines.len());
-    for (k, &(number, line)) in lines.iter().enumerate() {
-        match serde_json::from_str(line) {
-            Ok(record) => records.push(record),
-            Err(_) if k + 1 == lines.len() => return Ok((records, Some(number))),
-            Err(e) => bail!("{} line {number}: {e}", path.display()),
-        }
-    }
-    Ok((records, None))
-}
-
-/// Drops evaluations after `step` (they belong to steps the resumed run will redo) and a torn
-/// last line.
-fn truncate_metrics(path: &Path, step: usize) -> Result<()> {
-    if !path.exists() {
-        return Ok(());
-    }
-    let (records, torn) = read_metrics_allowing_torn_end(path)?;
-    if let Some(line) = torn {
-        eprintln!(
-            "{} line {line}: dropping an incomplete record (the run was killed while writing it)",
-            path.display()
-        );
-    }
-    let kept: Vec<String> = records
-        .into_iter()
-        .filter(|r| r.step <= step)
-        .map(|r| serde_json::to_string(&r))
-        .collect::<Result<_, _>>()?;
-    let text = kept.iter().map(|l| format!("{l}\n")).collect::<String>();
-    write_atomically(path, |tmp| std::fs::write(tmp, &text))?;
-    Ok(())
 }
 
 #[cfg(test)]

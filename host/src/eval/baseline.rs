@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::data::{Bitext, Lang};
 use crate::eval::metrics::{BothDirections, both_directions, metrics_from_ranks, paired_ranks};
-use crate::paths::Fnv64;
+use crate::rng::Fnv64;
 
 /// Character n-gram lengths of the TF-IDF baseline (within word boundaries, like scikit-learn's `char_wb`).
 pub const TFIDF_NGRAMS: std::ops::RangeInclusive<usize> = 3..=5;

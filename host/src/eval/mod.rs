@@ -1,12 +1,13 @@
-//! Evaluation: retrieval metrics (cosine and hubness-corrected CSLS), the baselines every report
-//! is read against, and the closed-form ridge student.
+//! Evaluation: retrieval metrics (cosine and hubness-corrected CSLS), the CSLS reference
+//! population, and the baselines every report is read against (the closed-form ridge student
+//! itself is a model: [`crate::student::ridge`]).
 pub mod baseline;
 pub mod metrics;
-pub mod ridge;
 
-use crate::data::{Bitext, Pair};
+use crate::data::{Bitext, Pair, Split};
 use crate::eval::metrics::{BothDirections, both_directions_csls, hubness};
 use crate::rng::SplitMix64;
+use crate::teacher::TeacherOutputs;
 
 /// Neighbours averaged in the CSLS hubness term `r(d)`.
 ///
@@ -21,14 +22,50 @@ pub const CSLS_TRAIN_REFERENCE: usize = 5000;
 
 /// The reference population of CSLS: queries of the query language whose nearest neighbours
 /// measure how much of a hub each document is. Every val pair and a seeded sample of
-/// [`CSLS_TRAIN_REFERENCE`] train pairs (never test): `(val pairs, train pairs)`, each pair
-/// giving its X side as a reference query for X -> en and its English side for en -> X.
-pub fn csls_reference<'a>(train: &'a Bitext, val: &'a Bitext) -> (Vec<&'a Pair>, Vec<&'a Pair>) {
-    let mut order: Vec<usize> = (0..train.pairs.len()).collect();
-    SplitMix64::new(0, "csls-reference").shuffle(&mut order);
-    order.truncate(CSLS_TRAIN_REFERENCE);
-    order.sort_unstable();
-    (val.pairs.iter().collect(), order.iter().map(|&i| &train.pairs[i]).collect())
+/// [`CSLS_TRAIN_REFERENCE`] train pairs (never test), each pair giving its X side as a reference
+/// query for X -> en and its English side for en -> X. The one place this population is chosen:
+/// training, the baselines, export and `eval-blob` all build it here.
+pub struct CslsReference<'a> {
+    /// The val pairs (none when the documents are val's own captions).
+    pub val: Vec<&'a Pair>,
+    /// The seeded sample of train pairs (none when the documents are train's).
+    pub train: Vec<&'a Pair>,
+}
+
+impl<'a> CslsReference<'a> {
+    /// Every val pair and the seeded train sample.
+    pub fn new(train: &'a Bitext, val: &'a Bitext) -> Self {
+        let mut order: Vec<usize> = (0..train.pairs.len()).collect();
+        SplitMix64::new(0, "csls-reference").shuffle(&mut order);
+        order.truncate(CSLS_TRAIN_REFERENCE);
+        order.sort_unstable();
+        Self { val: val.pairs.iter().collect(), train: order.iter().map(|&i| &train.pairs[i]).collect() }
+    }
+
+    /// The same without the pairs of `split`: a document never counts its own caption among
+    /// the queries that measure it.
+    pub fn excluding(mut self, split: Split) -> Self {
+        match split {
+            Split::Val => self.val.clear(),
+            Split::Train => self.train.clear(),
+            _ => {}
+        }
+        self
+    }
+
+    /// The X sides, val first.
+    pub fn x(&self) -> Vec<&'a str> {
+        self.val.iter().chain(&self.train).map(|p| p.x.as_str()).collect()
+    }
+
+    /// The teacher's embeddings of the English sides, val first (`val_en` and `train_en`: the
+    /// teacher outputs of each split, indexed by caption line).
+    pub fn en_embeddings(&self, val_en: &TeacherOutputs, train_en: &TeacherOutputs) -> Vec<f32> {
+        let lines = |pairs: &[&Pair]| pairs.iter().map(|p| p.line).collect::<Vec<_>>();
+        let mut en = val_en.embeddings_of(&lines(&self.val));
+        en.extend(train_en.embeddings_of(&lines(&self.train)));
+        en
+    }
 }
 
 /// Test retrieval of paired embeddings (`x` and `en`, row `i` a pair) ranked by CSLS with

@@ -24,7 +24,7 @@ use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, Result};
 
-use crate::distill::trainer::TrainConfig;
+use crate::distill::config::TrainConfig;
 use crate::paths::write_atomically;
 use plan::RunSpec;
 use run::{Execution, Materials, Observer};

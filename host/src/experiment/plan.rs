@@ -8,11 +8,12 @@
 use serde::{Deserialize, Serialize};
 
 use crate::data::Lang;
+pub use crate::distill::config::Start;
+use crate::distill::config::TrainConfig;
 use crate::distill::losses::Method;
-use crate::distill::trainer::{Init, TrainConfig};
 
 /// The named grids.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ExperimentPreset {
     /// ay and cs, both starts, 2 seeds, short budgets (under 15 minutes on 2 cores).
@@ -20,27 +21,6 @@ pub enum ExperimentPreset {
     /// cs, ay, gn, qu x both starts x 3 seeds; a random-start bitext sweep (500 / 1k / 5k pairs) on ay, gn,
     /// qu x 3 seeds; de, fr, es with one seed (about an hour on 2 cores).
     Full,
-}
-
-/// Where a student's weights start.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Start {
-    /// Seeded random weights: convergence is a real question.
-    Random,
-    /// The closed-form reduced-rank ridge fit: both methods begin near their optimum.
-    Ridge,
-}
-
-impl std::fmt::Display for Start {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Start::Random => "random",
-            Start::Ridge => "ridge",
-        })
-    }
 }
 
 /// Which part of the grid a run belongs to.
@@ -95,8 +75,8 @@ impl RunSpec {
     }
 
     /// The training configuration: `base` with this run's method, language, start, seed,
-    /// subset and budget (warmup at most a fifth of the steps). A ridge start uses `base`'s ridge
-    /// lambda when `base` starts from ridge, else 0.1.
+    /// subset and budget (warmup at most a fifth of the steps); a ridge start uses `base`'s ridge
+    /// lambda.
     pub fn config(&self, base: &TrainConfig) -> TrainConfig {
         let mut c = base.clone();
         c.method = self.method;
@@ -108,11 +88,7 @@ impl RunSpec {
         c.optimizer.warmup_steps = base.optimizer.warmup_steps.min(self.budget.steps / 5);
         c.seed = self.seed;
         c.pairs = self.pairs;
-        c.init = match (self.start, base.init) {
-            (Start::Random, _) => Init::Random,
-            (Start::Ridge, Init::Ridge { lambda }) => Init::Ridge { lambda },
-            (Start::Ridge, Init::Random) => Init::Ridge { lambda: 0.1 },
-        };
+        c.start = self.start;
         c
     }
 }

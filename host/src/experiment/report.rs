@@ -203,16 +203,28 @@ fn anchor_rows(out: &mut String, s: &Summary, lang: crate::data::Lang) {
     ));
 }
 
-/// Renders `report.md`. `plots` are the file stems written beside it.
+/// Renders `report.md`, one section after the other. `plots` are the file stems written beside it.
 pub fn render(s: &Summary, plots: &[(&str, &str)], wall_seconds: Option<f64>) -> String {
     let mut out = String::new();
+    answer_section(&mut out, s, wall_seconds);
+    accuracy_sections(&mut out, s);
+    convergence_section(&mut out, s);
+    bootstrap_section(&mut out, s);
+    bitext_size_section(&mut out, s);
+    probe_section(&mut out, s);
+    plots_section(&mut out, plots);
+    out
+}
+
+/// The question and its answer per language and start, and the settings every run shared.
+fn answer_section(out: &mut String, s: &Summary, wall_seconds: Option<f64>) {
     let _ = writeln!(out, "# otkd experiment: OT vs KD distillation (preset {})\n", s.preset);
     out.push_str(
         "Question: does OT distillation make a student for a low-resource language converge faster, and end more accurate, \
 than teacher-student KD? Answer, per language and start (means ± sd over seeds; 95% CI of the mean over seeds in brackets):\n\n",
     );
     for c in s.comparisons.iter().filter(|c| c.group == Group::Main) {
-        headline(&mut out, s, c);
+        headline(out, s, c);
     }
     let _ = writeln!(
         out,
@@ -233,7 +245,10 @@ p is two-sided. Several tests are read together here, so each also carries a Hol
         s.bootstrap.1,
         s.comparisons.iter().map(|c| c.tests.len()).sum::<usize>()
     );
+}
 
+/// Final accuracy tables: the main grid and the higher-resource languages, anchors first.
+fn accuracy_sections(out: &mut String, s: &Summary) {
     for (group, title) in
         [(Group::Main, "Final accuracy (all pairs)"), (Group::HighResource, "Higher-resource languages")]
     {
@@ -249,14 +264,17 @@ p is two-sided. Several tests are read together here, so each also carries a Hol
         for lang in langs {
             let _ = writeln!(out, "### {} ({lang})\n", lang.name());
             out.push_str(ACCURACY_HEADER);
-            anchor_rows(&mut out, s, lang);
+            anchor_rows(out, s, lang);
             for c in s.cells.iter().filter(|c| c.group == group && c.lang == lang) {
-                cell_rows(&mut out, c);
+                cell_rows(out, c);
             }
             out.push('\n');
         }
     }
+}
 
+/// Steps and seconds to 90% / 95% of each run's final dev R@1, and OT reaching KD's final.
+fn convergence_section(out: &mut String, s: &Summary) {
     out.push_str("## Convergence\n\nSteps and training seconds (evaluation excluded) to 90% / 95% of the run's own final dev R@1; AUC = area under the dev R@1 curve divided by its steps (the mean dev R@1 over training); mean ± sd over seeds.\n\n");
     out.push_str("| language | pairs | start | method | dev R@1 step 0 | final dev R@1 | steps to 90% | s to 90% | steps to 95% | s to 95% | AUC | train s |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for c in &s.cells {
@@ -293,7 +311,10 @@ p is two-sided. Several tests are read together here, so each also carries a Hol
             r.seeds
         );
     }
+}
 
+/// The paired bootstrap of OT − KD with Holm-adjusted p.
+fn bootstrap_section(out: &mut String, s: &Summary) {
     out.push_str("\n## OT − KD paired bootstrap (test X→en R@1)\n\n| language | pairs | start | checkpoint | OT | KD | OT − KD | 95% CI | p | Holm p |\n|---|---|---|---|---|---|---|---|---|---|\n");
     for c in &s.comparisons {
         for t in &c.tests {
@@ -315,76 +336,87 @@ p is two-sided. Several tests are read together here, so each also carries a Hol
             );
         }
     }
+}
 
-    if s.cells.iter().any(|c| c.group == Group::Sweep) {
-        out.push_str("\n## Bitext size\n\nTest X→en R@1 (mean ± sd over seeds) against training pairs; `all` is the main grid.\n\n| language | start | pairs | OT last | KD last | OT best-dev | KD best-dev |\n|---|---|---|---|---|---|---|\n");
-        let mut keys: Vec<_> = s
-            .cells
-            .iter()
-            .filter(|c| {
-                c.group == Group::Sweep
-                    || (c.group == Group::Main
-                        && s.cells.iter().any(|d| d.group == Group::Sweep && d.lang == c.lang))
-            })
-            .map(|c| (c.lang, c.start, c.pairs.unwrap_or(usize::MAX)))
-            .collect();
-        keys.sort();
-        keys.dedup();
-        for (lang, start, pairs) in keys {
-            let p = (pairs != usize::MAX).then_some(pairs);
-            let g = if p.is_some() { Group::Sweep } else { Group::Main };
-            let get = |m: Method, best: bool| {
-                s.cell(g, lang, start, p, m).map_or("-".into(), |c| {
-                    if best { c.best_dev.x_to_en.r1.show(3) } else { c.last.x_to_en.r1.show(3) }
-                })
-            };
-            let _ = writeln!(
-                out,
-                "| {lang} | {start} | {} | {} | {} | {} | {} |",
-                pairs_label(p),
-                get(Method::Ot, false),
-                get(Method::Kd, false),
-                get(Method::Ot, true),
-                get(Method::Kd, true)
-            );
-        }
+/// Test R@1 against training pairs (only when the grid has a sweep).
+fn bitext_size_section(out: &mut String, s: &Summary) {
+    if !s.cells.iter().any(|c| c.group == Group::Sweep) {
+        return;
     }
+    out.push_str("\n## Bitext size\n\nTest X→en R@1 (mean ± sd over seeds) against training pairs; `all` is the main grid.\n\n| language | start | pairs | OT last | KD last | OT best-dev | KD best-dev |\n|---|---|---|---|---|---|---|\n");
+    let mut keys: Vec<_> = s
+        .cells
+        .iter()
+        .filter(|c| {
+            c.group == Group::Sweep
+                || (c.group == Group::Main
+                    && s.cells.iter().any(|d| d.group == Group::Sweep && d.lang == c.lang))
+        })
+        .map(|c| (c.lang, c.start, c.pairs.unwrap_or(usize::MAX)))
+        .collect();
+    keys.sort();
+    keys.dedup();
+    for (lang, start, pairs) in keys {
+        let p = (pairs != usize::MAX).then_some(pairs);
+        let g = if p.is_some() { Group::Sweep } else { Group::Main };
+        let get = |m: Method, best: bool| {
+            s.cell(g, lang, start, p, m).map_or("-".into(), |c| {
+                if best { c.best_dev.x_to_en.r1.show(3) } else { c.last.x_to_en.r1.show(3) }
+            })
+        };
+        let _ = writeln!(
+            out,
+            "| {lang} | {start} | {} | {} | {} | {} | {} |",
+            pairs_label(p),
+            get(Method::Ot, false),
+            get(Method::Kd, false),
+            get(Method::Ot, true),
+            get(Method::Kd, true)
+        );
+    }
+}
 
-    if s.anchors.iter().any(|a| a.ridge_probe.is_some()) {
-        out.push_str("\n## Multimodal probe (X → image)\n\nA probe, not an image-retrieval benchmark: ImageNet ResNet-50 features of the 1000 test images; a centred ridge map from the teacher's space to the image features is fitted on 500 images (the teacher's embeddings of their English captions; penalty chosen by 2-fold within that half) and read with each student's X embeddings of the other 500 captions, which rank their image among those 500; halves swapped and averaged. The same map for every student. Last checkpoints.\n\n| language | student | R@1 | R@5 | R@10 |\n|---|---|---|---|---|\n");
-        for a in &s.anchors {
-            let row = |name: &str, p: &Option<super::probe::ProbeMetrics>| {
-                p.map(|p| format!("| {} | {name} | {:.3} | {:.3} | {:.3} |\n", a.lang, p.r1, p.r5, p.r10))
-                    .unwrap_or_default()
-            };
-            out.push_str(&row("teacher on English captions (ceiling)", &a.external.teacher_english_probe));
-            out.push_str(&row("teacher zero-shot on X", &a.external.teacher_zero_shot_probe));
-            out.push_str(&row("closed-form ridge student, same size", &a.ridge_probe));
-            out.push_str(&row("untrained student", &a.untrained_probe));
-            for c in s.cells.iter().filter(|c| c.lang == a.lang && c.pairs.is_none()) {
-                if let Some(p) = &c.last.probe {
-                    let _ = writeln!(
-                        out,
-                        "| {} | {} {} start | {} | {} | {} |",
-                        a.lang,
-                        method_name(c.method),
-                        c.start,
-                        p.r1.show(3),
-                        p.r5.show(3),
-                        p.r10.show(3)
-                    );
-                }
+/// The image probe (only when image features were found).
+fn probe_section(out: &mut String, s: &Summary) {
+    if !s.anchors.iter().any(|a| a.ridge_probe.is_some()) {
+        return;
+    }
+    out.push_str("\n## Multimodal probe (X → image)\n\nA probe, not an image-retrieval benchmark: ImageNet ResNet-50 features of the 1000 test images; a centred ridge map from the teacher's space to the image features is fitted on 500 images (the teacher's embeddings of their English captions; penalty chosen by 2-fold within that half) and read with each student's X embeddings of the other 500 captions, which rank their image among those 500; halves swapped and averaged. The same map for every student. Last checkpoints.\n\n| language | student | R@1 | R@5 | R@10 |\n|---|---|---|---|---|\n");
+    for a in &s.anchors {
+        let row = |name: &str, p: &Option<super::probe::ProbeMetrics>| {
+            p.map(|p| format!("| {} | {name} | {:.3} | {:.3} | {:.3} |\n", a.lang, p.r1, p.r5, p.r10))
+                .unwrap_or_default()
+        };
+        out.push_str(&row("teacher on English captions (ceiling)", &a.external.teacher_english_probe));
+        out.push_str(&row("teacher zero-shot on X", &a.external.teacher_zero_shot_probe));
+        out.push_str(&row("closed-form ridge student, same size", &a.ridge_probe));
+        out.push_str(&row("untrained student", &a.untrained_probe));
+        for c in s.cells.iter().filter(|c| c.lang == a.lang && c.pairs.is_none()) {
+            if let Some(p) = &c.last.probe {
+                let _ = writeln!(
+                    out,
+                    "| {} | {} {} start | {} | {} | {} |",
+                    a.lang,
+                    method_name(c.method),
+                    c.start,
+                    p.r1.show(3),
+                    p.r5.show(3),
+                    p.r10.show(3)
+                );
             }
         }
     }
+}
 
-    if !plots.is_empty() {
-        out.push_str("\n## Plots\n\nOT in orange, KD in blue; lines are means over seeds, bands span the seeds' minimum to maximum.\n\n");
-        for (stem, caption) in plots {
-            let _ = writeln!(out, "![{caption}]({stem}.png) ({stem}.svg)\n");
-        }
+/// Links to the plots.
+fn plots_section(out: &mut String, plots: &[(&str, &str)]) {
+    if plots.is_empty() {
+        return;
     }
-    out
+    out.push_str("\n## Plots\n\nOT in orange, KD in blue; lines are means over seeds, bands span the seeds' minimum to maximum.\n\n");
+    for (stem, caption) in plots {
+        let _ = writeln!(out, "![{caption}]({stem}.png) ({stem}.svg)\n");
+    }
 }
 
 /// Which start has a cell in the summary, in display order.

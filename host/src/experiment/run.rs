@@ -18,14 +18,13 @@ use serde::{Deserialize, Serialize};
 use super::plan::RunSpec;
 use super::probe::{ImageProbe, ProbeMetrics};
 use crate::data::Lang;
-use crate::distill::checkpoint;
+use crate::distill::config::{Start, TrainConfig};
+use crate::distill::data::TrainData;
 use crate::distill::losses::Method;
-use crate::distill::trainer::{
-    EvalRecord, FinalReport, Init, Outcome, Progress, TrainConfig, TrainData, Trainer, files,
-};
+use crate::distill::run_dir::{CheckpointKind, EvalRecord, FinalReport, RunDir, read_json, write_json};
+use crate::distill::trainer::{Outcome, Progress, Trainer};
 use crate::eval::metrics::{BothDirections, both_directions, both_directions_ranks, metrics_from_ranks};
-use crate::paths::write_atomically;
-use crate::student::Student;
+use crate::student::{EMBED_BATCH, Student};
 
 /// Per-run evaluation file written beside `final.json`.
 pub const EVALUATION: &str = "evaluation.json";
@@ -88,8 +87,8 @@ pub trait Observer {
 /// Test ranks and probe of one checkpoint.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CheckpointEvaluation {
-    /// "last" or "best-dev".
-    pub label: String,
+    /// Which checkpoint.
+    pub kind: CheckpointKind,
     /// Its step.
     pub step: usize,
     /// Its dev X -> en R@1.
@@ -115,8 +114,20 @@ impl CheckpointEvaluation {
 /// `evaluation.json`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RunEvaluation {
-    /// The last checkpoint, then the best-dev one.
-    pub checkpoints: Vec<CheckpointEvaluation>,
+    /// The last checkpoint.
+    pub last: CheckpointEvaluation,
+    /// The best-dev checkpoint.
+    pub best: CheckpointEvaluation,
+}
+
+impl RunEvaluation {
+    /// The evaluation of `kind`.
+    pub fn result(&self, kind: CheckpointKind) -> &CheckpointEvaluation {
+        match kind {
+            CheckpointKind::Last => &self.last,
+            CheckpointKind::BestDev => &self.best,
+        }
+    }
 }
 
 /// A finished run, as the report reads it.
@@ -169,34 +180,37 @@ pub enum Execution {
     },
 }
 
-/// Reads a JSON file, naming it in errors.
-pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
-}
-
-fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
-    let json = serde_json::to_string_pretty(value)?;
-    write_atomically(path, |tmp| std::fs::write(tmp, &json))
-        .with_context(|| format!("writing {}", path.display()))
-}
-
 /// The directory of a run inside the experiment directory.
 pub fn run_dir(out: &Path, spec: &RunSpec) -> PathBuf {
     out.join("runs").join(spec.id())
 }
 
-/// Seconds per step measured in this invocation, per method.
+/// The pace measured in this invocation, for the estimate of the time left: training seconds
+/// per step per method (as the trainer measures them), and the seconds a run spends outside its
+/// steps per evaluation (preparation, dev evaluations, the final test evaluation).
 #[derive(Default)]
 struct Pace {
     by_method: HashMap<u8, (usize, f64)>,
+    other: (usize, f64),
 }
 
 impl Pace {
-    fn add(&mut self, method: Method, steps: usize, seconds: f64) {
+    /// A run that did `steps` steps in `train_seconds` of training, `evaluations` dev
+    /// evaluations, and took `wall_seconds` in all.
+    fn add(
+        &mut self,
+        method: Method,
+        steps: usize,
+        train_seconds: f64,
+        evaluations: usize,
+        wall_seconds: f64,
+    ) {
         let e = self.by_method.entry(method as u8).or_default();
         e.0 += steps;
-        e.1 += seconds;
+        e.1 += train_seconds;
+        // One unit more than the evaluations: the preparation and the final test evaluation.
+        self.other.0 += evaluations + 1;
+        self.other.1 += (wall_seconds - train_seconds).max(0.0);
     }
 
     fn seconds_per_step(&self, method: Method) -> Option<f64> {
@@ -207,10 +221,38 @@ impl Pace {
         })
     }
 
-    /// Time left for `remaining` (run, steps still to do).
-    fn eta(&self, remaining: &[(Method, usize)]) -> Option<f64> {
-        remaining.iter().map(|&(m, steps)| self.seconds_per_step(m).map(|r| r * steps as f64)).sum()
+    fn seconds_per_unit(&self) -> Option<f64> {
+        (self.other.0 > 0).then(|| self.other.1 / self.other.0 as f64)
     }
+
+    /// Time left for `remaining` runs (method, steps still to do, evaluations still to do) and
+    /// `anchors` languages whose anchors are still to compute (each about as much work as
+    /// [`ANCHOR_UNITS`] evaluation units: preparation, a ridge fit, two test evaluations and the
+    /// teacher's anchors).
+    fn eta(&self, remaining: &[(Method, usize, usize)], anchors: usize) -> Option<f64> {
+        let unit = self.seconds_per_unit()?;
+        let runs: Option<f64> = remaining
+            .iter()
+            .filter(|&&(_, steps, _)| steps > 0)
+            .map(|&(m, steps, evals)| {
+                self.seconds_per_step(m).map(|r| r * steps as f64 + unit * (evals + 1) as f64)
+            })
+            .sum();
+        Some(runs? + unit * (ANCHOR_UNITS * anchors) as f64)
+    }
+}
+
+/// Evaluation units one language's anchors cost, for the estimate of the time left.
+const ANCHOR_UNITS: usize = 4;
+
+/// Dev evaluations a run of `spec` still does after step `done`.
+fn evaluations_left(spec: &RunSpec, done: usize) -> usize {
+    let every = spec.budget.eval_every.max(1);
+    let steps = spec.budget.steps;
+    // Evaluations at multiples of `every` and at the last step, after `done`; step 0 if fresh.
+    let at_multiples = steps / every - done.min(steps) / every;
+    let at_end = usize::from(!steps.is_multiple_of(every) && done < steps);
+    at_multiples + at_end + usize::from(done == 0)
 }
 
 /// Runs every spec not yet finished under `out/runs/`, then returns all runs' records.
@@ -224,59 +266,64 @@ pub fn execute(
 ) -> Result<Execution> {
     let mut records = Vec::with_capacity(specs.len());
     let mut pace = Pace::default();
+    let mut anchor_langs: Vec<Lang> = specs.iter().map(|s| s.lang).collect();
+    anchor_langs.sort_by_key(|l| l.to_string());
+    anchor_langs.dedup();
+    let anchors_left =
+        anchor_langs.iter().filter(|l| !out.join("anchors").join(format!("{l}.json")).exists()).count();
     // Steps each run still needs (finished runs: none).
     let mut left: Vec<usize> = specs
         .iter()
         .map(|s| {
-            let dir = run_dir(out, s);
-            if dir.join(files::FINAL).exists() {
+            let dir = RunDir::new(run_dir(out, s));
+            if dir.is_finished() {
                 0
             } else {
-                checkpoint::load::<serde_json::Value>(&dir.join(files::LAST))
-                    .ok()
-                    .and_then(|c| c.state["step"].as_u64())
-                    .map_or(s.budget.steps, |done| s.budget.steps.saturating_sub(done as usize))
+                dir.last_step().map_or(s.budget.steps, |done| s.budget.steps.saturating_sub(done))
             }
         })
         .collect();
     for (index, spec) in specs.iter().enumerate() {
-        let dir = run_dir(out, spec);
+        let dir = RunDir::new(run_dir(out, spec));
         let config = spec.config(base);
-        let final_path = dir.join(files::FINAL);
-        if final_path.exists() {
-            let report: FinalReport = read_json(&final_path)?;
+        if dir.is_finished() {
+            let report = dir.final_report()?;
             if report.config != config {
                 bail!(
                     "{} holds a finished run with another configuration; use another --out for a different grid",
-                    dir.display()
+                    dir.path().display()
                 );
             }
-            let evaluation = match read_json::<RunEvaluation>(&dir.join(EVALUATION)) {
+            let evaluation = match read_json::<RunEvaluation>(&dir.file(EVALUATION)) {
                 Ok(e) => e,
                 Err(_) => {
                     observer.note(&format!("evaluating {}", spec.id()));
                     let prepared = materials.prepare(&config)?;
                     let probe = materials.probe()?;
-                    evaluate_run(&dir, &config, &prepared, probe.as_deref())?
+                    evaluate_run(&dir, &prepared, probe.as_deref())?
                 }
             };
             observer.skipped(index, specs.len(), spec);
-            let metrics = crate::distill::trainer::read_metrics(&dir.join(files::METRICS))?;
-            let train_pairs = read_json::<Vec<usize>>(&dir.join(files::TRAIN_LINES))?.len();
+            let metrics = dir.metrics()?;
+            let train_pairs = dir.train_lines()?.len();
             records.push(RunRecord { spec: *spec, report, metrics, evaluation, train_pairs });
             continue;
         }
         // The pace counts everything a run costs (preparation, ridge fit, evaluations), so the
         // estimate of the time left is in wall-clock seconds.
         let clock = Instant::now();
-        let resume = dir.join(files::LAST).exists();
+        let resume = dir.checkpoint_path(CheckpointKind::Last).exists();
         let prepared = materials.prepare(&config)?;
-        let (mut trainer, start) = Trainer::open(config.clone(), &prepared.data, &dir, resume)
+        let (mut trainer, start) = Trainer::open(config.clone(), &prepared.data, dir.path(), resume)
             .with_context(|| format!("run {}", spec.id()))?;
-        let from = start.step;
-        let remaining: Vec<(Method, usize)> =
-            specs.iter().zip(&left).skip(index).map(|(s, &l)| (s.method, l)).collect();
-        observer.start_run(index, specs.len(), spec, from, pace.eta(&remaining));
+        let (from, start_elapsed) = (start.step, start.elapsed);
+        let remaining: Vec<(Method, usize, usize)> = specs
+            .iter()
+            .zip(&left)
+            .skip(index)
+            .map(|(s, &l)| (s.method, l, evaluations_left(s, s.budget.steps - l)))
+            .collect();
+        observer.start_run(index, specs.len(), spec, from, pace.eta(&remaining, anchors_left));
         let outcome = trainer.run(start, interrupt, observer.progress());
         observer.end_run();
         let outcome = outcome.with_context(|| format!("run {}", spec.id()))?;
@@ -289,9 +336,15 @@ pub fn execute(
             Outcome::Interrupted { step } => return Ok(Execution::Interrupted { run: spec.id(), step }),
             Outcome::Finished(report) => {
                 let probe = materials.probe()?;
-                let evaluation = evaluate_run(&dir, &config, &prepared, probe.as_deref())?;
-                pace.add(spec.method, step_now - from, clock.elapsed().as_secs_f64());
-                let metrics = crate::distill::trainer::read_metrics(&dir.join(files::METRICS))?;
+                let evaluation = evaluate_run(&dir, &prepared, probe.as_deref())?;
+                pace.add(
+                    spec.method,
+                    step_now - from,
+                    report.elapsed_seconds - start_elapsed,
+                    evaluations_left(spec, from),
+                    clock.elapsed().as_secs_f64(),
+                );
+                let metrics = dir.metrics()?;
                 let train_pairs = prepared.data.lines.len();
                 records.push(RunRecord { spec: *spec, report: *report, metrics, evaluation, train_pairs });
             }
@@ -302,32 +355,24 @@ pub fn execute(
 
 /// Test ranks and probe of a finished run's last and best-dev checkpoints, saved to
 /// `evaluation.json`.
-pub fn evaluate_run(
-    dir: &Path,
-    config: &TrainConfig,
-    prepared: &Prepared,
-    probe: Option<&ImageProbe>,
-) -> Result<RunEvaluation> {
-    let report: FinalReport = read_json(&dir.join(files::FINAL))?;
-    let mut checkpoints = Vec::new();
-    for (file, result) in [(files::LAST, &report.checkpoints[0]), (files::BEST, &report.checkpoints[1])] {
-        let ckpt: checkpoint::Checkpoint<serde_json::Value> = checkpoint::load(&dir.join(file))?;
-        let student = Student::new(config.student, config.seed)?;
-        student
-            .load_weights(&ckpt.tensors)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join(file).display()))?;
-        let (x_to_en_ranks, en_to_x_ranks, probe) = test_ranks(&student, prepared, probe)?;
-        checkpoints.push(CheckpointEvaluation {
-            label: result.label.clone(),
+pub fn evaluate_run(dir: &RunDir, prepared: &Prepared, probe: Option<&ImageProbe>) -> Result<RunEvaluation> {
+    let report = dir.final_report()?;
+    let evaluate = |kind: CheckpointKind| -> Result<CheckpointEvaluation> {
+        let result = report.result(kind);
+        let trained = dir.load_student(kind)?;
+        let (x_to_en_ranks, en_to_x_ranks, probe) = test_ranks(&trained.student, prepared, probe)?;
+        Ok(CheckpointEvaluation {
+            kind,
             step: result.step,
             dev_r1: result.dev_r1,
             x_to_en_ranks,
             en_to_x_ranks,
             probe,
-        });
-    }
-    let evaluation = RunEvaluation { checkpoints };
-    write_json(&dir.join(EVALUATION), &evaluation)?;
+        })
+    };
+    let evaluation =
+        RunEvaluation { last: evaluate(CheckpointKind::Last)?, best: evaluate(CheckpointKind::BestDev)? };
+    write_json(&dir.file(EVALUATION), &evaluation)?;
     Ok(evaluation)
 }
 
@@ -335,7 +380,7 @@ type Ranks = (Vec<usize>, Vec<usize>, Option<ProbeMetrics>);
 
 fn test_ranks(student: &Student, prepared: &Prepared, probe: Option<&ImageProbe>) -> Result<Ranks> {
     let test = &prepared.data.test;
-    let x = student.embed(&test.x, 256)?;
+    let x = student.embed(&test.x, EMBED_BATCH)?;
     let (a, b) = both_directions_ranks(&x, &test.en, student.config().out_dim);
     let probe = probe.map(|p| p.evaluate(&x, &prepared.test_lines));
     Ok((a, b, probe))
@@ -357,17 +402,14 @@ pub fn anchors(
     config.lang = lang;
     config.pairs = None;
     config.seed = 0;
-    let lambda = match base.init {
-        Init::Ridge { lambda } => lambda,
-        Init::Random => 0.1,
-    };
-    config.init = Init::Ridge { lambda };
+    config.start = Start::Ridge;
+    let lambda = config.ridge_lambda;
     let prepared = materials.prepare(&config)?;
     let probe = materials.probe()?;
     let data: &TrainData = &prepared.data;
     let dim = config.student.out_dim;
     let dev_r1 = |s: &Student| -> Result<f64> {
-        Ok(both_directions(&s.embed(&data.dev.x, 256)?, &data.dev.en, dim).x_to_en.r1)
+        Ok(both_directions(&s.embed(&data.dev.x, EMBED_BATCH)?, &data.dev.en, dim).x_to_en.r1)
     };
     let untrained = Student::new(config.student, 0)?;
     let (ua, ub, untrained_probe) = test_ranks(&untrained, &prepared, probe.as_deref())?;
@@ -391,4 +433,42 @@ pub fn anchors(
     std::fs::create_dir_all(out.join("anchors"))?;
     write_json(&path, &anchors)?;
     Ok(anchors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::experiment::plan::{Budget, Group, Start};
+
+    fn spec(steps: usize, eval_every: usize) -> RunSpec {
+        RunSpec {
+            group: Group::Main,
+            lang: Lang::Ay,
+            start: Start::Random,
+            pairs: None,
+            seed: 0,
+            method: Method::Kd,
+            budget: Budget { steps, eval_every },
+        }
+    }
+
+    #[test]
+    fn evaluations_left_count_step_0_the_multiples_and_the_last_step() {
+        assert_eq!(evaluations_left(&spec(300, 50), 0), 7);
+        assert_eq!(evaluations_left(&spec(300, 50), 120), 4);
+        assert_eq!(evaluations_left(&spec(310, 100), 0), 5);
+        assert_eq!(evaluations_left(&spec(310, 100), 310), 0);
+    }
+
+    #[test]
+    fn the_estimate_counts_steps_evaluations_and_anchors() {
+        let mut pace = Pace::default();
+        assert_eq!(pace.eta(&[(Method::Kd, 100, 3)], 1), None, "nothing measured yet");
+        // 100 steps in 10 s of training; 3 evaluations and 8 s outside training: 2 s a unit.
+        pace.add(Method::Kd, 100, 10.0, 3, 18.0);
+        let eta = pace.eta(&[(Method::Kd, 200, 5), (Method::Ot, 0, 0)], 2).unwrap();
+        // 200 steps at 0.1 s (OT falls back to the measured rate; it has no steps left), 6 units
+        // of the first run, 2 anchors of 4 units.
+        assert!((eta - (20.0 + 12.0 + 16.0)).abs() < 1e-9, "{eta}");
+    }
 }

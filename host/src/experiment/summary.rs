@@ -12,8 +12,9 @@ use super::probe::ProbeMetrics;
 use super::run::{CheckpointEvaluation, LanguageAnchors, RunRecord};
 use super::stats::{Bootstrap, MeanSd, holm, paired_bootstrap};
 use crate::data::Lang;
+use crate::distill::config::TrainConfig;
 use crate::distill::losses::Method;
-use crate::distill::trainer::TrainConfig;
+use crate::distill::run_dir::CheckpointKind;
 use crate::eval::metrics::RetrievalMetrics;
 
 /// Bootstrap resamples of every OT − KD test.
@@ -81,11 +82,9 @@ pub struct CheckpointStats {
 }
 
 impl CheckpointStats {
-    /// `k`: 0 for the last checkpoint, 1 for the best-dev one (the order of `final.json` and
-    /// `evaluation.json`).
-    fn of(runs: &[&RunRecord], k: usize) -> Self {
-        let evals: Vec<&CheckpointEvaluation> = runs.iter().map(|r| &r.evaluation.checkpoints[k]).collect();
-        let csls: Vec<f64> = runs.iter().map(|r| r.report.checkpoints[k].test_csls.x_to_en.r1).collect();
+    fn of(runs: &[&RunRecord], kind: CheckpointKind) -> Self {
+        let evals: Vec<&CheckpointEvaluation> = runs.iter().map(|r| r.evaluation.result(kind)).collect();
+        let csls: Vec<f64> = runs.iter().map(|r| r.report.result(kind).test_csls.x_to_en.r1).collect();
         let tests: Vec<_> = evals.iter().map(|e| e.test()).collect();
         Self {
             x_to_en_csls_r1: MeanSd::of(&csls),
@@ -151,8 +150,8 @@ pub struct Cell {
 /// OT − KD on test X -> en R@1 at one checkpoint kind.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AccuracyTest {
-    /// "last" or "best-dev".
-    pub checkpoint: String,
+    /// Which checkpoint.
+    pub checkpoint: CheckpointKind,
     /// OT over seeds.
     pub ot: MeanSd,
     /// KD over seeds.
@@ -271,8 +270,8 @@ pub fn summarise(
                 auc: f(&|c| c.auc),
                 train_seconds: MeanSd::of(&runs.iter().map(|r| r.report.elapsed_seconds).collect::<Vec<_>>()),
             },
-            last: CheckpointStats::of(runs, 0),
-            best_dev: CheckpointStats::of(runs, 1),
+            last: CheckpointStats::of(runs, CheckpointKind::Last),
+            best_dev: CheckpointStats::of(runs, CheckpointKind::BestDev),
             curves: runs.iter().map(|r| curve(r)).collect(),
         });
     }
@@ -292,13 +291,9 @@ pub fn summarise(
             continue;
         }
         let mut tests = Vec::new();
-        for (k, label) in [(0, "last"), (1, "best-dev")] {
+        for kind in [CheckpointKind::Last, CheckpointKind::BestDev] {
             let hits = |r: &RunRecord| -> Vec<f64> {
-                r.evaluation.checkpoints[k]
-                    .x_to_en_ranks
-                    .iter()
-                    .map(|&x| f64::from(u8::from(x == 1)))
-                    .collect()
+                r.evaluation.result(kind).x_to_en_ranks.iter().map(|&x| f64::from(u8::from(x == 1))).collect()
             };
             let n = hits(pairs[0].0).len();
             let mean_hits = |side: usize| -> Vec<f64> {
@@ -309,11 +304,11 @@ pub fn summarise(
                 }
                 acc
             };
-            let r1 = |r: &RunRecord| r.evaluation.checkpoints[k].test().x_to_en.r1;
+            let r1 = |r: &RunRecord| r.evaluation.result(kind).test().x_to_en.r1;
             let ot_s = MeanSd::of(&pairs.iter().map(|p| r1(p.0)).collect::<Vec<_>>());
             let kd_s = MeanSd::of(&pairs.iter().map(|p| r1(p.1)).collect::<Vec<_>>());
             tests.push(AccuracyTest {
-                checkpoint: label.into(),
+                checkpoint: kind,
                 ot: ot_s,
                 kd: kd_s,
                 bootstrap: paired_bootstrap(

@@ -1,14 +1,15 @@
-//! From a trained student to what a device runs: the student's weights and a document index in
-//! the runtime's blob format (quantized by the runtime's own writer), and the host side of the
-//! runtime (the same `otkd-runtime` code the device runs) for `otkd query` and `otkd eval-blob`.
+//! From a trained student to what a device runs, as library calls: the student's weights and a
+//! document index in the runtime's blob format (quantized by the runtime's own writer,
+//! [`build_blob`], [`write_blob`]), the host side of the runtime (the same `otkd-runtime` code
+//! the device runs: [`HostRuntime`], [`answer`]) and the blob measured against the f32 student
+//! ([`evaluate_blob`]).
 //!
-//! The index holds the English documents of one split as the teacher embeds them (the space the
-//! student was distilled into), one id per document (its caption line), and each document's CSLS
-//! hubness term `r(d)`: its mean cosine to its [`CSLS_K`] nearest language-X reference queries,
-//! encoded by the f32 student ([`crate::eval::csls_reference`]: val + a seeded sample of train,
-//! never the index's own split when it is test).
+//! An index holds documents as the teacher embeds them (the space the student was distilled
+//! into), one id per document, and each document's CSLS hubness term `r(d)`: its mean cosine to
+//! its [`CSLS_K`] nearest language-X reference queries encoded by the f32 student
+//! ([`crate::eval::CslsReference`]). The caller passes the documents and the reference in.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use otkd_runtime::{
@@ -16,52 +17,15 @@ use otkd_runtime::{
     NormParts, Scoring, Scratch,
 };
 
-use crate::distill::checkpoint;
-use crate::distill::trainer::{TrainConfig, files};
 use crate::eval::CSLS_K;
-use crate::eval::metrics::hubness;
-use crate::student::{LAYER_NORM_EPS, Student, StudentConfig, TokenizedSentence};
+use crate::eval::metrics::{RetrievalMetrics, cosine_matrix, hubness, metrics_from_ranks, ranks, ranks_csls};
+use crate::paths::write_atomically;
+use crate::student::{
+    EMBED_BATCH, LAYER_NORM_EPS, Student, StudentConfig, TokenizedSentence, tokenize_sentence,
+};
 
 /// The most documents `otkd eval-blob` ranks in full.
 pub const MAX_RANKED_DOCUMENTS: usize = 4096;
-
-/// Which checkpoint of a run to export.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Checkpoint {
-    /// The checkpoint with the best dev R@1 (`checkpoint-best.safetensors`).
-    Best,
-    /// The last checkpoint (`checkpoint-last.safetensors`).
-    Last,
-}
-
-/// A trained student read back from its run directory.
-pub struct TrainedStudent {
-    /// The run's configuration (`config.json`).
-    pub config: TrainConfig,
-    /// The student with the checkpoint's weights.
-    pub student: Student,
-    /// The checkpoint file read.
-    pub path: PathBuf,
-}
-
-/// Reads `config.json` and a checkpoint of the run in `run`.
-pub fn load_run(run: &Path, which: Checkpoint) -> Result<TrainedStudent> {
-    let config_path = run.join(files::CONFIG);
-    let text = std::fs::read_to_string(&config_path).with_context(|| {
-        format!("reading {} (is {} a run directory?)", config_path.display(), run.display())
-    })?;
-    let config: TrainConfig = serde_json::from_str(&text)
-        .with_context(|| format!("{}: not a run configuration", config_path.display()))?;
-    config.student.validate().with_context(|| config_path.display().to_string())?;
-    let path = run.join(match which {
-        Checkpoint::Best => files::BEST,
-        Checkpoint::Last => files::LAST,
-    });
-    let saved: checkpoint::Checkpoint<serde_json::Value> = checkpoint::load(&path)?;
-    let student = Student::new(config.student, config.seed)?;
-    student.load_weights(&saved.tensors).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    Ok(TrainedStudent { config, student, path })
-}
 
 /// The runtime's description of a student's architecture.
 pub fn model_config(config: &StudentConfig) -> Result<ModelConfig> {
@@ -119,27 +83,43 @@ pub fn blob_parts(student: &Student) -> Result<BlobParts> {
     Ok(parts)
 }
 
-/// A document index of `documents` (`[ids.len(), out_dim]`, the teacher's English embeddings),
-/// with CSLS hubness terms from the student's embeddings of `reference` (language-X captions)
-/// when `csls`, else zeros (CSLS then ranks as cosine does).
-pub fn index_parts(
-    student: &Student,
-    documents: Vec<f32>,
-    ids: Vec<u32>,
-    reference: &[TokenizedSentence],
-    csls: bool,
-) -> Result<IndexParts> {
+/// What a blob's document index is built from.
+pub struct IndexInput {
+    /// Document embeddings by the teacher, `[ids.len(), out_dim]` row-major.
+    pub documents: Vec<f32>,
+    /// One id per document.
+    pub ids: Vec<u32>,
+    /// Language-X reference queries whose student embeddings give each document its CSLS
+    /// hubness term; `None` stores zeros (CSLS then ranks as cosine does).
+    pub csls_reference: Option<Vec<TokenizedSentence>>,
+}
+
+fn index_parts(student: &Student, input: IndexInput) -> Result<IndexParts> {
     let dim = student.config().out_dim;
+    let IndexInput { documents, ids, csls_reference } = input;
     if documents.len() != ids.len() * dim {
         bail!("index: {} values for {} documents of width {dim}", documents.len(), ids.len());
     }
-    let hubness = if csls {
-        hubness(&documents, &student.embed(reference, 256)?, dim, CSLS_K)
-    } else {
-        vec![0.0; ids.len()]
+    let hubness = match csls_reference {
+        Some(reference) => hubness(&documents, &student.embed(&reference, EMBED_BATCH)?, dim, CSLS_K),
+        None => vec![0.0; ids.len()],
     };
     let embeddings = normalise_rows(documents, dim);
     Ok(IndexParts { ids, embeddings, hubness })
+}
+
+/// The blob of `student` (int8 weights) with an index of `index`, when given.
+pub fn build_blob(student: &Student, index: Option<IndexInput>) -> Result<Vec<u8>> {
+    let mut parts = blob_parts(student)?;
+    parts.index = index.map(|input| index_parts(student, input)).transpose()?;
+    parts.to_bytes().map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// Writes `blob` to `out` atomically and returns its budget, read back through the runtime.
+pub fn write_blob(out: &Path, blob: &[u8]) -> Result<BlobBudget> {
+    write_atomically(out, |tmp| std::fs::write(tmp, blob))
+        .with_context(|| format!("writing {}", out.display()))?;
+    budget(blob).map_err(|e| anyhow::anyhow!("the blob just written does not load: {e}"))
 }
 
 fn normalise_rows(mut rows: Vec<f32>, dim: usize) -> Vec<f32> {
@@ -178,6 +158,12 @@ impl<'a> HostRuntime<'a> {
     /// The loaded model.
     pub fn model(&self) -> &Model<'a> {
         &self.model
+    }
+
+    /// Words of `text` past the tokenizer's `max_words`, which the runtime (on the host as on a
+    /// device) drops.
+    pub fn words_dropped(&self, text: &str) -> u32 {
+        tokenize_sentence(&self.model.config().tokenizer, text).report.words_dropped
     }
 
     /// Encodes a query with the int8 runtime.
@@ -231,4 +217,125 @@ pub fn budget(blob: &[u8]) -> Result<BlobBudget, otkd_runtime::LoadError> {
         documents: index.as_ref().map_or(0, |i| i.len()),
         scratch_bytes: Scratch::ram_bytes(model.config(), BUDGET_QUERY_WORDS),
     })
+}
+
+/// One answer to a query.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Answer {
+    /// Document id.
+    pub id: u32,
+    /// Its score under the chosen scoring.
+    pub score: f32,
+    /// The document's text, when the caller has the texts.
+    pub caption: Option<String>,
+}
+
+/// The top `k` documents of `text` through the int8 runtime, with their texts when given
+/// (`texts[id]`).
+pub fn answer(
+    runtime: &mut HostRuntime<'_>,
+    text: &str,
+    k: usize,
+    scoring: Scoring,
+    texts: Option<&[String]>,
+) -> Result<Vec<Answer>> {
+    let embedding = runtime.encode(text).map_err(|e| match e {
+        EncodeError::EmptyQuery => anyhow::anyhow!("the query has no word to encode: {text:?}"),
+        other => anyhow::anyhow!("{text:?}: {other}"),
+    })?;
+    let mut hits = runtime.rank_all(&embedding, scoring)?;
+    hits.truncate(k);
+    Ok(hits
+        .iter()
+        .map(|h| Answer {
+            id: h.id,
+            score: h.score,
+            caption: texts.and_then(|c| c.get(h.id as usize).cloned()),
+        })
+        .collect())
+}
+
+/// One row of a blob evaluation.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct EvalRow {
+    /// "int8 blob" or "f32 student".
+    pub model: &'static str,
+    /// "cosine" or "CSLS".
+    pub scoring: &'static str,
+    /// X -> en retrieval.
+    pub x_to_en: RetrievalMetrics,
+}
+
+/// The f32 student a blob was exported from, on the blob's documents.
+pub struct F32Side<'a> {
+    /// The student.
+    pub student: &'a Student,
+    /// The documents as the teacher embeds them (`[documents, out_dim]`, the index's order).
+    pub documents: &'a [f32],
+    /// The CSLS reference queries (as the export used).
+    pub csls_reference: &'a [TokenizedSentence],
+}
+
+/// A blob's retrieval, and the f32 student's when given.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct BlobEvaluation {
+    /// Queries.
+    pub queries: usize,
+    /// Documents in the index.
+    pub documents: usize,
+    /// The f32 rows first (when given), then the blob's, cosine then CSLS.
+    pub rows: Vec<EvalRow>,
+    /// Share of queries whose top document by cosine is the same for the blob and the student.
+    pub top1_agreement: Option<f64>,
+}
+
+/// X -> en retrieval of `queries` (text and the id of its document) through the blob, next to
+/// the f32 student when `f32` is given.
+pub fn evaluate_blob(
+    runtime: &mut HostRuntime<'_>,
+    queries: &[(&str, u32)],
+    f32_side: Option<F32Side<'_>>,
+) -> Result<BlobEvaluation> {
+    let documents = runtime.model().index().context("the blob has no document index")?.len();
+    let mut rows = Vec::new();
+    let mut int8_top1 = Vec::with_capacity(queries.len());
+    for (name, scoring) in [("cosine", Scoring::Cosine), ("CSLS", Scoring::Csls)] {
+        let mut query_ranks = Vec::with_capacity(queries.len());
+        for (k, &(text, target)) in queries.iter().enumerate() {
+            let query = runtime.encode(text).map_err(|e| anyhow::anyhow!("query {}: {e}", k + 1))?;
+            let hits = runtime.rank_all(&query, scoring)?;
+            query_ranks.push(hits.iter().position(|h| h.id == target).map_or(documents, |r| r + 1));
+            if scoring == Scoring::Cosine {
+                int8_top1.push(hits.first().map(|h| h.id as usize));
+            }
+        }
+        rows.push(EvalRow { model: "int8 blob", scoring: name, x_to_en: metrics_from_ranks(&query_ranks) });
+    }
+    let mut top1_agreement = None;
+    if let Some(side) = f32_side {
+        let student = side.student;
+        let dim = student.config().out_dim;
+        let tokenizer = &student.config().tokenizer;
+        let tokens: Vec<_> = queries.iter().map(|(text, _)| tokenize_sentence(tokenizer, text)).collect();
+        let embedded = student.embed(&tokens, EMBED_BATCH)?;
+        let targets: Vec<usize> = queries.iter().map(|&(_, t)| t as usize).collect();
+        let r = hubness(side.documents, &student.embed(side.csls_reference, EMBED_BATCH)?, dim, CSLS_K);
+        let f32_rows = [
+            ("cosine", ranks(&embedded, side.documents, dim, &targets)),
+            ("CSLS", ranks_csls(&embedded, side.documents, dim, &targets, &r)),
+        ];
+        for (k, (scoring, query_ranks)) in f32_rows.into_iter().enumerate() {
+            rows.insert(
+                k,
+                EvalRow { model: "f32 student", scoring, x_to_en: metrics_from_ranks(&query_ranks) },
+            );
+        }
+        let f32_top1: Vec<usize> = cosine_matrix(&embedded, side.documents, dim)
+            .chunks(documents)
+            .map(|row| (0..row.len()).fold(0, |best, j| if row[j] > row[best] { j } else { best }))
+            .collect();
+        let same = f32_top1.iter().zip(&int8_top1).filter(|(a, b)| Some(**a) == **b).count();
+        top1_agreement = Some(same as f64 / f32_top1.len().max(1) as f64);
+    }
+    Ok(BlobEvaluation { queries: queries.len(), documents, rows, top1_agreement })
 }

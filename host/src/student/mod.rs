@@ -19,9 +19,12 @@ use serde::{Deserialize, Serialize};
 use crate::rng::SplitMix64;
 
 pub mod fused;
+pub mod ridge;
 
 /// Masked attention logits: finite, so gradients stay finite even for an all-padding row.
 const MASKED_LOGIT: f64 = -1e4;
+/// Sentences per batch when embedding many (evaluation, CSLS references, indexes).
+pub const EMBED_BATCH: usize = 256;
 /// LayerNorm epsilon of the student.
 pub const LAYER_NORM_EPS: f32 = 1e-5;
 
@@ -243,7 +246,7 @@ pub enum InitError {
     NoSentences,
     /// The ridge fit failed.
     #[error(transparent)]
-    Ridge(#[from] crate::eval::ridge::RidgeError),
+    Ridge(#[from] crate::student::ridge::RidgeError),
     /// Setting the weights failed.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
@@ -254,7 +257,7 @@ pub enum InitError {
 /// Only the direction matters: the sentence embedding is normalised at the end.
 pub fn feature_counts(sentence: &TokenizedSentence, buckets: usize) -> Vec<(u32, f32)> {
     let counts =
-        crate::eval::ridge::count_ids(sentence.features.iter().map(|f| f.id % buckets as u32).collect());
+        crate::student::ridge::count_ids(sentence.features.iter().map(|f| f.id % buckets as u32).collect());
     let norm = counts.iter().map(|&(_, c)| f64::from(c) * f64::from(c)).sum::<f64>().sqrt();
     counts.into_iter().map(|(id, c)| (id, (f64::from(c) / norm) as f32)).collect()
 }
@@ -571,7 +574,7 @@ impl Student {
 
     /// Starts the student where the closed-form ridge student ends, at the student's own size:
     /// the embeddings and projection become the reduced-rank ridge fit
-    /// ([`crate::eval::ridge::fit_low_rank`], rank = the encoder width) from the feature counts of
+    /// ([`crate::student::ridge::fit_low_rank`], rank = the encoder width) from the feature counts of
     /// `sentences` to `targets(s)` (the teacher's embedding of sentence `s`'s English side).
     /// Everything else keeps its initial value; with the residual branches and positions still at
     /// zero, the sentence embeddings are then exactly the low-rank ridge student's.
@@ -598,7 +601,7 @@ impl Student {
         }
         let (d, out) = (self.config.dim, self.config.out_dim);
         let rows = sentences.iter().map(|s| feature_counts(s, fit_buckets)).collect();
-        let map = crate::eval::ridge::fit_low_rank(rows, fit_buckets, targets, out, lambda, d.min(out))?;
+        let map = crate::student::ridge::fit_low_rank(rows, fit_buckets, targets, out, lambda, d.min(out))?;
         let mut embeddings = vec![0f32; buckets * d];
         for (b, row) in embeddings.chunks_exact_mut(d).enumerate() {
             let fold = b % fit_buckets;

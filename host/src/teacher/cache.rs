@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 
-use crate::paths::{Fnv64, write_atomically};
+use crate::paths::write_atomically;
+use crate::rng::Fnv64;
 use crate::teacher::{Teacher, TeacherError, TeacherOutputs, TokenStates};
 
 /// Bumped whenever the file layout or the teacher's numerics change, so old entries miss.

@@ -1,18 +1,18 @@
-//! End to end across crates: train a tiny student for a few steps, export it with an index,
-//! load the blob with the no_std runtime, and check that the runtime answers as the f32 student
-//! does.
-
-mod common;
+//! End to end across crates: train a tiny student for a few steps (otkd-host), export it with
+//! an index (the host's export library over the runtime's writer), load the blob with the no_std
+//! runtime, and check that the runtime answers as the f32 student does; then the bad inputs that
+//! cross those boundaries (a changed checkpoint, a corrupt or foreign blob).
 
 use std::sync::atomic::AtomicBool;
 
-use common::{config, data, run_dir, synthetic};
 use otkd::data::Split;
 use otkd::distill::losses::Method;
-use otkd::distill::trainer::{EvalRecord, Outcome, Progress, Trainer};
+use otkd::distill::run_dir::{CheckpointKind, EvalRecord, RunDir, files};
+use otkd::distill::trainer::{Outcome, Progress, Trainer};
 use otkd::eval::metrics::cosine_matrix;
-use otkd::export::{Checkpoint, HostRuntime, blob_parts, index_parts, load_run};
+use otkd::export::{HostRuntime, IndexInput, answer, build_blob, write_blob};
 use otkd::student::tokenize_sentence;
+use otkd::testing::{config, data, run_dir, synthetic};
 use otkd_runtime::{LoadError, Scoring};
 
 struct Quiet;
@@ -31,7 +31,7 @@ fn trained_student_exported_and_queried_through_the_runtime() {
     assert!(matches!(trainer.run(start, &AtomicBool::new(false), &mut Quiet).unwrap(), Outcome::Finished(_)));
 
     // Read back from the run directory, as `otkd export` does.
-    let trained = load_run(&out, Checkpoint::Last).unwrap();
+    let trained = RunDir::new(&out).load_student(CheckpointKind::Last).unwrap();
     let student = &trained.student;
     let (test, test_teacher) = synthetic(60, 3, Split::Test2016Flickr);
     let documents = test_teacher.embeddings.clone();
@@ -39,9 +39,11 @@ fn trained_student_exported_and_queried_through_the_runtime() {
     let tokenize = |t: &str| tokenize_sentence(&student.config().tokenizer, t);
     let (dev, _) = synthetic(60, 2, Split::Val);
     let reference: Vec<_> = dev.pairs.iter().map(|p| tokenize(&p.x)).collect();
-    let mut parts = blob_parts(student).unwrap();
-    parts.index = Some(index_parts(student, documents.clone(), ids, &reference, true).unwrap());
-    let blob = parts.to_bytes().unwrap();
+    let index = IndexInput { documents: documents.clone(), ids, csls_reference: Some(reference) };
+    let blob = build_blob(student, Some(index)).unwrap();
+    let budget = write_blob(&out.join("model.otkd"), &blob).unwrap();
+    assert_eq!((budget.total_bytes, budget.documents), (blob.len(), 60));
+    assert_eq!(std::fs::read(out.join("model.otkd")).unwrap(), blob);
 
     let mut runtime = HostRuntime::new(&blob).unwrap();
     let dim = student.config().out_dim;
@@ -70,9 +72,39 @@ fn trained_student_exported_and_queried_through_the_runtime() {
     assert!(same_top5 >= 40, "top-5 agrees in order on {same_top5} of 60 queries");
     assert!(runtime_hits >= 55, "the runtime finds the right document for {runtime_hits} of 60");
 
+    // `answer` (what `otkd query` prints) is the runtime's ranking, texts attached by id.
+    let texts: Vec<String> = test.pairs.iter().map(|p| p.en.clone()).collect();
+    let answers = answer(&mut runtime, &test.pairs[0].x, 3, Scoring::Csls, Some(&texts)).unwrap();
+    assert_eq!(answers.len(), 3);
+    assert_eq!(answers[0].caption.as_deref(), Some(texts[answers[0].id as usize].as_str()));
+
     // A blob of another format version is refused by name.
     let mut other = blob.clone();
     other[4..8].copy_from_slice(&(otkd_runtime::FORMAT_VERSION + 1).to_le_bytes());
     assert!(matches!(HostRuntime::new(&other).err(), Some(LoadError::UnsupportedVersion { .. })));
+    // One flipped payload bit fails the CRC; a cut blob is refused, not read past its end.
+    let mut flipped = blob.clone();
+    let middle = flipped.len() / 2;
+    flipped[middle] ^= 0x10;
+    assert!(matches!(HostRuntime::new(&flipped).err(), Some(LoadError::BadCrc)));
+    assert!(HostRuntime::new(&blob[..blob.len() - 1]).is_err());
+    std::fs::remove_dir_all(out).unwrap();
+}
+
+/// A checkpoint changed after training never reaches a blob: the export's load refuses it.
+#[test]
+fn a_changed_checkpoint_is_not_exported() {
+    let config = config(Method::Kd, 10);
+    let data = data(&config);
+    let out = run_dir("export-changed");
+    let (mut trainer, start) = Trainer::open(config, &data, &out, false).unwrap();
+    trainer.run(start, &AtomicBool::new(false), &mut Quiet).unwrap();
+    let best = out.join(files::BEST);
+    let mut bytes = std::fs::read(&best).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01;
+    std::fs::write(&best, &bytes).unwrap();
+    let err = RunDir::new(&out).load_student(CheckpointKind::BestDev).err().unwrap();
+    assert!(format!("{err:#}").contains("checksum mismatch"), "{err:#}");
     std::fs::remove_dir_all(out).unwrap();
 }

@@ -1,20 +1,21 @@
-//! A small synthetic bitext and training configuration shared by the training, export and
-//! experiment tests.
-
-// Each test crate compiles its own copy and uses a part of it.
-#![allow(dead_code)]
+//! Test fixtures (feature `testing`, for this crate's tests and the workspace's end-to-end
+//! suite in `tests/`, as candle's `test_utils`): a small synthetic bitext with teacher outputs, a
+//! tiny training configuration, its prepared data and a fresh temporary run directory. Not part
+//! of the library's interface.
 
 use std::path::PathBuf;
 
-use otkd::data::{Bitext, Lang, Pair, Split};
-use otkd::distill::losses::{KdVariant, LossConfig, Method};
-use otkd::distill::optim::AdamWConfig;
-use otkd::distill::trainer::{Init, TrainConfig, TrainData};
-use otkd::rng::SplitMix64;
-use otkd::student::{Preset, StudentConfig};
-use otkd::teacher::{TeacherOutputs, TokenStates};
+use crate::data::{Bitext, Lang, Pair, Split};
+use crate::distill::config::{Start, TrainConfig};
+use crate::distill::data::TrainData;
+use crate::distill::losses::{KdVariant, LossConfig, Method};
+use crate::distill::optim::AdamWConfig;
+use crate::rng::SplitMix64;
+use crate::student::{Preset, StudentConfig};
+use crate::teacher::{TeacherOutputs, TokenStates};
 use otkd_runtime::TokenizerConfig;
 
+/// The synthetic teacher's width.
 pub const DIM: usize = 16;
 const WORDS: [&str; 24] = [
     "dog", "cat", "man", "woman", "child", "ball", "red", "blue", "green", "runs", "sits", "jumps", "park",
@@ -57,6 +58,8 @@ pub fn synthetic(pairs: usize, seed: u64, split: Split) -> (Bitext, TeacherOutpu
     (bitext, outputs)
 }
 
+/// A tiny student (16-word tokenizer, width 32, one layer) trained `steps` steps on 150 of the
+/// synthetic training pairs, batch 16, from a random start.
 pub fn config(method: Method, steps: usize) -> TrainConfig {
     let tokenizer = TokenizerConfig { buckets: 2048, max_words: 16, ..TokenizerConfig::DEFAULT };
     TrainConfig {
@@ -98,10 +101,12 @@ pub fn config(method: Method, steps: usize) -> TrainConfig {
         seed: 3,
         pairs: Some(150),
         eval_every: 10,
-        init: Init::Random,
+        start: Start::Random,
+        ridge_lambda: 0.1,
     }
 }
 
+/// The prepared synthetic material: 200 training, 60 dev and 60 test pairs.
 pub fn data(config: &TrainConfig) -> TrainData {
     let (train, train_teacher) = synthetic(200, 1, Split::Train);
     let (dev, dev_teacher) = synthetic(60, 2, Split::Val);
@@ -109,6 +114,7 @@ pub fn data(config: &TrainConfig) -> TrainData {
     TrainData::prepare(config, &train, train_teacher, (&dev, &dev_teacher), (&test, &test_teacher)).unwrap()
 }
 
+/// An empty temporary run directory path, unique to this process and `name`.
 pub fn run_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("otkd-test-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

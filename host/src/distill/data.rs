@@ -1,0 +1,120 @@
+//! Training material, prepared once per run: the seeded subset of training pairs tokenized for
+//! the student, the teacher's outputs, and the dev, test and CSLS reference sets.
+
+use std::sync::Arc;
+
+use anyhow::Result;
+
+use crate::data::Bitext;
+use crate::distill::config::{TrainConfig, TrainError};
+use crate::distill::losses::Method;
+use crate::eval::CslsReference;
+use crate::rng::SplitMix64;
+use crate::student::{TokenizedSentence, TokenizerTotals, tokenize_sentence};
+use crate::teacher::TeacherOutputs;
+
+/// Dev and test material, prepared once.
+pub struct EvalSet {
+    /// Student tokens of the X side.
+    pub x: Vec<TokenizedSentence>,
+    /// Teacher embeddings of the English side, one row per pair.
+    pub en: Vec<f32>,
+}
+
+/// Training material, prepared once.
+pub struct TrainData {
+    /// Caption lines of the pairs used (the seeded subset).
+    pub lines: Vec<usize>,
+    /// Student tokens of the X side of each pair.
+    pub x: Vec<TokenizedSentence>,
+    /// Student tokens of the English side of each pair.
+    pub en: Vec<TokenizedSentence>,
+    /// What the tokenizer's caps did to the X side of the training pairs.
+    pub tokenizer: TokenizerTotals,
+    /// Teacher outputs for every English training caption (indexed by caption line), shared:
+    /// runs of several languages, seeds and subsets read the same English outputs.
+    pub teacher: Arc<TeacherOutputs>,
+    /// Dev (val) set.
+    pub dev: EvalSet,
+    /// Test set (test_2016_flickr).
+    pub test: EvalSet,
+    /// The CSLS reference population ([`CslsReference`]): student tokens of its X side and
+    /// teacher embeddings of its English side.
+    pub csls_reference: EvalSet,
+}
+
+impl TrainData {
+    /// Tokenizes and selects the seeded subset of training pairs.
+    pub fn prepare(
+        config: &TrainConfig,
+        train: &Bitext,
+        teacher: impl Into<Arc<TeacherOutputs>>,
+        dev: (&Bitext, &TeacherOutputs),
+        test: (&Bitext, &TeacherOutputs),
+    ) -> Result<Self> {
+        config.student.validate()?;
+        let teacher = teacher.into();
+        if teacher.token_states.is_none() && config.method == Method::Ot {
+            anyhow::bail!("OT training needs the teacher's token states (run `otkd teacher encode`)");
+        }
+        for (what, bitext, outputs) in
+            [("training", train, &*teacher), ("dev", dev.0, dev.1), ("test", test.0, test.1)]
+        {
+            if bitext.pairs.is_empty() {
+                anyhow::bail!(
+                    "no {what} pairs for {}-en in {} ({} lines, {} skipped for an empty side)",
+                    bitext.lang,
+                    bitext.split,
+                    bitext.total_lines,
+                    bitext.skipped.len()
+                );
+            }
+            if let Some(line) = bitext.lines().into_iter().find(|&l| l >= outputs.len()) {
+                anyhow::bail!(
+                    "{} line {} has no teacher output ({} English captions encoded)",
+                    bitext.split,
+                    line + 1,
+                    outputs.len()
+                );
+            }
+        }
+        let mut order: Vec<usize> = (0..train.pairs.len()).collect();
+        if let Some(n) = config.pairs {
+            if n > order.len() {
+                return Err(
+                    TrainError::TooFewPairs { asked: n, available: order.len(), lang: train.lang }.into()
+                );
+            }
+            SplitMix64::new(config.seed, "pairs").shuffle(&mut order);
+            order.truncate(n);
+            order.sort_unstable();
+        }
+        if order.len() < config.batch {
+            return Err(TrainError::FewerPairsThanBatch { pairs: order.len(), batch: config.batch }.into());
+        }
+        let tok = &config.student.tokenizer;
+        let tokenize = |texts: Vec<&str>| -> Vec<TokenizedSentence> {
+            use rayon::prelude::*;
+            texts.par_iter().map(|t| tokenize_sentence(tok, t)).collect()
+        };
+        let pairs: Vec<_> = order.iter().map(|&i| &train.pairs[i]).collect();
+        let eval_set = |(bitext, outputs): (&Bitext, &TeacherOutputs)| EvalSet {
+            x: tokenize(bitext.x()),
+            en: outputs.embeddings_of(&bitext.lines()),
+        };
+        let x = tokenize(pairs.iter().map(|p| p.x.as_str()).collect());
+        let reference = CslsReference::new(train, dev.0);
+        let csls_reference =
+            EvalSet { x: tokenize(reference.x()), en: reference.en_embeddings(dev.1, &teacher) };
+        Ok(Self {
+            lines: pairs.iter().map(|p| p.line).collect(),
+            tokenizer: TokenizerTotals::of(&x),
+            x,
+            en: tokenize(pairs.iter().map(|p| p.en.as_str()).collect()),
+            teacher,
+            dev: eval_set(dev),
+            test: eval_set(test),
+            csls_reference,
+        })
+    }
+}
