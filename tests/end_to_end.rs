@@ -39,13 +39,16 @@ fn trained_student_exported_and_queried_through_the_runtime() {
     let tokenize = |t: &str| tokenize_sentence(&student.config().tokenizer, t);
     let (dev, _) = synthetic(60, 2, Split::Val);
     let reference: Vec<_> = dev.pairs.iter().map(|p| tokenize(&p.x)).collect();
-    let index = IndexInput { documents: documents.clone(), ids, csls_reference: Some(reference) };
-    let blob = build_blob(student, Some(index)).unwrap();
+    let source = "synthetic test en".to_string();
+    let index = IndexInput { documents: documents.clone(), ids, csls_reference: Some(reference), source };
+    let blob = build_blob(student, "ay", Some(index)).unwrap();
     let budget = write_blob(&out.join("model.otkd"), &blob).unwrap();
     assert_eq!((budget.total_bytes, budget.documents), (blob.len(), 60));
     assert_eq!(std::fs::read(out.join("model.otkd")).unwrap(), blob);
 
     let mut runtime = HostRuntime::new(&blob).unwrap();
+    let provenance = runtime.model().provenance();
+    assert_eq!((provenance.lang, provenance.index_source), ("ay", "synthetic test en"));
     let dim = student.config().out_dim;
     let queries = student.embed(&test.pairs.iter().map(|p| tokenize(&p.x)).collect::<Vec<_>>(), 64).unwrap();
     let scores = cosine_matrix(&queries, &documents, dim);

@@ -194,6 +194,8 @@ fn tiny_blob(dir: &Path, name: &str) -> PathBuf {
         embeddings: vec![1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0],
         hubness: vec![0.1, 0.2],
     });
+    parts.lang = "ay".into();
+    parts.index_source = "multi30k test_2016_flickr en".into();
     let path = dir.join(name);
     std::fs::write(&path, parts.to_bytes().unwrap()).unwrap();
     path
@@ -214,6 +216,14 @@ fn query_answers_and_refuses_bad_queries_and_blobs() {
     let out = otkd(&["query", "--blob", blob_arg, "a b c d e f g h i j"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("2 word(s) past the first 8"), "{}", stderr(&out));
+
+    // The blob records its language: evaluating it with another language's queries is refused
+    // before any data is read.
+    let out = otkd(&["eval-blob", "--blob", blob_arg, "--lang", "qu", "--data", "/nonexistent"]);
+    assert_clean_failure(&out, &["reads ay queries, not --lang qu"]);
+    let out =
+        otkd(&["eval-blob", "--blob", blob_arg, "--lang", "ay", "--split", "val", "--data", "/nonexistent"]);
+    assert_clean_failure(&out, &["not the --split val captions"]);
 
     let out = otkd(&["query", "--blob", blob_arg, " ¿? "]);
     assert_clean_failure(&out, &["no word"]);

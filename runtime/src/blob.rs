@@ -24,11 +24,15 @@
 //!    [`TokenizerConfig`](crate::TokenizerConfig) (so changing that struct changes the format and
 //!    needs a new version), then `dim`, `layers`, `heads`, `ffn`, `out_dim` (`u16`) and
 //!    `layer_norm_eps` (`f32`).
-//! 2. **embeddings**: a *matrix* of `buckets` rows by `dim` (the hashed-feature table; row = bucket).
-//! 3. **positions**: a *matrix* of `max_words` rows by `dim` (one learned vector per word position).
-//! 4. **layers**: a sequence of `layers` (at most [`MAX_LAYERS`]) *layers*.
-//! 5. **projection**: a *dense* layer, `out_dim` rows by `dim`.
-//! 6. **index**: an `Option` of an *index*.
+//! 2. **provenance** ([`Provenance`]): two UTF-8 strings (a varint length and the bytes each):
+//!    `lang`, the language tag of the queries the student reads, and `index_source`, where the
+//!    index's documents come from (both empty when the writer did not say), so that a host can
+//!    refuse to evaluate a blob against another language's queries.
+//! 3. **embeddings**: a *matrix* of `buckets` rows by `dim` (the hashed-feature table; row = bucket).
+//! 4. **positions**: a *matrix* of `max_words` rows by `dim` (one learned vector per word position).
+//! 5. **layers**: a sequence of `layers` (at most [`MAX_LAYERS`]) *layers*.
+//! 6. **projection**: a *dense* layer, `out_dim` rows by `dim`.
+//! 7. **index**: an `Option` of an *index*.
 //!
 //! where
 //!
@@ -82,9 +86,11 @@ pub const MAGIC: [u8; 4] = *b"OTKD";
 /// The blob format this runtime reads and writes.
 ///
 /// ```
-/// assert_eq!(otkd_runtime::FORMAT_VERSION, 1);
+/// assert_eq!(otkd_runtime::FORMAT_VERSION, 2);
 /// ```
-pub const FORMAT_VERSION: u32 = 1;
+///
+/// Version 2 added the [`Provenance`] strings after the config.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Bytes before the payload: magic, version, payload length, CRC-32.
 ///
@@ -415,10 +421,36 @@ pub(crate) struct IndexBytes<'a> {
     pub hubness: &'a [u8],
 }
 
+/// What a blob says about itself: the language its student reads and the source of its index.
+///
+/// ```
+/// use otkd_runtime::{BlobParts, Model, ModelConfig, TokenizerConfig};
+///
+/// let config = ModelConfig {
+///     tokenizer: TokenizerConfig { buckets: 16, max_words: 4, ..TokenizerConfig::DEFAULT },
+///     dim: 4, layers: 1, heads: 1, ffn: 8, out_dim: 4, layer_norm_eps: 1e-5,
+/// };
+/// let mut parts = BlobParts::new(config);
+/// parts.lang = "ay".into();
+/// let blob = parts.to_bytes()?;
+/// let model = Model::from_bytes(&blob)?;
+/// assert_eq!((model.provenance().lang, model.provenance().index_source), ("ay", ""));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Provenance<'a> {
+    /// The language tag of the queries the student reads (empty: not recorded).
+    pub lang: &'a str,
+    /// Where the index's documents come from (empty: not recorded, or no index).
+    pub index_source: &'a str,
+}
+
 /// The payload, in format order.
 #[derive(Clone, Serialize, Deserialize)]
 pub(crate) struct Payload<'a> {
     pub config: ModelConfig,
+    #[serde(borrow)]
+    pub provenance: Provenance<'a>,
     #[serde(borrow)]
     pub embeddings: Matrix<'a>,
     #[serde(borrow)]

@@ -80,7 +80,9 @@ pub mod tokenizer;
 #[cfg(feature = "std")]
 mod writer;
 
-pub use blob::{FORMAT_VERSION, HEADER_LEN, LoadError, MAGIC, MAX_LAYERS, MAX_OUT_DIM, ModelConfig, crc32};
+pub use blob::{
+    FORMAT_VERSION, HEADER_LEN, LoadError, MAGIC, MAX_LAYERS, MAX_OUT_DIM, ModelConfig, Provenance, crc32,
+};
 pub use index::{Embedding, Hit, Index, Scoring, SearchError};
 pub use model::{EncodeError, Model, Scratch};
 pub use quant::quantize_row;

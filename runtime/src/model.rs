@@ -6,7 +6,7 @@ use core::fmt;
 use heapless::VecView;
 
 use crate::LoadError;
-use crate::blob::{self, Dense, Layer, ModelConfig, Norm, Payload};
+use crate::blob::{self, Dense, Layer, ModelConfig, Norm, Payload, Provenance};
 use crate::index::{Embedding, Index};
 use crate::quant::{dot, f16s, f32s, for_each_row_dot, quantize_activations};
 use crate::tokenizer::{Feature, tokenize};
@@ -68,6 +68,11 @@ impl<'a> Model<'a> {
     /// See the [type's example](Model).
     pub fn config(&self) -> &ModelConfig {
         &self.payload.config
+    }
+
+    /// What the blob says about itself: its student's language and its index's source.
+    pub fn provenance(&self) -> Provenance<'a> {
+        self.payload.provenance
     }
 
     /// The document index, when the blob has one.

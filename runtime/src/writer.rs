@@ -5,7 +5,7 @@ use core::fmt;
 
 use crate::blob::{
     Dense, FORMAT_VERSION, HEADER_LEN, HUBNESS_SCALE, IndexBytes, Layer, MAGIC, Matrix, ModelConfig, Norm,
-    Payload, crc32,
+    Payload, Provenance, crc32,
 };
 use crate::quantize_row;
 
@@ -45,6 +45,10 @@ pub struct BlobParts {
     pub projection: DenseParts,
     /// The document index, if the blob carries one.
     pub index: Option<IndexParts>,
+    /// The language tag of the queries the student reads ([`crate::Provenance::lang`]).
+    pub lang: String,
+    /// Where the index's documents come from ([`crate::Provenance::index_source`]).
+    pub index_source: String,
 }
 
 /// A dense layer, `y = x · weight + bias`.
@@ -205,6 +209,8 @@ impl BlobParts {
             layers: (0..config.layers).map(|_| layer()).collect(),
             projection: dense(dim, out),
             index: None,
+            lang: String::new(),
+            index_source: String::new(),
         }
     }
 
@@ -239,6 +245,7 @@ impl BlobParts {
         }
         let payload = Payload {
             config: *config,
+            provenance: Provenance { lang: &self.lang, index_source: &self.index_source },
             embeddings: embeddings.borrow(),
             positions: positions.borrow(),
             layers: borrowed_layers,

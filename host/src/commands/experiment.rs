@@ -336,7 +336,7 @@ fn export_best(inputs: &Inputs, out: &Path, specs: &[RunSpec]) -> Result<Shipped
     let trained = RunDir::new(run_dir(out, spec)).load_student(CheckpointKind::BestDev)?;
     let (index, captions) =
         multi30k_index(inputs, &data, Split::Test2016Flickr, lang, &trained.student, Scoring::Csls)?;
-    let bytes = build_blob(&trained.student, Some(index))?;
+    let bytes = build_blob(&trained.student, lang.code(), Some(index))?;
     let budget = write_blob(&blob, &bytes)?;
     let mut runtime = HostRuntime::new(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", blob.display()))?;
     let test = data.bitext(Split::Test2016Flickr, lang)?;

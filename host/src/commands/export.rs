@@ -28,17 +28,18 @@ pub fn export(inputs: &Inputs, args: &ExportArgs) -> Result<()> {
                 .0,
         )
     };
-    let blob = build_blob(&trained.student, index)?;
+    let blob = build_blob(&trained.student, trained.config.lang.code(), index)?;
     let budget = write_blob(&args.out, &blob)?;
     if args.json {
         return print_json(&budget);
     }
     outln!(
-        "{} from {} ({:?} {}-en)",
+        "{} from {} ({:?} {}-en; index: {})",
         args.out.display(),
         trained.path.display(),
         trained.config.method,
-        trained.config.lang
+        trained.config.lang,
+        if args.no_index { "none".to_string() } else { format!("multi30k {} en", args.index_split) }
     );
     print_budget(&budget)
 }
@@ -115,6 +116,24 @@ pub fn eval_blob(inputs: &Inputs, args: &EvalBlobArgs) -> Result<()> {
         .index()
         .with_context(|| format!("{}: the blob has no document index", args.blob.display()))?
         .len();
+    let provenance = runtime.model().provenance();
+    if !provenance.lang.is_empty() && provenance.lang != args.lang.code() {
+        bail!(
+            "{}: the blob's student reads {} queries, not --lang {}",
+            args.blob.display(),
+            provenance.lang,
+            args.lang
+        );
+    }
+    let expected_source = format!("multi30k {} en", args.split);
+    if !provenance.index_source.is_empty() && provenance.index_source != expected_source {
+        bail!(
+            "{}: the blob's index holds {:?}, not the --split {} captions",
+            args.blob.display(),
+            provenance.index_source,
+            args.split
+        );
+    }
     let data = open_data(inputs)?;
     let bitext = data.bitext(args.split, args.lang)?;
     if let Some(p) = bitext.pairs.iter().find(|p| p.line >= documents) {

@@ -164,7 +164,8 @@ fn multi30k_index(
     };
     let ids =
         (0..captions.len()).map(|l| u32::try_from(l).context("too many documents")).collect::<Result<_>>()?;
-    Ok((IndexInput { documents: english.embeddings, ids, csls_reference }, captions))
+    let source = format!("multi30k {split} en");
+    Ok((IndexInput { documents: english.embeddings, ids, csls_reference, source }, captions))
 }
 
 #[cfg(test)]

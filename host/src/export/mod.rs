@@ -92,11 +92,13 @@ pub struct IndexInput {
     /// Language-X reference queries whose student embeddings give each document its CSLS
     /// hubness term; `None` stores zeros (CSLS then ranks as cosine does).
     pub csls_reference: Option<Vec<TokenizedSentence>>,
+    /// Where the documents come from, recorded in the blob (e.g. `multi30k test_2016_flickr en`).
+    pub source: String,
 }
 
 fn index_parts(student: &Student, input: IndexInput) -> Result<IndexParts> {
     let dim = student.config().out_dim;
-    let IndexInput { documents, ids, csls_reference } = input;
+    let IndexInput { documents, ids, csls_reference, .. } = input;
     if documents.len() != ids.len() * dim {
         bail!("index: {} values for {} documents of width {dim}", documents.len(), ids.len());
     }
@@ -108,9 +110,14 @@ fn index_parts(student: &Student, input: IndexInput) -> Result<IndexParts> {
     Ok(IndexParts { ids, embeddings, hubness })
 }
 
-/// The blob of `student` (int8 weights) with an index of `index`, when given.
-pub fn build_blob(student: &Student, index: Option<IndexInput>) -> Result<Vec<u8>> {
+/// The blob of `student` (int8 weights) for queries in `lang`, with an index of `index` when
+/// given; both recorded in the blob's [`otkd_runtime::Provenance`].
+pub fn build_blob(student: &Student, lang: &str, index: Option<IndexInput>) -> Result<Vec<u8>> {
     let mut parts = blob_parts(student)?;
+    parts.lang = lang.to_string();
+    if let Some(input) = &index {
+        parts.index_source = input.source.clone();
+    }
     parts.index = index.map(|input| index_parts(student, input)).transpose()?;
     parts.to_bytes().map_err(|e| anyhow::anyhow!("{e}"))
 }
