@@ -272,8 +272,9 @@ pub struct QueryArgs {
     /// The blob (from `otkd export`).
     #[arg(long, value_name = "FILE")]
     pub blob: PathBuf,
-    /// The query text, in the student's language.
-    pub text: String,
+    /// The query text, in the student's language; without it, queries are read from standard
+    /// input, one per line (blank lines skipped).
+    pub text: Option<String>,
     /// How many documents to return (1 to 100).
     #[arg(short, long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub k: u32,
@@ -283,7 +284,7 @@ pub struct QueryArgs {
     /// Split whose English captions the index ids refer to (for printing them).
     #[arg(long, default_value_t = Split::Test2016Flickr)]
     pub captions_split: Split,
-    /// Print JSON.
+    /// Print one JSON line per query: `{"query", "answers": [{"id", "score", "caption"}]}`.
     #[arg(long)]
     pub json: bool,
 }

@@ -209,8 +209,9 @@ fn query_answers_and_refuses_bad_queries_and_blobs() {
     // A good query: two answers, ids and scores (captions may be absent).
     let out = otkd(&["query", "--blob", blob_arg, "-k", "2", "--json", "jaʼa qhana"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let answers: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(answers.as_array().unwrap().len(), 2);
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(line["query"], "jaʼa qhana");
+    assert_eq!(line["answers"].as_array().unwrap().len(), 2);
 
     // Words past the tokenizer's max_words (8 in this blob) are dropped, as on a device: said.
     let out = otkd(&["query", "--blob", blob_arg, "a b c d e f g h i j"]);
@@ -282,4 +283,67 @@ fn bad_experiment_flags_are_rejected_before_any_work() {
     let out = otkd(&["experiment", "--data", "/nonexistent", "--langs", "ay,en"]);
     assert_clean_failure(&out, &["pivot"]);
     assert!(!stderr(&out).contains("/nonexistent"));
+}
+
+fn otkd_with_stdin(args: &[&str], input: &str) -> Output {
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_otkd"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// Queries from standard input, one JSON line each, against an index of 5,000 documents (more
+/// than the 4,096 an earlier host ranked in full): the runtime's streaming top-k has no cap.
+#[test]
+fn stdin_queries_against_a_5000_document_index() {
+    use otkd_runtime::{BlobParts, IndexParts, ModelConfig, TokenizerConfig};
+    let dir = temp_dir("stdin");
+    let config = ModelConfig {
+        tokenizer: TokenizerConfig { buckets: 64, max_words: 8, ..TokenizerConfig::DEFAULT },
+        dim: 8,
+        layers: 1,
+        heads: 2,
+        ffn: 16,
+        out_dim: 4,
+        layer_norm_eps: 1e-5,
+    };
+    let mut parts = BlobParts::new(config);
+    parts.embeddings.iter_mut().enumerate().for_each(|(i, e)| *e = ((i * 37 % 11) as f32 - 5.0) / 5.0);
+    parts.projection.weight.iter_mut().enumerate().for_each(|(i, w)| *w = ((i * 13 % 7) as f32 - 3.0) / 3.0);
+    let documents = 5000;
+    let embeddings: Vec<f32> =
+        (0..documents * 4).map(|i| ((i * 7919 % 201) as f32 - 100.0) / 100.0).collect();
+    parts.index =
+        Some(IndexParts { ids: (0..documents as u32).collect(), embeddings, hubness: vec![0.0; documents] });
+    let blob = dir.join("big.otkd");
+    std::fs::write(&blob, parts.to_bytes().unwrap()).unwrap();
+    let out = otkd_with_stdin(
+        &["query", "--blob", blob.to_str().unwrap(), "-k", "3", "--json", "--data", "/nonexistent"],
+        "jaʼa qhana\n\nuta\n",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2, "one line per non-blank query");
+    assert_eq!((lines[0]["query"].as_str(), lines[1]["query"].as_str()), (Some("jaʼa qhana"), Some("uta")));
+    for line in &lines {
+        let answers = line["answers"].as_array().unwrap();
+        assert_eq!(answers.len(), 3);
+        let scores: Vec<f64> = answers.iter().map(|a| a["score"].as_f64().unwrap()).collect();
+        assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
+        assert!(answers.iter().all(|a| a["id"].as_u64().unwrap() < documents as u64));
+    }
+    // A bad line is named by its number.
+    let out = otkd_with_stdin(
+        &["query", "--blob", blob.to_str().unwrap(), "--data", "/nonexistent"],
+        "uta\n ¿? \n",
+    );
+    assert_clean_failure(&out, &["stdin line 2", "no word"]);
+    std::fs::remove_dir_all(dir).unwrap();
 }

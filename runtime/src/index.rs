@@ -287,13 +287,58 @@ impl<'a> Index<'a> {
         k: usize,
         scoring: Scoring,
     ) -> Result<heapless::Vec<Hit, K>, SearchError> {
-        if query.len() != self.dim {
-            return Err(SearchError::DimensionMismatch);
-        }
         let k = k.min(K);
         let mut hits = heapless::Vec::<Hit, K>::new();
-        if k == 0 {
-            return Ok(hits);
+        self.for_each_hit(query, scoring, |hit| {
+            if k == 0 {
+                return;
+            }
+            if hits.len() == k {
+                if !hits.last().is_some_and(|last| hit.ranks_before(last)) {
+                    return;
+                }
+                hits.pop();
+            }
+            let at = hits.partition_point(|h| h.ranks_before(&hit));
+            // Below capacity (`len < k <= K`) and `at <= len`: cannot fail.
+            let _ = hits.insert(at, hit);
+        })?;
+        Ok(hits)
+    }
+
+    /// Calls `visit` with every document's [`Hit`] for `query`, in index order, without
+    /// storing any: what [`Index::search`] ranks, for callers that need more than a top-k (the
+    /// rank of one document among any number). Fails when the query's width is not the index's.
+    ///
+    /// ```
+    /// # use otkd_runtime::{BlobParts, IndexParts, Model, ModelConfig, TokenizerConfig};
+    /// use otkd_runtime::{Embedding, Scoring};
+    /// # let config = ModelConfig {
+    /// #     tokenizer: TokenizerConfig { buckets: 64, max_words: 8, ..TokenizerConfig::DEFAULT },
+    /// #     dim: 8, layers: 1, heads: 2, ffn: 16, out_dim: 2, layer_norm_eps: 1e-5,
+    /// # };
+    /// # let mut parts = BlobParts::new(config);
+    /// # parts.index = Some(IndexParts { ids: vec![5, 9], embeddings: vec![0.6, 0.8, 0.8, 0.6], hubness: vec![0.5, 0.1] });
+    /// # let blob = parts.to_bytes()?;
+    /// # let index = Model::from_bytes(&blob)?.index().unwrap();
+    /// let query = Embedding::from_f32(&[1.0, 0.0])?;
+    /// let mut ids = [0u32; 2];
+    /// let mut n = 0;
+    /// index.for_each_hit(&query, Scoring::Cosine, |hit| {
+    ///     ids[n] = hit.id;
+    ///     n += 1;
+    /// })?;
+    /// assert_eq!(ids, [5, 9]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn for_each_hit(
+        &self,
+        query: &Embedding,
+        scoring: Scoring,
+        mut visit: impl FnMut(Hit),
+    ) -> Result<(), SearchError> {
+        if query.len() != self.dim {
+            return Err(SearchError::DimensionMismatch);
         }
         let ids = self.ids.as_chunks::<4>().0.iter().map(|b| u32::from_le_bytes(*b));
         let hubness =
@@ -306,18 +351,9 @@ impl<'a> Index<'a> {
                 Scoring::Cosine => cosine,
                 Scoring::Csls => 2.0 * cosine - hubness,
             };
-            let hit = Hit { id, score };
-            if hits.len() == k {
-                if !hits.last().is_some_and(|last| ranks_before(&hit, last)) {
-                    return;
-                }
-                hits.pop();
-            }
-            let at = hits.partition_point(|h| ranks_before(h, &hit));
-            // Below capacity (`len < k <= K`) and `at <= len`: cannot fail.
-            let _ = hits.insert(at, hit);
+            visit(Hit { id, score });
         });
-        Ok(hits)
+        Ok(())
     }
 }
 
@@ -328,11 +364,20 @@ impl fmt::Debug for Index<'_> {
     }
 }
 
-/// Higher score first; equal scores by smaller id. `total_cmp` makes it a total order, NaN included.
-fn ranks_before(a: &Hit, b: &Hit) -> bool {
-    match a.score.total_cmp(&b.score) {
-        Ordering::Greater => true,
-        Ordering::Less => false,
-        Ordering::Equal => a.id < b.id,
+impl Hit {
+    /// Whether `self` ranks before `other`: higher score first, equal scores by smaller id.
+    /// `total_cmp` makes it a total order, NaN included.
+    ///
+    /// ```
+    /// use otkd_runtime::Hit;
+    /// let (a, b) = (Hit { id: 7, score: 0.5 }, Hit { id: 3, score: 0.5 });
+    /// assert!(b.ranks_before(&a) && !a.ranks_before(&b));
+    /// ```
+    pub fn ranks_before(&self, other: &Hit) -> bool {
+        match self.score.total_cmp(&other.score) {
+            Ordering::Greater => true,
+            Ordering::Less => false,
+            Ordering::Equal => self.id < other.id,
+        }
     }
 }

@@ -72,39 +72,61 @@ pub(super) fn load<'a>(path: &Path, bytes: &'a [u8]) -> Result<HostRuntime<'a>> 
     HostRuntime::new(bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
-/// Encodes a query with the int8 runtime and prints the top-k documents.
+/// Encodes each query with the int8 runtime and prints its top-k documents: the text given, or
+/// every line of standard input.
 pub fn query(inputs: &Inputs, args: &QueryArgs) -> Result<()> {
-    if args.text.len() > MAX_QUERY_BYTES {
-        bail!("the query is {} bytes long; at most {MAX_QUERY_BYTES} are accepted", args.text.len());
-    }
     let bytes = read_blob(&args.blob)?;
     let mut runtime = load(&args.blob, &bytes)?;
-    let dropped = runtime.words_dropped(&args.text);
-    if dropped > 0 {
-        eprintln!(
-            "warning: the query has {dropped} word(s) past the first {}; the runtime (as on a device) ignores them",
-            runtime.model().config().tokenizer.max_words
-        );
-    }
     // Captions are a convenience: without the data the ids and scores still print.
     let captions = open_data(inputs).and_then(|d| Ok(d.captions(args.captions_split, Lang::En)?));
     if let Err(e) = &captions {
         eprintln!("note: no captions to show ({e:#})");
     }
-    let answers = answer(
-        &mut runtime,
-        &args.text,
-        args.k as usize,
-        args.scoring.into(),
-        captions.as_ref().ok().map(Vec::as_slice),
-    )?;
-    if args.json {
-        return print_json(&answers);
+    let captions = captions.as_ref().ok().map(Vec::as_slice);
+    let mut ask = |text: &str, line: Option<usize>| -> Result<()> {
+        let at = line.map_or(String::new(), |l| format!("stdin line {l}: "));
+        if text.len() > MAX_QUERY_BYTES {
+            bail!("{at}the query is {} bytes long; at most {MAX_QUERY_BYTES} are accepted", text.len());
+        }
+        let dropped = runtime.words_dropped(text);
+        if dropped > 0 {
+            eprintln!(
+                "warning: {at}the query has {dropped} word(s) past the first {}; the runtime (as on a device) ignores them",
+                runtime.model().config().tokenizer.max_words
+            );
+        }
+        let answers = answer(&mut runtime, text, args.k as usize, args.scoring.into(), captions)
+            .map_err(|e| if at.is_empty() { e } else { e.context(at.trim_end_matches(": ").to_string()) })?;
+        if args.json {
+            #[derive(serde::Serialize)]
+            struct Line<'a> {
+                query: &'a str,
+                answers: &'a [crate::export::Answer],
+            }
+            outln!("{}", serde_json::to_string(&Line { query: text, answers: &answers })?);
+            return Ok(());
+        }
+        if line.is_some() {
+            outln!("{text}");
+        }
+        for a in &answers {
+            outln!("{:>6}  {:+.4}  {}", a.id, a.score, a.caption.as_deref().unwrap_or(""));
+        }
+        Ok(())
+    };
+    match &args.text {
+        Some(text) => ask(text, None),
+        None => {
+            use std::io::BufRead as _;
+            for (number, line) in std::io::stdin().lock().lines().enumerate() {
+                let line = line.with_context(|| format!("reading standard input line {}", number + 1))?;
+                if !line.trim().is_empty() {
+                    ask(&line, Some(number + 1))?;
+                }
+            }
+            Ok(())
+        }
     }
-    for a in &answers {
-        outln!("{:>6}  {:+.4}  {}", a.id, a.score, a.caption.as_deref().unwrap_or(""));
-    }
-    Ok(())
 }
 
 /// Test X -> en retrieval of the blob through the runtime, next to the f32 student.

@@ -24,8 +24,9 @@ use crate::student::{
     EMBED_BATCH, LAYER_NORM_EPS, Student, StudentConfig, TokenizedSentence, tokenize_sentence,
 };
 
-/// The most documents `otkd eval-blob` ranks in full.
-pub const MAX_RANKED_DOCUMENTS: usize = 4096;
+/// The most answers one query returns ([`HostRuntime::top_k`]); any number of documents is
+/// searched.
+pub const MAX_ANSWERS: usize = 100;
 
 /// The runtime's description of a student's architecture.
 pub fn model_config(config: &StudentConfig) -> Result<ModelConfig> {
@@ -179,19 +180,40 @@ impl<'a> HostRuntime<'a> {
         self.model.encode(text, &mut scratch)
     }
 
-    /// Every document of the index, best first (ties by id), as the device ranks them.
-    pub fn rank_all(&self, query: &Embedding, scoring: Scoring) -> Result<Vec<Hit>> {
+    /// The best `k` (at most [`MAX_ANSWERS`]) documents, best first (ties by smaller id), as
+    /// the device ranks them: the runtime's streaming top-k, so the index may be any size.
+    pub fn top_k(&self, query: &Embedding, k: usize, scoring: Scoring) -> Result<Vec<Hit>> {
         let index = self.model.index().context("the blob has no document index")?;
-        if index.len() > MAX_RANKED_DOCUMENTS {
-            bail!(
-                "the index has {} documents; at most {MAX_RANKED_DOCUMENTS} are ranked in full",
-                index.len()
-            );
+        if k > MAX_ANSWERS {
+            bail!("{k} answers asked for; at most {MAX_ANSWERS} are returned");
         }
-        let hits = index
-            .search::<MAX_RANKED_DOCUMENTS>(query, MAX_RANKED_DOCUMENTS, scoring)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let hits = index.search::<MAX_ANSWERS>(query, k, scoring).map_err(|e| anyhow::anyhow!("{e}"))?;
         Ok(hits.to_vec())
+    }
+
+    /// The 1-based rank of document `target` for `query` (one more than the number of documents
+    /// ranked before it) and the id of the top document, streaming over the whole index.
+    pub fn rank_of(&self, query: &Embedding, scoring: Scoring, target: u32) -> Result<(usize, Option<u32>)> {
+        let index = self.model.index().context("the blob has no document index")?;
+        let mut target_hit = None;
+        index
+            .for_each_hit(query, scoring, |hit| {
+                if hit.id == target {
+                    target_hit = Some(hit);
+                }
+            })
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let target_hit = target_hit.with_context(|| format!("document {target} is not in the index"))?;
+        let (mut before, mut top): (usize, Option<Hit>) = (0, None);
+        index
+            .for_each_hit(query, scoring, |hit| {
+                before += usize::from(hit.ranks_before(&target_hit));
+                if top.is_none_or(|t| hit.ranks_before(&t)) {
+                    top = Some(hit);
+                }
+            })
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok((before + 1, top.map(|t| t.id)))
     }
 }
 
@@ -250,8 +272,7 @@ pub fn answer(
         EncodeError::EmptyQuery => anyhow::anyhow!("the query has no word to encode: {text:?}"),
         other => anyhow::anyhow!("{text:?}: {other}"),
     })?;
-    let mut hits = runtime.rank_all(&embedding, scoring)?;
-    hits.truncate(k);
+    let hits = runtime.top_k(&embedding, k, scoring)?;
     Ok(hits
         .iter()
         .map(|h| Answer {
@@ -310,10 +331,10 @@ pub fn evaluate_blob(
         let mut query_ranks = Vec::with_capacity(queries.len());
         for (k, &(text, target)) in queries.iter().enumerate() {
             let query = runtime.encode(text).map_err(|e| anyhow::anyhow!("query {}: {e}", k + 1))?;
-            let hits = runtime.rank_all(&query, scoring)?;
-            query_ranks.push(hits.iter().position(|h| h.id == target).map_or(documents, |r| r + 1));
+            let (rank, top) = runtime.rank_of(&query, scoring, target)?;
+            query_ranks.push(rank);
             if scoring == Scoring::Cosine {
-                int8_top1.push(hits.first().map(|h| h.id as usize));
+                int8_top1.push(top.map(|id| id as usize));
             }
         }
         rows.push(EvalRow { model: "int8 blob", scoring: name, x_to_en: metrics_from_ranks(&query_ranks) });
