@@ -85,13 +85,22 @@ fn miss_hit_corruption_and_keys() {
     let other_teacher = Teacher::load(&other).unwrap();
     let other_cache = TeacherCache::new(&dir, &other_teacher).unwrap();
     assert_ne!(path, other_cache.entry_path("test.en", &SENTENCES, true));
+    // ... and its pooling, which lives in other files.
+    copy_model(&teacher_dir(), &other);
+    std::fs::write(other.join("1_Pooling/config.json"), r#"{"pooling_mode_cls_token": true}"#).unwrap();
+    let cls_teacher = Teacher::load(&other).unwrap();
+    assert_eq!(cls_teacher.pooling(), otkd::teacher::Pooling::Cls);
+    assert_ne!(path, TeacherCache::new(&dir, &cls_teacher).unwrap().entry_path("test.en", &SENTENCES, true));
 
     std::fs::remove_dir_all(dir).unwrap();
     std::fs::remove_dir_all(other).unwrap();
 }
 
 fn copy_model(from: &Path, to: &Path) {
-    for name in ["config.json", "tokenizer.json", "model.safetensors"] {
+    std::fs::create_dir_all(to.join("1_Pooling")).unwrap();
+    for name in
+        ["config.json", "tokenizer.json", "model.safetensors", "modules.json", "1_Pooling/config.json"]
+    {
         std::fs::copy(from.join(name), to.join(name)).unwrap();
     }
 }

@@ -69,6 +69,8 @@ impl TeacherCache {
             let bytes = std::fs::read(&path).map_err(|source| CacheError::HashInput { path, source })?;
             h.update(&bytes);
         }
+        // The pooling is read from other files (modules.json, the pooling config).
+        h.update_str(&format!("{:?}", teacher.pooling()));
         Ok(Self { dir: dir.into(), model_key: h.finish() })
     }
 

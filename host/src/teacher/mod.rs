@@ -3,4 +3,6 @@
 pub mod cache;
 mod model;
 
-pub use model::{BertConfig, MAX_TOKENS, Teacher, TeacherError, TeacherOutputs, TeacherTokens, TokenStates};
+pub use model::{
+    BertConfig, MAX_TOKENS, Pooling, Teacher, TeacherError, TeacherOutputs, TeacherTokens, TokenStates,
+};

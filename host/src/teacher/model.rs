@@ -63,6 +63,118 @@ pub enum TeacherError {
     /// A tensor operation failed during encoding.
     #[error("teacher forward pass: {0}")]
     Forward(#[from] candle_core::Error),
+    /// The sentence-transformers description (`modules.json`, the pooling config) is missing,
+    /// unreadable or asks for what otkd cannot compute exactly.
+    #[error("teacher {path}: {reason}")]
+    BadPooling {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// How token states become a sentence embedding (sentence-transformers' `Pooling` module); the
+/// embedding is then L2-normalised, the space otkd distils into and retrieves in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pooling {
+    /// The mean of every token's state (`[CLS]` and `[SEP]` included, as sentence-transformers).
+    Mean,
+    /// The `[CLS]` token's state.
+    Cls,
+    /// The element-wise maximum over the tokens.
+    Max,
+}
+
+impl Pooling {
+    /// Reads the pooling of a sentence-transformers directory: `modules.json` names a
+    /// `sentence_transformers.models.Pooling` module whose `config.json` sets exactly one of
+    /// `pooling_mode_mean_tokens`, `pooling_mode_cls_token`, `pooling_mode_max_tokens`. Anything
+    /// else (no `modules.json`, another pooling mode, modules otkd does not run such as `Dense`)
+    /// is refused by name rather than run differently.
+    pub fn read(dir: &Path) -> Result<Self, TeacherError> {
+        let modules_path = dir.join("modules.json");
+        let bad = |path: &Path, reason: String| TeacherError::BadPooling { path: path.to_path_buf(), reason };
+        let text = std::fs::read_to_string(&modules_path).map_err(|e| {
+            bad(
+                &modules_path,
+                format!("{e}; otkd reads the pooling of a sentence-transformers directory from it and will not guess"),
+            )
+        })?;
+        #[derive(Deserialize)]
+        struct Module {
+            path: String,
+            #[serde(rename = "type")]
+            kind: String,
+        }
+        let modules: Vec<Module> =
+            serde_json::from_str(&text).map_err(|e| bad(&modules_path, e.to_string()))?;
+        let mut pooling_dir = None;
+        for module in &modules {
+            match module.kind.as_str() {
+                "sentence_transformers.models.Transformer" | "sentence_transformers.models.Normalize" => {}
+                "sentence_transformers.models.Pooling" => pooling_dir = Some(dir.join(&module.path)),
+                other => {
+                    return Err(bad(
+                        &modules_path,
+                        format!(
+                            "module {other:?} is not supported (otkd runs Transformer, Pooling and Normalize)"
+                        ),
+                    ));
+                }
+            }
+        }
+        let pooling_path = pooling_dir
+            .ok_or_else(|| bad(&modules_path, "no sentence_transformers.models.Pooling module".into()))?
+            .join("config.json");
+        let text = std::fs::read_to_string(&pooling_path).map_err(|e| bad(&pooling_path, e.to_string()))?;
+        let config: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&text).map_err(|e| bad(&pooling_path, e.to_string()))?;
+        let on: Vec<&str> = config
+            .iter()
+            .filter(|(k, v)| k.starts_with("pooling_mode_") && v.as_bool() == Some(true))
+            .map(|(k, _)| k.as_str())
+            .collect();
+        match on.as_slice() {
+            ["pooling_mode_mean_tokens"] => Ok(Pooling::Mean),
+            ["pooling_mode_cls_token"] => Ok(Pooling::Cls),
+            ["pooling_mode_max_tokens"] => Ok(Pooling::Max),
+            [] => Err(bad(&pooling_path, "no pooling mode is on".into())),
+            modes => Err(bad(
+                &pooling_path,
+                format!(
+                    "pooling {} is not supported (otkd runs exactly one of mean_tokens, cls_token, max_tokens)",
+                    modes.join(" + ")
+                ),
+            )),
+        }
+    }
+
+    /// The pooled (not yet normalised) embedding of one sentence's `[tokens, dim]` states.
+    fn pool(self, states: &[f32], dim: usize) -> Vec<f64> {
+        let mut pooled = vec![0f64; dim];
+        let mut tokens = states.chunks_exact(dim);
+        match self {
+            Pooling::Mean => {
+                for token in tokens {
+                    pooled.iter_mut().zip(token).for_each(|(p, &t)| *p += f64::from(t));
+                }
+            }
+            Pooling::Cls => {
+                if let Some(first) = tokens.next() {
+                    pooled.iter_mut().zip(first).for_each(|(p, &t)| *p = f64::from(t));
+                }
+            }
+            Pooling::Max => {
+                pooled.fill(f64::NEG_INFINITY);
+                for token in tokens {
+                    pooled.iter_mut().zip(token).for_each(|(p, &t)| *p = p.max(f64::from(t)));
+                }
+            }
+        }
+        pooled
+    }
 }
 
 /// The subset of `config.json` the encoder needs.
@@ -86,6 +198,12 @@ pub struct BertConfig {
     pub layer_norm_eps: f64,
     /// Activation; only the exact (erf) GELU is supported.
     pub hidden_act: String,
+    /// `bert` (the family otkd runs; others are refused).
+    #[serde(default)]
+    pub model_type: Option<String>,
+    /// `absolute` (learned positions from 0, as BERT); XLM-R-style offsets are refused.
+    #[serde(default)]
+    pub position_embedding_type: Option<String>,
 }
 
 /// A linear layer stored as `[in, out]` so a 2-D activation multiplies it without a transpose.
@@ -233,7 +351,7 @@ pub struct TeacherTokens {
 pub struct TeacherOutputs {
     /// Width of embeddings and token states (384).
     pub dim: usize,
-    /// L2-normalised mean-pooled sentence embeddings, `[sentences, dim]` row-major.
+    /// L2-normalised pooled sentence embeddings ([`Pooling`]), `[sentences, dim]` row-major.
     pub embeddings: Vec<f32>,
     /// Last-layer token states (including `[CLS]` and `[SEP]`), when asked for.
     pub token_states: Option<TokenStates>,
@@ -286,6 +404,7 @@ impl TokenStates {
 /// The frozen English teacher.
 pub struct Teacher {
     tokenizer: Tokenizer,
+    pooling: Pooling,
     config: BertConfig,
     word_embeddings: candle_nn::Embedding,
     position_embeddings: Tensor,
@@ -313,6 +432,19 @@ impl Teacher {
         let bad_config = |reason: String| TeacherError::BadConfig { path: config_path.clone(), reason };
         let text = std::fs::read_to_string(&config_path).map_err(|e| bad_config(e.to_string()))?;
         let config: BertConfig = serde_json::from_str(&text).map_err(|e| bad_config(e.to_string()))?;
+        if config.model_type.as_deref().is_some_and(|t| t != "bert") {
+            return Err(bad_config(format!(
+                "model_type {:?} is not supported (otkd runs the BERT family)",
+                config.model_type.as_deref().unwrap_or_default()
+            )));
+        }
+        if config.position_embedding_type.as_deref().is_some_and(|t| t != "absolute") {
+            return Err(bad_config(format!(
+                "position_embedding_type {:?} is not supported (only absolute positions from 0)",
+                config.position_embedding_type.as_deref().unwrap_or_default()
+            )));
+        }
+        let pooling = Pooling::read(dir)?;
         if config.hidden_act != "gelu" {
             return Err(bad_config(format!(
                 "hidden_act {:?} is not supported (only \"gelu\", erf)",
@@ -368,6 +500,7 @@ impl Teacher {
             load().map_err(bad_weights)?;
         Ok(Self {
             tokenizer,
+            pooling,
             config,
             word_embeddings,
             position_embeddings,
@@ -382,6 +515,11 @@ impl Teacher {
     /// The directory the teacher was loaded from.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// How token states become its sentence embedding.
+    pub fn pooling(&self) -> Pooling {
+        self.pooling
     }
 
     /// Width of the teacher's states and embeddings.
@@ -473,11 +611,8 @@ impl Teacher {
                 let len = ids[i].len();
                 let sentence = &hidden[row * dim..(row + len) * dim];
                 row += len;
-                // Mean over the tokens, then L2 normalisation, in f64.
-                let mut pooled = vec![0f64; dim];
-                for token in sentence.chunks_exact(dim) {
-                    pooled.iter_mut().zip(token).for_each(|(p, &t)| *p += f64::from(t));
-                }
+                // Pooled, then L2-normalised, in f64.
+                let pooled = self.pooling.pool(sentence, dim);
                 let norm = pooled.iter().map(|p| p * p).sum::<f64>().sqrt();
                 let scale = if norm > 0.0 { 1.0 / norm } else { 0.0 };
                 for (e, p) in embeddings[i * dim..(i + 1) * dim].iter_mut().zip(&pooled) {
