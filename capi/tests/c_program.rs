@@ -6,27 +6,14 @@
 //! Needs a C compiler (`$CC`, else `cc`): with `CI=true` a missing one fails this test; elsewhere
 //! it is skipped with a loud message.
 
+mod common;
+
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use otkd_capi::{OTKD_OK, OtkdModel, STATUS_NAMES, encode_status, otkd_load, otkd_scratch_size};
-use otkd_runtime::{BlobParts, Feature, Model, Scoring, Scratch};
-
-#[path = "../../firmware-tests/gen/blobgen.rs"]
-#[allow(dead_code)]
-mod blobgen;
-
-fn name(status: i32) -> String {
-    STATUS_NAMES
-        .iter()
-        .find(|(code, _)| *code == status)
-        .map_or("OTKD_UNKNOWN".into(), |(_, name)| name.to_string_lossy().into_owned())
-}
-
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
-}
+use common::{answer_lines, assert_lines, blobgen, host_scratch_size, in_ci, queries};
+use otkd_runtime::BlobParts;
 
 /// `target/<profile>/`: the test executable is in its `deps/`.
 fn profile_dir() -> PathBuf {
@@ -84,89 +71,33 @@ fn compile() -> Option<PathBuf> {
     }
 }
 
-/// The queries of the firmware's `queries.txt` (blank and `#` lines skipped, as the firmware does).
-fn queries() -> Vec<String> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../firmware-tests/queries.txt");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    text.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')).map(str::to_owned).collect()
-}
-
-/// What the C program must print for `blob`, computed with the Rust runtime (and, for the scratch
-/// size, this crate's own function).
+/// What the C program must print for `blob`: the Rust runtime's answers (`common::answer_lines`,
+/// with the host's scratch size), then the status of each error path it tries, then `done`.
 fn expected(blob: &[u8], queries: &[String], words: usize, k: usize) -> Vec<String> {
-    let model = Model::from_bytes(blob).expect("the blob loads");
-    let config = *model.config();
-    let words = words.min(usize::from(config.tokenizer.max_words));
-    let index = model.index();
-    let mut scratch_len = 0usize;
-    // SAFETY: a blob that outlives `handle`, and pointers to locals.
-    unsafe {
-        let mut handle = Box::new(std::mem::MaybeUninit::<OtkdModel>::uninit());
-        assert_eq!(otkd_load(blob.as_ptr(), blob.len(), handle.as_mut_ptr()), OTKD_OK);
-        assert_eq!(otkd_scratch_size(handle.as_ptr(), words, &mut scratch_len), OTKD_OK);
-    }
-    let mut lines = vec![format!(
-        "info dim {} layers {} out_dim {} max_words {} documents {} scratch {scratch_len}",
-        config.dim,
-        config.layers,
-        config.out_dim,
-        config.tokenizer.max_words,
-        index.map_or(0, |i| i.len())
-    )];
-    let mut features = heapless::Vec::<Feature, 8192>::new();
-    let mut floats = vec![0f32; Scratch::floats_len(&config, words)];
-    let mut int8s = vec![0i8; Scratch::int8s_len(&config, words)];
-    let mut scratch = Scratch::new(features.as_mut_view(), &mut floats, &mut int8s);
-    for (i, text) in queries.iter().enumerate() {
-        let embedding = match model.encode(text, &mut scratch) {
-            Ok(embedding) => embedding,
-            Err(e) => {
-                lines.push(format!("q {i} error {}", name(encode_status(e))));
-                continue;
-            }
-        };
-        let values: Vec<String> = embedding.values().iter().map(i8::to_string).collect();
-        lines.push(format!(
-            "q {i} embedding {} {} {}",
-            embedding.len(),
-            embedding.scale().to_bits(),
-            values.join(" ")
-        ));
-        for (label, scoring) in [("cosine", Scoring::Cosine), ("csls", Scoring::Csls)] {
-            match index {
-                None => lines.push(format!("q {i} {label}-error OTKD_ERR_NO_INDEX")),
-                Some(index) => {
-                    let hits = index.search::<64>(&embedding, k, scoring).expect("the model's own width");
-                    let hits: Vec<String> =
-                        hits.iter().map(|h| format!(" {}:{}", h.id, h.score.to_bits())).collect();
-                    lines.push(format!("q {i} {label}{}", hits.concat()));
-                }
-            }
-        }
-    }
-    let searchable =
-        |status: &str| if index.is_some() { status.to_owned() } else { "OTKD_ERR_NO_INDEX".into() };
+    let has_index = otkd_runtime::Model::from_bytes(blob).expect("the blob loads").index().is_some();
+    let mut lines = answer_lines(blob, queries, words, k, Some(host_scratch_size(blob, words)));
+    let searchable = if has_index { "OTKD_ERR_DIMENSION_MISMATCH" } else { "OTKD_ERR_NO_INDEX" };
     for (check, status) in [
-        ("null-model", "OTKD_ERR_NULL".into()),
-        ("not-loaded", "OTKD_ERR_NOT_LOADED".into()),
-        ("null-text", "OTKD_ERR_NULL".into()),
-        ("bad-utf8", "OTKD_ERR_BAD_UTF8".into()),
-        ("empty-text", "OTKD_ERR_EMPTY_QUERY".into()),
-        ("tiny-scratch", "OTKD_ERR_SCRATCH_TOO_SMALL".into()),
-        ("encode", "OTKD_OK".into()),
-        ("bad-scoring", "OTKD_ERR_BAD_ARGUMENT".into()),
-        ("k-too-large", "OTKD_ERR_BAD_ARGUMENT".into()),
-        ("wrong-width", searchable("OTKD_ERR_DIMENSION_MISMATCH")),
-        ("null-blob", "OTKD_ERR_NULL".into()),
-        ("too-short", "OTKD_ERR_LOAD_TOO_SHORT".into()),
-        ("truncated", "OTKD_ERR_LOAD_TRUNCATED".into()),
-        ("region", "OTKD_OK".into()),
-        ("region-info", "OTKD_OK".into()),
-        ("erased", "OTKD_ERR_LOAD_BAD_MAGIC".into()),
-        ("failed-load-unloads", "OTKD_ERR_NOT_LOADED".into()),
-        ("corrupt", "OTKD_ERR_LOAD_BAD_CRC".into()),
-        ("version", "OTKD_ERR_LOAD_UNSUPPORTED_VERSION".into()),
-        ("unknown-status", "OTKD_UNKNOWN".into()),
+        ("null-model", "OTKD_ERR_NULL"),
+        ("not-loaded", "OTKD_ERR_NOT_LOADED"),
+        ("null-text", "OTKD_ERR_NULL"),
+        ("bad-utf8", "OTKD_ERR_BAD_UTF8"),
+        ("empty-text", "OTKD_ERR_EMPTY_QUERY"),
+        ("tiny-scratch", "OTKD_ERR_SCRATCH_TOO_SMALL"),
+        ("encode", "OTKD_OK"),
+        ("bad-scoring", "OTKD_ERR_BAD_ARGUMENT"),
+        ("k-too-large", "OTKD_ERR_BAD_ARGUMENT"),
+        ("wrong-width", searchable),
+        ("null-blob", "OTKD_ERR_NULL"),
+        ("too-short", "OTKD_ERR_LOAD_TOO_SHORT"),
+        ("truncated", "OTKD_ERR_LOAD_TRUNCATED"),
+        ("region", "OTKD_OK"),
+        ("region-info", "OTKD_OK"),
+        ("erased", "OTKD_ERR_LOAD_BAD_MAGIC"),
+        ("failed-load-unloads", "OTKD_ERR_NOT_LOADED"),
+        ("corrupt", "OTKD_ERR_LOAD_BAD_CRC"),
+        ("version", "OTKD_ERR_LOAD_UNSUPPORTED_VERSION"),
+        ("unknown-status", "OTKD_UNKNOWN"),
     ] {
         lines.push(format!("check {check} {status}"));
     }
@@ -203,10 +134,7 @@ fn check(program: &Path, label: &str, blob: &[u8], words: usize, k: usize) {
     let printed = String::from_utf8(output.stdout).expect("ASCII output");
     let printed: Vec<&str> = printed.lines().collect();
     let want = expected(blob, &queries, words, k);
-    for (i, (c, rust)) in printed.iter().zip(&want).enumerate() {
-        assert_eq!(c, rust, "{label}: line {i} differs (left: the C program, right: the Rust runtime)");
-    }
-    assert_eq!(printed.len(), want.len(), "{label}: lines printed");
+    assert_lines(label, &printed, &want);
     let answered = want.iter().filter(|l| l.contains(" embedding ")).count();
     let refused = want.iter().filter(|l| l.contains(" error ")).count();
     eprintln!(
