@@ -214,12 +214,12 @@ fn c_firmware_on_the_cortex_m4f_answers_bit_for_bit_like_the_rust_runtime() {
         let mut want = answer_lines(blob, &queries, words, k, None);
         want.push("done".into());
         assert_lines(label, &printed, &want);
-        eprintln!(
+        common::say(&format!(
             "c_firmware {label}: {} queries on the emulated Cortex-M4F (scratch {} bytes on the target), \
              bit for bit like the Rust runtime; QEMU wall {:.2} s",
             queries.len(),
             scratch.unwrap_or(0),
             started.elapsed().as_secs_f64()
-        );
+        ));
     }
 }

@@ -137,12 +137,12 @@ fn check(program: &Path, label: &str, blob: &[u8], words: usize, k: usize) {
     assert_lines(label, &printed, &want);
     let answered = want.iter().filter(|l| l.contains(" embedding ")).count();
     let refused = want.iter().filter(|l| l.contains(" error ")).count();
-    eprintln!(
+    common::say(&format!(
         "c_program {label}: {} queries ({answered} encoded, {refused} refused), {} checks: the C program \
          matches the Rust runtime bit for bit",
         queries.len(),
         want.iter().filter(|l| l.starts_with("check ")).count()
-    );
+    ));
 }
 
 #[test]

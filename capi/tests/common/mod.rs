@@ -10,6 +10,13 @@ use otkd_runtime::{Feature, Model, Scoring, Scratch};
 #[path = "../../../firmware-tests/gen/blobgen.rs"]
 pub mod blobgen;
 
+/// Prints past libtest's output capture (straight to stderr, as `eprintln!` is captured), so that
+/// the results show in a plain `cargo test` log.
+pub fn say(message: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr().lock(), "{message}");
+}
+
 /// The name `otkd_status_name` gives a code.
 pub fn name(status: i32) -> String {
     STATUS_NAMES
