@@ -4,7 +4,7 @@
 //! refusals, on the firmware's seeded blobs and queries. The blob sits in its own region, placed by
 //! QEMU's loader, as in `firmware-tests`.
 //!
-//! Builds the staticlib (`cargo build -p otkd-capi --release --target thumbv7em-none-eabihf
+//! Builds the staticlib (`cargo build -p otkd-capi --profile mcu --target thumbv7em-none-eabihf
 //! --features dsp`, the command CI runs anyway), compiles the firmware with clang and links it
 //! with the toolchain's `rust-lld`. Needs `clang` (`clang-14` or `clang`, or `$OTKD_CLANG`),
 //! `qemu-system-arm` and the target: with `CI=true` a missing one fails this test; elsewhere it is
@@ -43,7 +43,7 @@ fn rust_lld() -> Option<PathBuf> {
     lld.is_file().then_some(lld)
 }
 
-/// `cargo build -p otkd-capi --release --target thumbv7em-none-eabihf --features dsp`: the
+/// `cargo build -p otkd-capi --profile mcu --target thumbv7em-none-eabihf --features dsp`: the
 /// staticlib's path.
 fn thumb_staticlib() -> Result<PathBuf, String> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
@@ -54,7 +54,8 @@ fn thumb_staticlib() -> Result<PathBuf, String> {
             "build",
             "-p",
             "otkd-capi",
-            "--release",
+            "--profile",
+            "mcu",
             "--target",
             "thumbv7em-none-eabihf",
             "--features",
@@ -110,6 +111,23 @@ fn job(queries: &[String], words: usize, k: usize) -> Vec<u8> {
         bytes.extend(q.as_bytes());
     }
     bytes
+}
+
+/// `(instructions per tick, mean encode instructions, mean CSLS search instructions)` from the
+/// firmware's `calib` and `t I encode E search S` lines.
+fn instructions(text: &str) -> (f64, f64, f64) {
+    let numbers =
+        |line: &str| -> Vec<f64> { line.split_whitespace().filter_map(|w| w.parse().ok()).collect() };
+    let calib = text.lines().find(|l| l.starts_with("calib ")).map(numbers).unwrap_or_default();
+    let per_tick = match calib[..] {
+        [instructions, ticks] if ticks > 0.0 => instructions / ticks,
+        _ => panic!("no calib line:\n{text}"),
+    };
+    let spans: Vec<Vec<f64>> = text.lines().filter(|l| l.starts_with("t ")).map(numbers).collect();
+    let mean = |at: usize| {
+        spans.iter().filter_map(|s| s.get(at)).sum::<f64>() / spans.len().max(1) as f64 * per_tick
+    };
+    (per_tick, mean(1), mean(2))
 }
 
 #[test]
@@ -175,7 +193,7 @@ fn c_firmware_on_the_cortex_m4f_answers_bit_for_bit_like_the_rust_runtime() {
         let started = Instant::now();
         let mut child = Command::new(&qemu)
             .args(["-machine", "mps2-an386", "-cpu", "cortex-m4", "-nographic"])
-            .args(["-semihosting-config", "enable=on,target=native", "-device"])
+            .args(["-semihosting-config", "enable=on,target=native", "-icount", "shift=0", "-device"])
             .arg(format!("loader,file={},addr={BLOB_ADDR:#x},force-raw=on", blob_path.display()))
             .arg("-device")
             .arg(format!("loader,file={},addr={JOB_ADDR:#x},force-raw=on", job_path.display()))
@@ -214,11 +232,15 @@ fn c_firmware_on_the_cortex_m4f_answers_bit_for_bit_like_the_rust_runtime() {
         let mut want = answer_lines(blob, &queries, words, k, None);
         want.push("done".into());
         assert_lines(label, &printed, &want);
+        let (per_tick, encode, search) = instructions(&text);
         common::say(&format!(
             "c_firmware {label}: {} queries on the emulated Cortex-M4F (scratch {} bytes on the target), \
-             bit for bit like the Rust runtime; QEMU wall {:.2} s",
+             bit for bit like the Rust runtime; instructions per answered query (QEMU -icount shift=0, \
+             SysTick, {per_tick:.2} instructions/tick): encode {encode:.0} + search (CSLS) {search:.0} = {:.0} \
+             mean; QEMU wall {:.2} s",
             queries.len(),
             scratch.unwrap_or(0),
+            encode + search,
             started.elapsed().as_secs_f64()
         ));
     }

@@ -6,7 +6,10 @@
  * QEMU's loader places two files before it starts:
  *   0x00100000  the blob, at the start of a 3 MiB region (as firmware-tests' memory.x);
  *   0x21000000  the job: u32 words, u32 k, u32 count, then per query u32 length and its bytes.
- * It prints the lines tests/c/otkd_query.c prints for the same job (info, q ... lines, done). */
+ * It prints the lines tests/c/otkd_query.c prints for the same job (info, q ... lines, done),
+ * plus SysTick counts (instructions when QEMU runs with -icount shift=0):
+ *   calib instructions 2097152 ticks T     a loop of exactly two instructions per iteration
+ *   t I encode E search S                   ticks of otkd_encode and of the CSLS otkd_search */
 #include <stddef.h>
 #include <stdint.h>
 
@@ -15,6 +18,10 @@
 #define BLOB_REGION ((const uint8_t *)0x00100000u)
 #define BLOB_REGION_SIZE (3u << 20)
 #define JOB ((const uint8_t *)0x21000000u)
+
+#define SYST_CSR (*(volatile uint32_t *)0xE000E010u)
+#define SYST_RVR (*(volatile uint32_t *)0xE000E014u)
+#define SYST_CVR (*(volatile uint32_t *)0xE000E018u)
 
 extern uint32_t _stack_top, _sidata, _sdata, _edata, _sbss, _ebss;
 
@@ -80,15 +87,22 @@ static uint32_t read_u32(const uint8_t *p) {
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
+/* SysTick counts down, 24 bits. */
+static uint32_t ticks_since(uint32_t start) {
+    return (start - SYST_CVR) & 0xFFFFFFu;
+}
+
 static OtkdModel model;
 static OtkdEmbedding embedding;
 static uint8_t scratch[64 * 1024 + 8];
 
-static void hits(uint32_t i, const char *name, int32_t scoring, size_t k) {
+static uint32_t hits(uint32_t i, const char *name, int32_t scoring, size_t k) {
     uint32_t ids[OTKD_MAX_K];
     float scores[OTKD_MAX_K];
     size_t found = 0, j;
+    uint32_t start = SYST_CVR, ticks;
     OtkdStatus status = otkd_search(&model, &embedding, scoring, k, ids, scores, &found);
+    ticks = ticks_since(start);
     put("q ");
     put_u(i);
     put(" ");
@@ -104,6 +118,7 @@ static void hits(uint32_t i, const char *name, int32_t scoring, size_t k) {
         put_u(bits(scores[j]));
     }
     line();
+    return ticks;
 }
 
 static int run(void) {
@@ -111,6 +126,7 @@ static int run(void) {
     size_t scratch_len = 0, j;
     uint32_t words = read_u32(JOB), k = read_u32(JOB + 4), count = read_u32(JOB + 8), i;
     const uint8_t *query = JOB + 12;
+    uint32_t start, encode, search, n = 1u << 20;
     OtkdStatus status = otkd_load(BLOB_REGION, BLOB_REGION_SIZE, &model);
     if (status != OTKD_OK) {
         put("load ");
@@ -121,6 +137,17 @@ static int run(void) {
     if (otkd_info(&model, &info) != OTKD_OK || otkd_scratch_size(&model, words, &scratch_len) != OTKD_OK ||
         scratch_len > sizeof scratch - 1)
         return 1;
+    SYST_RVR = 0xFFFFFFu;
+    SYST_CVR = 0;
+    SYST_CSR = 5; /* enabled, core clock */
+    start = SYST_CVR;
+    __asm__ volatile("1: subs %0, %0, #1\n bne 1b" : "+r"(n));
+    encode = ticks_since(start);
+    put("calib instructions ");
+    put_u(2u << 20);
+    put(" ticks ");
+    put_u(encode);
+    line();
     put("info dim ");
     put_u(info.dim);
     put(" layers ");
@@ -137,7 +164,9 @@ static int run(void) {
     for (i = 0; i < count; i++) {
         uint32_t len = read_u32(query);
         /* One byte past an aligned address: any alignment works. */
+        start = SYST_CVR;
         status = otkd_encode(&model, (const char *)query + 4, len, scratch + 1, scratch_len, &embedding);
+        encode = ticks_since(start);
         query += 4 + len;
         if (status != OTKD_OK) {
             put("q ");
@@ -159,7 +188,14 @@ static int run(void) {
         }
         line();
         hits(i, "cosine", OTKD_SCORING_COSINE, k);
-        hits(i, "csls", OTKD_SCORING_CSLS, k);
+        search = hits(i, "csls", OTKD_SCORING_CSLS, k);
+        put("t ");
+        put_u(i);
+        put(" encode ");
+        put_u(encode);
+        put(" search ");
+        put_u(search);
+        line();
     }
     put("done");
     line();
