@@ -1,9 +1,10 @@
-//! The query program: loads the embedded blob in place, answers every embedded query by cosine
-//! and by CSLS, and prints (defmt) one machine-readable line per outcome, each starting with `@`:
+//! The query program: finds the blob in its flash region (`memory.x`'s `BLOB`; the firmware does
+//! not contain it), loads it in place, answers every embedded query by cosine and by CSLS, and
+//! prints (defmt) one machine-readable line per outcome, each starting with `@`:
 //!
 //! ```text
 //! @calib instructions 2097152 ticks 52429
-//! @blob seeded-tiny bytes 31234 load-ticks 1234
+//! @blob 0x00100000 bytes 31234 load-ticks 1234
 //! @q 0 cosine ids [1003, ...] bits [1056964608, ...] encode-ticks 812 search-ticks 95
 //! @q 0 csls ids [...] bits [...] encode-ticks 812 search-ticks 97
 //! @q 17 encode-error EmptyQuery encode-ticks 12
@@ -11,14 +12,16 @@
 //! @done queries 20
 //! ```
 //!
-//! Scores are `f32::to_bits`, so the host compares them bit for bit. A refused blob prints
-//! `@load-error NAME` and exits with `code::LOAD_ERROR`.
+//! Scores are `f32::to_bits`, so the host compares them bit for bit. A refused blob (an erased
+//! region: `BadMagic`; a corrupt one: `BadCrc`, ...) prints `@load-error NAME` and exits with
+//! `code::LOAD_ERROR`; a blob that needs more scratch memory than this firmware has, or has no
+//! index, `@wrong-blob` and `code::WRONG_BLOB`.
 #![no_std]
 #![no_main]
 
 use cortex_m_rt::entry;
-use otkd_firmware::{BLOB, BLOB_NAME, CONFIG, K, QUERIES, ScratchMemory, Ticks, code, exit};
-use otkd_runtime::{Model, Scoring};
+use otkd_firmware::{K, QUERIES, ScratchMemory, Ticks, code, exit};
+use otkd_runtime::Scoring;
 
 #[entry]
 fn main() -> ! {
@@ -28,28 +31,41 @@ fn main() -> ! {
     let (instructions, calibration) = ticks.calibrate();
     defmt::info!("@calib instructions {=u32} ticks {=u32}", instructions, calibration);
 
+    let region = otkd_firmware::blob_region();
     let start = ticks.now();
-    let model = match Model::from_bytes(BLOB) {
-        Ok(model) => model,
+    let (model, blob) = match otkd_firmware::load() {
+        Ok(loaded) => loaded,
         Err(e) => {
             defmt::error!("@load-error {}", e);
+            defmt::error!(
+                "no valid blob in the region at {=usize:#010x} ({=usize} bytes); flash one there on its own",
+                region.as_ptr().addr(),
+                region.len()
+            );
             exit(code::LOAD_ERROR)
         }
     };
     let load = ticks.since(start);
-    defmt::info!("@blob {=str} bytes {=usize} load-ticks {=u32}", BLOB_NAME, BLOB.len(), load);
-    if *model.config() != CONFIG {
-        defmt::error!("@wrong-blob its config is not the one this firmware's scratch memory is sized for");
-        exit(code::WRONG_BLOB)
-    }
+    defmt::info!(
+        "@blob {=usize:#010x} bytes {=usize} load-ticks {=u32}",
+        blob.as_ptr().addr(),
+        blob.len(),
+        load
+    );
     let Some(index) = model.index() else {
         defmt::error!("@wrong-blob the blob has no document index");
         exit(code::WRONG_BLOB)
     };
     let Some(memory) = ScratchMemory::take() else { exit(code::PANIC) };
+    if memory.scratch_for(model.config()).is_none() {
+        defmt::error!(
+            "@wrong-blob its model needs more scratch memory than this firmware has (sized for otkd_firmware::CAPACITY)"
+        );
+        exit(code::WRONG_BLOB)
+    }
 
     for (i, text) in QUERIES.iter().enumerate() {
-        let mut scratch = memory.scratch();
+        let Some(mut scratch) = memory.scratch_for(model.config()) else { exit(code::WRONG_BLOB) };
         let start = ticks.now();
         let encoded = model.encode(text, &mut scratch);
         let encode = ticks.since(start);

@@ -1,5 +1,6 @@
-//! On-device tests (defmt-test): the runtime on the Cortex-M4F gives the host runtime's answers
-//! (the golden table `build.rs` computed, bit for bit) and reports bad input as values.
+//! On-device tests (defmt-test): the runtime on the Cortex-M4F, with the blob found in its own
+//! flash region (placed there by QEMU's loader), gives the host runtime's answers (the golden
+//! table `build.rs` computed, bit for bit) and reports bad input as values.
 #![no_std]
 #![no_main]
 
@@ -9,9 +10,10 @@ use otkd_firmware as _;
 use otkd_firmware::{EXPECTED, Expected, K, QUERIES, ScratchMemory};
 use otkd_runtime::{Model, Scoring};
 
-/// What `init` makes: the blob loaded in place and the static scratch memory.
+/// What `init` makes: the blob loaded in place from its region and the static scratch memory.
 pub struct State {
     model: Model<'static>,
+    blob: &'static [u8],
     memory: &'static mut ScratchMemory,
 }
 
@@ -20,7 +22,9 @@ fn check(state: &mut State, scoring: Scoring) {
     let Some(index) = state.model.index() else { defmt::panic!("no index") };
     defmt::assert_eq!(QUERIES.len(), EXPECTED.len());
     for (i, (text, expected)) in QUERIES.iter().zip(EXPECTED).enumerate() {
-        let mut scratch = state.memory.scratch();
+        let Some(mut scratch) = state.memory.scratch_for(state.model.config()) else {
+            defmt::panic!("the blob does not fit the scratch memory")
+        };
         match (state.model.encode(text, &mut scratch), expected) {
             (Ok(query), Expected::Hits { cosine, csls }) => {
                 let hits = match index.search::<K>(&query, K, scoring) {
@@ -43,23 +47,26 @@ fn check(state: &mut State, scoring: Scoring) {
 #[defmt_test::tests]
 mod tests {
     use super::{State, check};
-    use otkd_firmware::{BLOB, CONFIG, ScratchMemory};
-    use otkd_runtime::{EncodeError, Feature, LoadError, Model, Scoring, Scratch};
+    use otkd_firmware::{BLOB_CRC, BLOB_LEN, ScratchMemory};
+    use otkd_runtime::{EncodeError, Feature, LoadError, Model, Scoring, Scratch, crc32};
 
     #[init]
     fn init() -> State {
-        let model = match Model::from_bytes(BLOB) {
-            Ok(model) => model,
-            Err(e) => defmt::panic!("the embedded blob does not load: {}", e),
+        let (model, blob) = match otkd_firmware::load() {
+            Ok(loaded) => loaded,
+            Err(e) => defmt::panic!("the blob region holds no loadable blob: {}", e),
         };
         let Some(memory) = ScratchMemory::take() else { defmt::panic!("scratch memory taken twice") };
-        State { model, memory }
+        State { model, blob, memory }
     }
 
     #[test]
-    fn blob_has_the_config_the_scratch_memory_is_sized_for(state: &mut State) {
-        defmt::assert!(*state.model.config() == CONFIG);
+    fn region_holds_the_blob_the_golden_answers_are_for(state: &mut State) {
+        defmt::assert_eq!((state.blob.len(), crc32(state.blob)), (BLOB_LEN, BLOB_CRC));
+        defmt::assert!(state.blob.len() < otkd_firmware::blob_region().len());
         defmt::assert!(state.model.index().is_some_and(|index| !index.is_empty()));
+        let config = *state.model.config();
+        defmt::assert!(state.memory.scratch_for(&config).is_some());
     }
 
     #[test]
@@ -74,7 +81,8 @@ mod tests {
 
     #[test]
     fn text_without_a_word_is_an_empty_query(state: &mut State) {
-        let mut scratch = state.memory.scratch();
+        let config = *state.model.config();
+        let Some(mut scratch) = state.memory.scratch_for(&config) else { defmt::panic!("no scratch") };
         defmt::assert_eq!(state.model.encode(" ¿?!… — ", &mut scratch).err(), Some(EncodeError::EmptyQuery));
     }
 
@@ -90,11 +98,15 @@ mod tests {
     }
 
     #[test]
-    fn cut_blobs_are_refused() {
-        defmt::assert_eq!(Model::from_bytes(&BLOB[..BLOB.len() - 1]).err(), Some(LoadError::Truncated));
-        defmt::assert_eq!(Model::from_bytes(&BLOB[..8]).err(), Some(LoadError::TooShort));
+    fn cut_blobs_are_refused(state: &mut State) {
+        let blob = state.blob;
+        defmt::assert_eq!(Model::from_bytes(&blob[..blob.len() - 1]).err(), Some(LoadError::Truncated));
+        defmt::assert_eq!(Model::from_bytes(&blob[..8]).err(), Some(LoadError::TooShort));
+        // The region past the blob: the header bounds it, so trailing flash is never read as blob.
+        let region = otkd_firmware::blob_region();
+        defmt::assert_eq!(Model::from_bytes(&region[..blob.len() + 1]).err(), Some(LoadError::TrailingBytes));
         let mut header = [0u8; 16];
-        header.copy_from_slice(&BLOB[..16]);
+        header.copy_from_slice(&blob[..16]);
         header[0] ^= 0x20;
         defmt::assert_eq!(Model::from_bytes(&header).err(), Some(LoadError::BadMagic));
     }

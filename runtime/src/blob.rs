@@ -138,6 +138,35 @@ pub fn crc32(bytes: &[u8]) -> u32 {
     })
 }
 
+/// The blob at the start of `region`, a memory area that may be larger than the blob (a flash
+/// region reserved for it): the first `16 + payload length` bytes as the header declares them,
+/// bounded by the region. Nothing past that length is read. When the header is cut off or
+/// declares more than the region holds, the whole region is returned, so that
+/// [`Model::from_bytes`](crate::Model::from_bytes) names the error (`TooShort`, `BadMagic` for
+/// erased flash, `Truncated`); the header is not checked here.
+///
+/// ```
+/// use otkd_runtime::{LoadError, Model, blob::in_region};
+///
+/// let mut region = [0xffu8; 64]; // erased flash
+/// assert_eq!(in_region(&region).len(), 64);
+/// assert_eq!(Model::from_bytes(in_region(&region)).err(), Some(LoadError::BadMagic));
+/// // A header declaring a 20-byte payload: the blob is its first 36 bytes.
+/// region[..16].copy_from_slice(b"OTKD\x01\0\0\0\x14\0\0\0\0\0\0\0");
+/// assert_eq!(in_region(&region).len(), 36);
+/// // One declaring more than the region holds: the region, which is too short.
+/// region[8] = 0x40;
+/// assert_eq!(Model::from_bytes(in_region(&region)).err(), Some(LoadError::Truncated));
+/// ```
+pub fn in_region(region: &[u8]) -> &[u8] {
+    let declared = region
+        .get(8..12)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .and_then(|b| usize::try_from(u32::from_le_bytes(b)).ok())
+        .and_then(|payload| payload.checked_add(HEADER_LEN));
+    declared.and_then(|len| region.get(..len)).unwrap_or(region)
+}
+
 /// CRC-32 of every byte value, computed at compile time (1 KiB of flash).
 // Evaluated by the compiler: `i < 256` fits a u32, and a bad index would fail the build.
 #[allow(clippy::indexing_slicing, clippy::cast_possible_truncation)]

@@ -43,6 +43,21 @@ impl Embedding {
         Ok(Self::quantize(values))
     }
 
+    /// An embedding from its int8 values and scale as [`Embedding::values`] and
+    /// [`Embedding::scale`] gave them (e.g. one that crossed a C API or was stored): the same
+    /// embedding, bit for bit. Fails when there are more than [`MAX_OUT_DIM`] values.
+    ///
+    /// ```
+    /// use otkd_runtime::Embedding;
+    ///
+    /// let e = Embedding::from_f32(&[0.6, -0.8])?;
+    /// assert_eq!(Embedding::from_quantized(e.values(), e.scale())?, e);
+    /// # Ok::<(), heapless::CapacityError>(())
+    /// ```
+    pub fn from_quantized(values: &[i8], scale: f32) -> Result<Self, CapacityError> {
+        Ok(Self { values: heapless::Vec::from_slice(values)?, scale })
+    }
+
     /// [`Embedding::from_f32`] of at most the first [`MAX_OUT_DIM`] values.
     pub(crate) fn quantize(values: &[f32]) -> Self {
         let mut quantized = heapless::Vec::new();

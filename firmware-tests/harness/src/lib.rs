@@ -3,11 +3,15 @@
 //! (`mps2-an386`, Cortex-M4F) under a time limit, decodes their defmt output with `defmt-print`,
 //! and parses what the firmware printed: per query the top-k ids and score bits, the stack
 //! high-water mark and SysTick ticks (instructions under `-icount shift=0`). It also reads the
-//! ELF's section sizes (flash and RAM) and makes corrupted copies of an ELF's embedded blob.
+//! ELF's section sizes (flash and RAM) and symbols (the blob region), and makes corrupted blobs.
+//!
+//! The firmware does not contain the blob: [`run`] has QEMU's loader place a blob file in the
+//! firmware's blob region (`memory.x`'s `BLOB`, found by its symbols with [`blob_region`]), or
+//! nothing (an erased region).
 //!
 //! Roles: [`tools`] (QEMU and defmt-print, or how to install them), [`build`] (cargo, once per
 //! blob), [`run`] (QEMU + defmt-print), [`parse`] ([`Report`]), [`sections`] ([`Sizes`]),
-//! [`corrupt_embedded_blob`]. The seeded blobs and the host's answers are the firmware's own
+//! [`blob_region`], [`corrupt_blob`]. The seeded blobs and the host's answers are the firmware's own
 //! generator and reference ([`blobgen`], [`answers`]), shared by `#[path]` with its build script.
 
 use std::collections::HashMap;
@@ -113,15 +117,17 @@ pub fn require_tools(test: &str) -> Option<Tools> {
 }
 
 /// The ELFs of one firmware build, copied out of cargo's target dir so that later builds with
-/// other blobs do not overwrite them.
+/// other blobs do not overwrite them, and the blob file QEMU places in their blob region.
 #[derive(Clone, Debug)]
 pub struct Build {
     /// The query program (`src/main.rs`).
     pub program: PathBuf,
     /// The on-device defmt-test suite (`tests/on_device.rs`).
     pub on_device_tests: PathBuf,
-    /// The blob embedded in both.
+    /// The blob the on-device tests' golden answers were made for (not embedded in either ELF).
     pub blob: Vec<u8>,
+    /// That blob as a file, for QEMU's loader.
+    pub blob_file: PathBuf,
     /// Wall time of the cargo build.
     pub seconds: f64,
 }
@@ -189,6 +195,7 @@ pub fn build(label: &str, blob: &[u8]) -> Result<Build, String> {
         program: copy(program, "otkd-firmware")?,
         on_device_tests: copy(tests, "on_device")?,
         blob: blob.to_vec(),
+        blob_file: blob_path,
         seconds: started.elapsed().as_secs_f64(),
     };
     builds.insert(label.to_owned(), build.clone());
@@ -213,15 +220,32 @@ impl Run {
     }
 }
 
-/// Runs `elf` on mps2-an386 with semihosting and `-icount shift=0`, kills it after `limit`, and
-/// decodes its defmt frames with defmt-print.
-pub fn run(tools: &Tools, elf: &Path, limit: Duration) -> Result<Run, String> {
-    let raw_path = elf.with_extension("defmt");
+/// Runs `elf` on mps2-an386 with semihosting and `-icount shift=0`, with the file `blob` placed
+/// at the start of its blob region by QEMU's loader (`None`: nothing placed, the region reads as
+/// zeros), kills it after `limit`, and decodes its defmt frames with defmt-print.
+pub fn run(tools: &Tools, elf: &Path, blob: Option<&Path>, limit: Duration) -> Result<Run, String> {
+    let mut loader = Vec::new();
+    if let Some(blob) = blob {
+        let bytes = std::fs::read(elf).map_err(|e| format!("{}: {e}", elf.display()))?;
+        let (start, end) = blob_region(&bytes)?;
+        let len = std::fs::metadata(blob).map_err(|e| format!("{}: {e}", blob.display()))?.len();
+        if len > end - start {
+            return Err(format!("{}: {len} bytes, over the blob region's {}", blob.display(), end - start));
+        }
+        loader.push("-device".to_owned());
+        loader.push(format!("loader,file={},addr={start:#x},force-raw=on", blob.display()));
+    }
+    // One file per run: tests run the same ELF in parallel (with different blobs).
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let raw_path = elf.with_extension(format!("run{n}.defmt"));
     let raw_file = std::fs::File::create(&raw_path).map_err(|e| format!("{}: {e}", raw_path.display()))?;
     let started = Instant::now();
     let mut qemu = Command::new(&tools.qemu)
         .args(["-machine", "mps2-an386", "-cpu", "cortex-m4", "-nographic"])
-        .args(["-semihosting-config", "enable=on,target=native", "-icount", "shift=0", "-kernel"])
+        .args(["-semihosting-config", "enable=on,target=native", "-icount", "shift=0"])
+        .args(&loader)
+        .arg("-kernel")
         .arg(elf)
         .stdin(Stdio::null())
         .stdout(raw_file)
@@ -444,15 +468,55 @@ pub fn sections(elf: &[u8]) -> Result<Sizes, String> {
     Ok(sizes)
 }
 
-/// A copy of `elf` in which one payload bit of the embedded `blob` is flipped (at its middle):
-/// the firmware as if its flash had been corrupted.
-pub fn corrupt_embedded_blob(elf: &[u8], blob: &[u8]) -> Result<Vec<u8>, String> {
-    let at = (0..elf.len().saturating_sub(blob.len()))
-        .find(|&i| elf[i..i + 4] == blob[..4] && elf[i..i + blob.len()] == *blob)
-        .ok_or("the blob is not in the ELF")?;
-    let mut copy = elf.to_vec();
-    copy[at + otkd_runtime::HEADER_LEN + (blob.len() - otkd_runtime::HEADER_LEN) / 2] ^= 0x10;
-    Ok(copy)
+/// The value of the symbol `name` in a 32-bit little-endian ELF's symbol table.
+pub fn symbol(elf: &[u8], name: &str) -> Result<u64, String> {
+    if elf.get(..6) != Some(b"\x7fELF\x01\x01".as_slice()) {
+        return Err("not a 32-bit little-endian ELF".into());
+    }
+    let (shoff, shentsize, shnum) = (le(elf, 0x20, 4)?, le(elf, 0x2e, 2)?, le(elf, 0x30, 2)?);
+    let field = |section: u64, k: u64| -> Result<u64, String> {
+        le(elf, usize::try_from(shoff + section * shentsize + 4 * k).map_err(|e| e.to_string())?, 4)
+    };
+    let string = |table: u64, at: u64| -> Result<&[u8], String> {
+        let start = usize::try_from(field(table, 4)? + at).map_err(|e| e.to_string())?;
+        let rest = elf.get(start..).ok_or("ELF: string past the end")?;
+        Ok(&rest[..rest.iter().position(|&b| b == 0).ok_or("ELF: unterminated string")?])
+    };
+    for section in 0..shnum {
+        if field(section, 1)? != 2 {
+            continue; // not SHT_SYMTAB
+        }
+        let (offset, size, strings) = (field(section, 4)?, field(section, 5)?, field(section, 6)?);
+        for entry in (offset..offset + size).step_by(16) {
+            let at = usize::try_from(entry).map_err(|e| e.to_string())?;
+            if string(strings, le(elf, at, 4)?)? == name.as_bytes() {
+                return le(elf, at + 4, 4);
+            }
+        }
+    }
+    Err(format!("ELF: no symbol {name}"))
+}
+
+/// `(start, end)` of the firmware's blob region: memory.x's `_otkd_blob_start`, `_otkd_blob_end`.
+pub fn blob_region(elf: &[u8]) -> Result<(u64, u64), String> {
+    let (start, end) = (symbol(elf, "_otkd_blob_start")?, symbol(elf, "_otkd_blob_end")?);
+    if end <= start {
+        return Err(format!("empty blob region {start:#x}..{end:#x}"));
+    }
+    Ok((start, end))
+}
+
+/// A copy of `blob` with one payload bit flipped (at its middle): the blob as if its flash had
+/// been corrupted.
+pub fn corrupt_blob(blob: &[u8]) -> Vec<u8> {
+    let mut copy = blob.to_vec();
+    copy[otkd_runtime::HEADER_LEN + (blob.len() - otkd_runtime::HEADER_LEN) / 2] ^= 0x10;
+    copy
+}
+
+/// Whether `needle` (non-empty) occurs in `haystack`: e.g. a blob's bytes in a firmware ELF.
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 /// `defmt-test`'s log as `(passed, failed)`: every `(i/N) running` line is a test started; the last

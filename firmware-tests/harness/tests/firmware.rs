@@ -1,4 +1,7 @@
 //! The firmware on an emulated Cortex-M4F (QEMU mps2-an386), bit-exact with the host runtime.
+//! The firmware does not contain the blob: QEMU's loader places it in the firmware's blob region
+//! (memory.x's `BLOB`), as `probe-rs download` would on a board; an erased region, a corrupted
+//! blob and one longer than the region are refused by name, with a clean exit.
 //!
 //! Needs `qemu-system-arm`, `defmt-print` and the `thumbv7em-none-eabihf` target: with `CI=true`
 //! a missing tool fails these tests; elsewhere they are skipped with a loud message.
@@ -7,8 +10,8 @@ use std::time::Duration;
 
 use otkd_firmware_harness::answers::{self, Answer};
 use otkd_firmware_harness::{
-    Build, DEVICE_WORDS, ESTIMATE_HZ, K, Report, Run, blobgen, build, code, corrupt_embedded_blob,
-    count_tests, parse, require_tools, run, sections,
+    Build, DEVICE_WORDS, ESTIMATE_HZ, K, Report, Run, blob_region, blobgen, build, code, contains,
+    corrupt_blob, count_tests, parse, require_tools, run, sections,
 };
 use otkd_runtime::Model;
 
@@ -39,7 +42,16 @@ fn check_bit_exact(name: &str, tools: &otkd_firmware_harness::Tools, build: &Bui
     let words = DEVICE_WORDS.min(usize::from(config.tokenizer.max_words));
     let expected = answers::answers(&build.blob, &queries, words, K).expect("the blob loads on the host");
 
-    let program = run(tools, &build.program, LIMIT).unwrap_or_else(|e| panic!("{name}: {e}"));
+    for elf in [&build.program, &build.on_device_tests] {
+        let bytes = std::fs::read(elf).expect("built");
+        assert!(
+            !contains(&bytes, &build.blob[..build.blob.len().min(256)]),
+            "{name}: {} contains the blob; it must only be in the blob region",
+            elf.display()
+        );
+    }
+    let program =
+        run(tools, &build.program, Some(&build.blob_file), LIMIT).unwrap_or_else(|e| panic!("{name}: {e}"));
     assert_eq!(
         program.code,
         Some(code::OK),
@@ -70,7 +82,8 @@ fn check_bit_exact(name: &str, tools: &otkd_firmware_harness::Tools, build: &Bui
         }
     }
 
-    let on_device = run(tools, &build.on_device_tests, LIMIT).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let on_device = run(tools, &build.on_device_tests, Some(&build.blob_file), LIMIT)
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
     let (passed, failed) = count_tests(&on_device.lines);
     say!("{name}: firmware: {passed} passed, {failed} failed");
     assert!(
@@ -106,15 +119,19 @@ fn print_measurements(name: &str, build: &Build, program: &Run, report: &Report,
         })
         .collect();
     let ram = sizes.static_ram() + report.stack.0;
+    let (start, end) = blob_region(&elf).expect("the firmware has a blob region");
     say!(
-        "{name}: blob {} bytes; flash {} bytes ({:.2} MiB: text {} + rodata {} incl. the blob + data {}); \
+        "{name}: blob {} bytes in its own region ({} bytes at {start:#010x}); firmware flash {} bytes \
+         ({:.1} KiB: text {} + rodata {} + data {}; flash in all {:.2} MiB); \
          RAM {} bytes ({:.1} KiB: data {} + bss {} incl. scratch + measured stack {})",
         build.blob.len(),
+        end - start,
         sizes.flash(),
-        sizes.flash() as f64 / 1048576.0,
+        sizes.flash() as f64 / 1024.0,
         sizes.text,
         sizes.rodata,
         sizes.data,
+        (sizes.flash() + build.blob.len() as u64) as f64 / 1048576.0,
         ram,
         ram as f64 / 1024.0,
         sizes.data,
@@ -165,20 +182,48 @@ fn micro_blob_with_1000_documents_is_bit_exact_with_the_host() {
     check_bit_exact(label, &tools, &build);
 }
 
+/// Runs the query program of the seeded tiny build with `blob` in its region (`None`: nothing
+/// placed) and checks that it refuses it with the `LoadError` named `want` and a clean exit.
+fn check_refused(test: &str, blob: Option<&[u8]>, want: &str) {
+    let Some(tools) = require_tools(test) else { return };
+    let build = build("seeded-tiny", &blobgen::default_blob()).unwrap_or_else(|e| panic!("{e}"));
+    let path = build.program.with_file_name(format!("{test}.otkd"));
+    if let Some(blob) = blob {
+        std::fs::write(&path, blob).expect("writing the blob file");
+    }
+    let result =
+        run(&tools, &build.program, blob.map(|_| path.as_path()), LIMIT).unwrap_or_else(|e| panic!("{e}"));
+    assert_ne!(result.code, Some(code::HARD_FAULT), "{test}: hard fault:\n{}", result.log());
+    assert_eq!(result.code, Some(code::LOAD_ERROR), "{test}: exit code {:?}:\n{}", result.code, result.log());
+    let report = parse(&result.lines).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(report.load_error.as_deref(), Some(want), "{test}:\n{}", result.log());
+    say!("{test}: @load-error {} (exit {:?})", want, result.code);
+}
+
 #[test]
 fn corrupted_blob_is_reported_as_bad_crc_without_a_fault() {
-    let Some(tools) = require_tools("corrupted_blob_is_reported_as_bad_crc_without_a_fault") else { return };
-    let build = build("seeded-tiny", &blobgen::default_blob()).unwrap_or_else(|e| panic!("{e}"));
-    let elf = std::fs::read(&build.program).expect("built");
-    let corrupted = corrupt_embedded_blob(&elf, &build.blob).unwrap_or_else(|e| panic!("{e}"));
-    let path = build.program.with_file_name("otkd-firmware-bad-crc");
-    std::fs::write(&path, corrupted).expect("writing the corrupted ELF");
-    let result = run(&tools, &path, LIMIT).unwrap_or_else(|e| panic!("{e}"));
-    assert_ne!(result.code, Some(code::HARD_FAULT), "hard fault:\n{}", result.log());
-    assert_eq!(result.code, Some(code::LOAD_ERROR), "exit code {:?}:\n{}", result.code, result.log());
-    let report = parse(&result.lines).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(report.load_error.as_deref(), Some("BadCrc"), "{}", result.log());
-    say!("corrupted blob: {:?} (exit {:?})", report.load_error, result.code);
+    check_refused("corrupted_blob", Some(&corrupt_blob(&blobgen::default_blob())), "BadCrc");
+}
+
+/// Nothing flashed: QEMU's RAM reads as zeros.
+#[test]
+fn empty_region_is_reported_as_bad_magic_without_a_fault() {
+    check_refused("empty_region", None, "BadMagic");
+}
+
+/// Erased flash reads as 0xff: its "header" declares a 4 GiB payload, which the region bounds.
+#[test]
+fn erased_region_is_reported_as_bad_magic_without_a_fault() {
+    check_refused("erased_region", Some(&[0xff; 64 << 10]), "BadMagic");
+}
+
+/// A blob whose header declares more than the region holds: the firmware reads no byte past the
+/// region.
+#[test]
+fn blob_longer_than_its_region_is_reported_as_truncated() {
+    let mut blob = blobgen::default_blob();
+    blob[8..12].copy_from_slice(&(3u32 << 20).to_le_bytes()); // + 16 header bytes > the 3 MiB region
+    check_refused("blob_longer_than_region", Some(&blob), "Truncated");
 }
 
 /// The default blob is made, not committed: the generator must make the same bytes everywhere.
