@@ -304,10 +304,13 @@ impl<'a> Index<'a> {
     ) -> Result<heapless::Vec<Hit, K>, SearchError> {
         let k = k.min(K);
         let mut hits = heapless::Vec::<Hit, K>::new();
+        if query.len() != self.dim {
+            return Err(SearchError::DimensionMismatch);
+        }
+        if k == 0 {
+            return Ok(hits);
+        }
         self.for_each_hit(query, scoring, |hit| {
-            if k == 0 {
-                return;
-            }
             if hits.len() == k {
                 if !hits.last().is_some_and(|last| hit.ranks_before(last)) {
                     return;
