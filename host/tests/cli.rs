@@ -174,9 +174,9 @@ fn bad_flags_are_usage_errors() {
     assert_eq!(out.status.code(), Some(2));
 }
 
-/// A small valid blob with a two-document index, written to `dir/name`.
-fn tiny_blob(dir: &Path, name: &str) -> PathBuf {
-    use otkd_runtime::{BlobParts, IndexParts, ModelConfig, TokenizerConfig};
+/// A small valid model (8-word tokenizer, width 8, 4-d output) with the given index.
+fn tiny_parts(index: otkd_runtime::IndexParts) -> otkd_runtime::BlobParts {
+    use otkd_runtime::{BlobParts, ModelConfig, TokenizerConfig};
     let config = ModelConfig {
         tokenizer: TokenizerConfig { buckets: 64, max_words: 8, ..TokenizerConfig::DEFAULT },
         dim: 8,
@@ -189,7 +189,13 @@ fn tiny_blob(dir: &Path, name: &str) -> PathBuf {
     let mut parts = BlobParts::new(config);
     parts.embeddings.iter_mut().enumerate().for_each(|(i, e)| *e = ((i * 37 % 11) as f32 - 5.0) / 5.0);
     parts.projection.weight.iter_mut().enumerate().for_each(|(i, w)| *w = ((i * 13 % 7) as f32 - 3.0) / 3.0);
-    parts.index = Some(IndexParts {
+    parts.index = Some(index);
+    parts
+}
+
+/// A small valid blob with a two-document index, written to `dir/name`.
+fn tiny_blob(dir: &Path, name: &str) -> PathBuf {
+    let mut parts = tiny_parts(otkd_runtime::IndexParts {
         ids: vec![0, 1],
         embeddings: vec![1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0],
         hubness: vec![0.1, 0.2],
@@ -302,25 +308,16 @@ fn otkd_with_stdin(args: &[&str], input: &str) -> Output {
 /// than the 4,096 an earlier host ranked in full): the runtime's streaming top-k has no cap.
 #[test]
 fn stdin_queries_against_a_5000_document_index() {
-    use otkd_runtime::{BlobParts, IndexParts, ModelConfig, TokenizerConfig};
     let dir = temp_dir("stdin");
-    let config = ModelConfig {
-        tokenizer: TokenizerConfig { buckets: 64, max_words: 8, ..TokenizerConfig::DEFAULT },
-        dim: 8,
-        layers: 1,
-        heads: 2,
-        ffn: 16,
-        out_dim: 4,
-        layer_norm_eps: 1e-5,
-    };
-    let mut parts = BlobParts::new(config);
-    parts.embeddings.iter_mut().enumerate().for_each(|(i, e)| *e = ((i * 37 % 11) as f32 - 5.0) / 5.0);
-    parts.projection.weight.iter_mut().enumerate().for_each(|(i, w)| *w = ((i * 13 % 7) as f32 - 3.0) / 3.0);
     let documents = 5000;
     let embeddings: Vec<f32> =
         (0..documents * 4).map(|i| ((i * 7919 % 201) as f32 - 100.0) / 100.0).collect();
-    parts.index =
-        Some(IndexParts { ids: (0..documents as u32).collect(), embeddings, hubness: vec![0.0; documents] });
+    let index = otkd_runtime::IndexParts {
+        ids: (0..documents as u32).collect(),
+        embeddings,
+        hubness: vec![0.0; documents],
+    };
+    let parts = tiny_parts(index);
     let blob = dir.join("big.otkd");
     std::fs::write(&blob, parts.to_bytes().unwrap()).unwrap();
     let out = otkd_with_stdin(
