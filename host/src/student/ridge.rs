@@ -306,6 +306,9 @@ pub enum RidgeError {
         /// Rows the teacher outputs hold.
         rows: usize,
     },
+    /// The eigensolver of the reduced-rank fit did not converge.
+    #[error("ridge: reduced-rank fit: {0}")]
+    Eigen(crate::linalg::NoConvergence),
     /// `XᵀX + lambda I` was not numerically positive definite (lambda far too small).
     #[error("ridge: lambda {lambda}: {source}")]
     NotPositiveDefinite {
@@ -488,7 +491,7 @@ pub fn fit_low_rank<'a>(
             symmetric[j * dim + i] = symmetric[i * dim + j];
         }
     }
-    let (values, vectors) = symmetric_eigen(symmetric, dim);
+    let (values, vectors) = symmetric_eigen(&symmetric, dim).map_err(RidgeError::Eigen)?;
     let mut order: Vec<usize> = (0..dim).collect();
     order.sort_by(|&a, &b| values[b].total_cmp(&values[a]));
     // Row k of P: the k-th principal direction.
