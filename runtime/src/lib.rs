@@ -76,6 +76,9 @@ pub mod blob;
 mod index;
 mod model;
 mod quant;
+#[cfg(feature = "std")]
+#[doc(hidden)]
+pub mod testing;
 pub mod tokenizer;
 #[cfg(feature = "std")]
 mod writer;

@@ -1,8 +1,6 @@
 //! Index search: ranking, ties, CSLS, capacities and scores.
 
-mod common;
-
-use common::random_index;
+use otkd_runtime::testing::{SplitMix64, seeded_index};
 use otkd_runtime::{
     BlobParts, Embedding, Hit, IndexParts, Model, ModelConfig, Scoring, SearchError, TokenizerConfig,
 };
@@ -67,7 +65,7 @@ fn csls_demotes_hubs_as_worked_out_by_hand() {
 
 #[test]
 fn capacities_and_empty_cases() {
-    let blob = blob_with_index(8, random_index(8, 5, 1));
+    let blob = blob_with_index(8, seeded_index(8, 5, &mut SplitMix64::new(1)));
     let index = Model::from_bytes(&blob).unwrap().index().unwrap();
     let query = Embedding::from_f32(&[0.5; 8]).unwrap();
     assert_eq!(index.search::<10>(&query, 10, Scoring::Cosine).unwrap().len(), 5);
@@ -85,10 +83,10 @@ fn capacities_and_empty_cases() {
 #[test]
 fn top_k_equals_a_full_sort_of_the_integer_scores() {
     let (dim, docs) = (48, 300);
-    let parts = random_index(dim, docs, 2);
+    let parts = seeded_index(dim, docs, &mut SplitMix64::new(2));
     let blob = blob_with_index(dim as u16, parts.clone());
     let index = Model::from_bytes(&blob).unwrap().index().unwrap();
-    let mut rng = common::Rng::new(3);
+    let mut rng = SplitMix64::new(3);
     for _ in 0..20 {
         let query = Embedding::from_f32(&rng.vec(dim, 1.0)).unwrap();
         for scoring in [Scoring::Cosine, Scoring::Csls] {
