@@ -21,7 +21,7 @@
 //! value):
 //!
 //! 1. **config** ([`ModelConfig`]): the tokenizer's fields in the order of
-//!    [`TokenizerConfig`](crate::TokenizerConfig) (so changing that struct changes the format and
+//!    [`TokenizerConfig`] (so changing that struct changes the format and
 //!    needs a new version), then `dim`, `layers`, `heads`, `ffn`, `out_dim` (`u16`) and
 //!    `layer_norm_eps` (`f32`).
 //! 2. **embeddings**: a *matrix* of `buckets` rows by `dim` (the hashed-feature table; row = bucket).
