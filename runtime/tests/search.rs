@@ -1,20 +1,11 @@
 //! Index search: ranking, ties, CSLS, capacities and scores.
 
-use otkd_runtime::testing::{SplitMix64, seeded_index};
-use otkd_runtime::{
-    BlobParts, Embedding, Hit, IndexParts, Model, ModelConfig, Scoring, SearchError, TokenizerConfig,
-};
+use otkd_runtime::testing::{MINIMAL, SplitMix64, seeded_index};
+use otkd_runtime::{BlobParts, Embedding, Hit, IndexParts, Model, ModelConfig, Scoring, SearchError};
 
 fn blob_with_index(out_dim: u16, index: IndexParts) -> Vec<u8> {
-    let config = ModelConfig {
-        tokenizer: TokenizerConfig { buckets: 16, max_words: 4, ..TokenizerConfig::DEFAULT },
-        dim: 4,
-        layers: 0,
-        heads: 1,
-        ffn: 4,
-        out_dim,
-        layer_norm_eps: 1e-5,
-    };
+    // No layer: only the index matters here.
+    let config = ModelConfig { layers: 0, heads: 1, out_dim, ..MINIMAL };
     let mut parts = BlobParts::new(config);
     parts.index = Some(index);
     parts.to_bytes().unwrap()
