@@ -1,7 +1,7 @@
 //! `otkd-runtime`: the part of otkd that runs on the device, and the single source of truth for
 //! everything the device does.
 //!
-//! Roles (the workspace's layout is in README's "Workspace"):
+//! Roles (see `../shared/DESIGN.md`, which README's "Workspace" links):
 //! - **tokenizer** ([`tokenizer`]): the student's language-agnostic tokenizer (words plus hashed
 //!   character n-grams, no vocabulary file). The host calls this same code, so host and device
 //!   tokenize bit-identically.
