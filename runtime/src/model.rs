@@ -35,7 +35,7 @@ pub struct Model<'a> {
 
 impl<'a> Model<'a> {
     /// Checks a whole blob (header, CRC, every length, dimension and scale; see
-    /// [`blob`](crate::blob)) and borrows its tensors in place.
+    /// [`blob`]) and borrows its tensors in place.
     ///
     /// ```
     /// use otkd_runtime::{LoadError, Model, FORMAT_VERSION};
