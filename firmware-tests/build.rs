@@ -16,9 +16,6 @@ use std::path::{Path, PathBuf};
 #[path = "gen/answers.rs"]
 #[allow(dead_code)]
 mod answers;
-#[path = "gen/blobgen.rs"]
-#[allow(dead_code)]
-mod blobgen;
 
 /// Query length (words, windows included) the static scratch memory is sized for, unless the
 /// blob's tokenizer keeps fewer (`otkd_firmware::WORDS`).
@@ -34,7 +31,7 @@ fn main() {
     println!("cargo:rustc-link-search={}", out.display());
     println!("cargo:rustc-link-arg=-Tlink.x");
     println!("cargo:rustc-link-arg=-Tdefmt.x");
-    for file in ["build.rs", "memory.x", "gen/blobgen.rs", "gen/answers.rs"] {
+    for file in ["build.rs", "memory.x", "gen/answers.rs"] {
         println!("cargo:rerun-if-changed={file}");
     }
     println!("cargo:rerun-if-env-changed=OTKD_FIRMWARE_BLOB");
@@ -44,7 +41,7 @@ fn main() {
     if Path::new(&blob_name).exists() {
         println!("cargo:rerun-if-changed={blob_name}");
     }
-    let blob = blobgen::resolve(&blob_name).unwrap_or_else(|e| panic!("OTKD_FIRMWARE_BLOB: {e}"));
+    let blob = resolve(&blob_name).unwrap_or_else(|e| panic!("OTKD_FIRMWARE_BLOB: {e}"));
     let queries_path = std::env::var("OTKD_FIRMWARE_QUERIES")
         .map(PathBuf::from)
         .unwrap_or_else(|_| root.join("queries.txt"));
@@ -98,4 +95,14 @@ fn main() {
     }
     let _ = writeln!(code, "];");
     std::fs::write(out.join("otkd_generated.rs"), code).expect("writing otkd_generated.rs");
+}
+
+/// The blob a name stands for: `seeded-tiny` (the default) or `seeded-micro` (the runtime's
+/// seeded test blobs, `otkd_runtime::testing`), or else a path.
+fn resolve(name: &str) -> Result<Vec<u8>, String> {
+    match name {
+        "seeded-tiny" | "" => Ok(otkd_runtime::testing::tiny_blob()),
+        "seeded-micro" => Ok(otkd_runtime::testing::micro_blob()),
+        path => std::fs::read(path).map_err(|e| format!("reading the blob {path}: {e}")),
+    }
 }

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{answer_lines, assert_lines, blobgen, find_program, queries, require};
+use common::{answer_lines, assert_lines, find_program, queries, require};
 
 const TEST: &str = "c_firmware";
 /// Where the firmware reads the blob and the job (`tests/c/firmware.c`).
@@ -180,8 +180,8 @@ fn c_firmware_on_the_cortex_m4f_answers_bit_for_bit_like_the_rust_runtime() {
     );
 
     let queries = queries();
-    let tiny = blobgen::default_blob();
-    let micro = blobgen::seeded_micro_blob();
+    let tiny = otkd_runtime::testing::tiny_blob();
+    let micro = otkd_runtime::testing::micro_blob();
     for (label, blob, words, k) in [
         ("seeded-tiny", &tiny, 32, 5),
         ("seeded-tiny-3-words", &tiny, 3, 64),

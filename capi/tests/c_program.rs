@@ -12,7 +12,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use common::{answer_lines, assert_lines, blobgen, host_scratch_size, in_ci, queries};
+use common::{answer_lines, assert_lines, host_scratch_size, in_ci, queries};
 use otkd_runtime::BlobParts;
 
 /// `target/<profile>/`: the test executable is in its `deps/`.
@@ -148,12 +148,12 @@ fn check(program: &Path, label: &str, blob: &[u8], words: usize, k: usize) {
 #[test]
 fn c_program_answers_bit_for_bit_like_the_rust_runtime() {
     let Some(program) = compile() else { return };
-    let tiny = blobgen::default_blob();
+    let tiny = otkd_runtime::testing::tiny_blob();
     check(&program, "seeded-tiny", &tiny, 32, 5);
     // Scratch for 3 words: longer queries are refused, as by the runtime with the same sizes;
     // k = 64 is every document.
     check(&program, "seeded-tiny-3-words", &tiny, 3, 64);
-    check(&program, "seeded-micro", &blobgen::seeded_micro_blob(), 32, 10);
-    let no_index = BlobParts::new(blobgen::TINY).to_bytes().expect("a valid config");
+    check(&program, "seeded-micro", &otkd_runtime::testing::micro_blob(), 32, 10);
+    let no_index = BlobParts::new(otkd_runtime::testing::TINY).to_bytes().expect("a valid config");
     check(&program, "no-index", &no_index, 32, 5);
 }

@@ -45,21 +45,7 @@ pub enum Expected {
     Encode(EncodeError),
 }
 
-/// Semihosting exit codes: QEMU exits with them.
-pub mod code {
-    /// Every query answered.
-    pub const OK: i32 = 0;
-    /// A panic or a failed assertion.
-    pub const PANIC: i32 = 1;
-    /// The blob was refused (`LoadError`, printed as `@load-error NAME`): an erased region
-    /// (`BadMagic`), a corrupt blob (`BadCrc`, ...).
-    pub const LOAD_ERROR: i32 = 2;
-    /// The blob loaded but does not fit this firmware (more scratch memory than it has, or no
-    /// document index).
-    pub const WRONG_BLOB: i32 = 3;
-    /// The HardFault handler ran.
-    pub const HARD_FAULT: i32 = 4;
-}
+pub mod code;
 
 /// Ends the program through semihosting with `code` (QEMU's exit code).
 pub fn exit(code: i32) -> ! {

@@ -7,7 +7,7 @@
 use std::sync::LazyLock;
 
 use libfuzzer_sys::fuzz_target;
-use otkd_runtime::{HEADER_LEN, Model};
+use otkd_runtime::{HEADER_LEN, Model, testing};
 
 #[path = "common.rs"]
 mod common;
@@ -24,7 +24,7 @@ fn load_and_use(blob: &[u8]) {
 
 fuzz_target!(|data: &[u8]| {
     load_and_use(data);
-    load_and_use(&common::seal(data));
+    load_and_use(&testing::seal(data));
     // Edits: each 3 bytes set the byte at a 16-bit offset (modulo the length); a last lone byte
     // truncates the payload to that many bytes from the end.
     let mut payload = TINY_PAYLOAD.clone();
@@ -39,5 +39,5 @@ fuzz_target!(|data: &[u8]| {
             *byte = edit[2];
         }
     }
-    load_and_use(&common::seal(&payload));
+    load_and_use(&testing::seal(&payload));
 });

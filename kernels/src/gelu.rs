@@ -61,11 +61,32 @@ fn map_f32(
     Ok((CpuStorage::F32(out), layout.shape().clone()))
 }
 
-fn gelu(x: f32) -> f32 {
+/// Exact GELU of one f32, `x/2 · (1 + erf(x/√2))` with [`erf`]: the scalar the [`gelu_erf`] and
+/// [`bias_gelu_erf`] ops apply element by element, for callers that loop over their own buffers
+/// (the student's fused CPU step). Same accuracy as [`gelu_erf`].
+///
+/// ```
+/// use otkd_kernels::gelu::gelu;
+/// assert_eq!(gelu(0.0), 0.0);
+/// assert!((gelu(1.0) - 0.841_344_7).abs() < 1e-6);
+/// assert!((gelu(-1.0) + 0.158_655_3).abs() < 1e-6);
+/// ```
+#[inline]
+pub fn gelu(x: f32) -> f32 {
     0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
 }
 
-fn gelu_derivative(x: f32) -> f32 {
+/// The derivative of [`gelu`], `Φ(x) + x·φ(x)` (`Φ`, `φ`: the standard normal CDF and density):
+/// what [`gelu_erf`]'s backward pass multiplies the upstream gradient by.
+///
+/// ```
+/// use otkd_kernels::gelu::gelu_derivative;
+/// assert_eq!(gelu_derivative(0.0), 0.5);
+/// // Φ(1) + φ(1) = 0.841 344 7 + 0.241 970 7.
+/// assert!((gelu_derivative(1.0) - 1.083_315_4).abs() < 1e-6);
+/// ```
+#[inline]
+pub fn gelu_derivative(x: f32) -> f32 {
     const INV_SQRT_2PI: f32 = 0.398_942_3;
     let cdf = 0.5 * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2));
     cdf + x * INV_SQRT_2PI * (-0.5 * x * x).exp()
@@ -192,6 +213,21 @@ mod tests {
 
     fn grid() -> Vec<f32> {
         (-4000..=4000).map(|i| i as f32 * 0.0025).chain([-30.0, -6.0, 6.0, 30.0]).collect()
+    }
+
+    /// The scalars against the f64 formulas (candle's f64 erf), to the contract's 5e-6.
+    #[test]
+    fn scalars_match_the_f64_formulas() {
+        for x in grid() {
+            let x64 = f64::from(x);
+            let cdf = 0.5 * (1.0 + candle_core::cpu::erf::erf_f64(x64 / std::f64::consts::SQRT_2));
+            let density = (-0.5 * x64 * x64).exp() / (2.0 * std::f64::consts::PI).sqrt();
+            let (value, slope) = (x64 * cdf, cdf + x64 * density);
+            let error = (f64::from(gelu(x)) - value).abs() / value.abs().max(1.0);
+            assert!(error < 5e-6, "gelu({x}): {} vs {value}", gelu(x));
+            let error = (f64::from(gelu_derivative(x)) - slope).abs() / slope.abs().max(1.0);
+            assert!(error < 5e-6, "gelu_derivative({x}): {} vs {slope}", gelu_derivative(x));
+        }
     }
 
     #[test]

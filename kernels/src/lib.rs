@@ -14,7 +14,9 @@
 //! - [`kd`]: the sentence-level KD losses (MSE, in-batch KL, InfoNCE) with a fused backward
 //!   ([`kd_loss`]), and their composed-ops twin ([`kd_loss_composed`]).
 //! - [`cuda`]: the CUDA sources and their NVRTC compilation (features `nvrtc-check`, `cuda`).
-//! - [`gelu`]: the exact (erf) GELU of the teacher and the student, with its backward pass.
+//! - [`gelu`](mod@gelu): the exact (erf) GELU of the teacher and the student, as differentiable
+//!   tensor ops ([`gelu_erf`], [`bias_gelu_erf`]) and as scalars ([`gelu::gelu`],
+//!   [`gelu::gelu_derivative`]) for code that loops over its own buffers.
 //! - [`layer_norm`]: residual add + LayerNorm in one pass ([`AddLayerNorm`]), for the teacher.
 //!
 //! ```

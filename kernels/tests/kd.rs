@@ -1,45 +1,90 @@
-//! The fused KD losses against the trainer's definitions (`host/src/losses.rs`, written here
-//! again with candle and candle-nn ops), forward and gradient, to 1e-5; the composed twin
-//! likewise; and the named errors.
+//! The fused KD losses against their composed-ops twin (`kd_loss_composed`), forward and
+//! gradient, to 1e-5; both against the contract's formulas (the `kd` module docs) written out in
+//! f64 loops, the gradient by central differences of that f64 loss; and the named errors.
 
-use candle_core::{D, Device, Tensor, Var};
+use candle_core::{Device, Tensor, Var};
 use otkd_kernels::{KdTerm, KernelError, kd_loss, kd_loss_composed};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
-/// The trainer's `kd_loss` (host/src/losses.rs), verbatim but for the enum.
-fn trainer_kd_loss(
-    student_x: &Tensor,
-    teacher_en: &Tensor,
-    english: Option<(&Tensor, f64)>,
-    term: KdTerm,
-) -> candle_core::Result<Tensor> {
-    let squared = |s: &Tensor| -> candle_core::Result<Tensor> { (s - teacher_en)?.sqr()?.sum(1)?.mean(0) };
-    let mut mse = squared(student_x)?;
-    if let Some((student_en, weight)) = english {
-        mse = (mse + (squared(student_en)? * weight)?)?;
+/// The loss `term` of `student` against `teacher` (`[b, d]` row-major) as the contract states it,
+/// in f64: `mse`, plus the in-batch KL (`p_i = softmax(T_i Tᵀ/τ)`, `q_i = softmax(S_i Tᵀ/τ)`) or
+/// the two-way InfoNCE.
+fn contract_loss(student: &[f64], teacher: &[f64], d: usize, term: KdTerm) -> f64 {
+    let b = student.len() / d;
+    fn row(m: &[f64], d: usize, i: usize) -> &[f64] {
+        &m[i * d..(i + 1) * d]
     }
+    let dot = |x: &[f64], y: &[f64]| x.iter().zip(y).map(|(x, y)| x * y).sum::<f64>();
+    let log_softmax = |v: &[f64]| -> Vec<f64> {
+        let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let log_sum = max + v.iter().map(|x| (x - max).exp()).sum::<f64>().ln();
+        v.iter().map(|x| x - log_sum).collect()
+    };
+    let mse = (0..b)
+        .map(|i| {
+            row(student, d, i).iter().zip(row(teacher, d, i)).map(|(s, t)| (s - t) * (s - t)).sum::<f64>()
+        })
+        .sum::<f64>()
+        / b as f64;
+    // z[i][j] = S_i · T_j / τ
+    let logits = |temperature: f32| -> Vec<Vec<f64>> {
+        let tau = f64::from(temperature);
+        (0..b).map(|i| (0..b).map(|j| dot(row(student, d, i), row(teacher, d, j)) / tau).collect()).collect()
+    };
     match term {
-        KdTerm::Mse => Ok(mse),
+        KdTerm::Mse => mse,
         KdTerm::Kl { temperature } => {
-            let temperature = f64::from(temperature);
-            let target =
-                candle_nn::ops::softmax(&(teacher_en.matmul(&teacher_en.t()?)? / temperature)?, D::Minus1)?;
-            let logits = (student_x.matmul(&teacher_en.t()?)? / temperature)?;
-            let log_q = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-            let log_p = (target.clone() + 1e-12)?.log()?;
-            let kl = (target * (log_p - log_q)?)?.sum(1)?.mean(0)?;
-            mse + kl
+            let z = logits(temperature);
+            let tau = f64::from(temperature);
+            let kl = (0..b)
+                .map(|i| {
+                    let y: Vec<f64> =
+                        (0..b).map(|j| dot(row(teacher, d, i), row(teacher, d, j)) / tau).collect();
+                    let p: Vec<f64> = log_softmax(&y).into_iter().map(f64::exp).collect();
+                    let log_q = log_softmax(&z[i]);
+                    p.iter().zip(&log_q).map(|(p, lq)| p * ((p + 1e-12).ln() - lq)).sum::<f64>()
+                })
+                .sum::<f64>();
+            mse + kl / b as f64
         }
         KdTerm::InfoNce { temperature } => {
-            let logits = (student_x.matmul(&teacher_en.t()?)? / f64::from(temperature))?;
-            let n = logits.dim(0)?;
-            let targets = Tensor::arange(0u32, n as u32, logits.device())?;
-            let forward = candle_nn::loss::cross_entropy(&logits, &targets)?;
-            let backward = candle_nn::loss::cross_entropy(&logits.t()?, &targets)?;
-            mse + ((forward + backward)? * 0.5)?
+            let z = logits(temperature);
+            let rows: f64 = (0..b).map(|i| -log_softmax(&z[i])[i]).sum();
+            let columns: f64 =
+                (0..b).map(|j| -log_softmax(&(0..b).map(|i| z[i][j]).collect::<Vec<_>>())[j]).sum();
+            mse + 0.5 * (rows + columns) / b as f64
         }
     }
+}
+
+/// `∂ contract_loss / ∂ student` by central differences (step 1e-5: the truncation error is
+/// ~1e-10 times the third derivative, far below the f32 results' error).
+fn contract_gradient(student: &[f64], teacher: &[f64], d: usize, term: KdTerm) -> Vec<f64> {
+    const STEP: f64 = 1e-5;
+    let mut moved = student.to_vec();
+    (0..student.len())
+        .map(|k| {
+            moved[k] = student[k] + STEP;
+            let up = contract_loss(&moved, teacher, d, term);
+            moved[k] = student[k] - STEP;
+            let down = contract_loss(&moved, teacher, d, term);
+            moved[k] = student[k];
+            (up - down) / (2.0 * STEP)
+        })
+        .collect()
+}
+
+fn f64s(t: &Tensor) -> candle_core::Result<Vec<f64>> {
+    Ok(t.flatten_all()?.to_vec1::<f32>()?.into_iter().map(f64::from).collect())
+}
+
+/// The largest difference of `got` and `want`, relative to the larger of 1 and `want`'s
+/// largest magnitude.
+fn relative_error(got: &[f64], want: &[f64]) -> f64 {
+    assert_eq!(got.len(), want.len());
+    let scale = want.iter().fold(1f64, |m, w| m.max(w.abs()));
+    got.iter().zip(want).map(|(g, w)| (g - w).abs()).fold(0.0, f64::max) / scale
 }
 
 /// `rows` L2-normalised rows of width `dim` from a xorshift stream.
@@ -69,49 +114,62 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> candle_core::Result<f32> {
     (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()
 }
 
-/// Relative to the larger of 1 and the reference's magnitude.
-fn relative(diff: f32, reference: &Tensor) -> candle_core::Result<f32> {
-    let scale = reference.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?.max(1.0);
-    Ok(diff / scale)
+/// [`kd_loss`] or [`kd_loss_composed`].
+type KdLoss = fn(&Tensor, &Tensor, KdTerm) -> Result<Tensor, KernelError>;
+
+/// `(loss, ∂loss/∂student)` of one implementation, as f64s.
+fn loss_and_gradient(
+    loss: KdLoss,
+    student: &Var,
+    teacher: &Tensor,
+    term: KdTerm,
+) -> Result<(f64, Vec<f64>), Box<dyn std::error::Error>> {
+    let value = loss(student.as_tensor(), teacher, term)?;
+    assert_eq!(value.dims(), &[] as &[usize], "a scalar");
+    let gradient = value.backward()?.get(student.as_tensor()).expect("a gradient").clone();
+    Ok((f64::from(value.to_scalar::<f32>()?), f64s(&gradient)?))
 }
 
 #[test]
-fn fused_and_composed_equal_the_trainers_loss_and_gradient() -> TestResult {
+fn fused_equals_composed_in_loss_and_gradient() -> TestResult {
     // The trainer's batch (64 x 384, the teacher's width) and a small odd one.
     for (b, d, seed) in [(64, 384, 1), (5, 13, 7)] {
         let teacher = unit_rows(seed, b, d)?;
         let student = Var::from_tensor(&unit_rows(seed + 100, b, d)?)?;
         for term in TERMS {
-            let reference = trainer_kd_loss(student.as_tensor(), &teacher, None, term)?;
-            let reference_grad = reference.backward()?.get(student.as_tensor()).expect("grad").clone();
-            for (name, loss) in [
-                ("fused", kd_loss(student.as_tensor(), &teacher, term)?),
-                ("composed", kd_loss_composed(student.as_tensor(), &teacher, term)?),
-            ] {
-                assert_eq!(loss.dims(), &[] as &[usize], "{name}: a scalar");
-                let error = relative(max_abs_diff(&loss, &reference)?, &reference)?;
-                assert!(error <= 1e-5, "{name} {term:?} b={b}: loss error {error}");
-                let grad = loss.backward()?.get(student.as_tensor()).expect("grad").clone();
-                let error = relative(max_abs_diff(&grad, &reference_grad)?, &reference_grad)?;
-                assert!(error <= 1e-5, "{name} {term:?} b={b}: gradient error {error}");
-            }
+            let (fused, fused_gradient) = loss_and_gradient(kd_loss, &student, &teacher, term)?;
+            let (composed, composed_gradient) =
+                loss_and_gradient(kd_loss_composed, &student, &teacher, term)?;
+            let error = relative_error(&[fused], &[composed]);
+            assert!(error <= 1e-5, "{term:?} b={b}: loss {fused} vs composed {composed}, error {error}");
+            let error = relative_error(&fused_gradient, &composed_gradient);
+            assert!(error <= 1e-5, "{term:?} b={b}: gradient error {error}");
         }
     }
     Ok(())
 }
 
 #[test]
-fn the_english_term_is_a_weighted_mse_call() -> TestResult {
-    let (b, d) = (16, 32);
-    let teacher = unit_rows(3, b, d)?;
-    let student_x = unit_rows(4, b, d)?;
-    let student_en = unit_rows(5, b, d)?;
-    let term = KdTerm::InfoNce { temperature: 0.05 };
-    let reference = trainer_kd_loss(&student_x, &teacher, Some((&student_en, 0.7)), term)?;
-    let fused =
-        (kd_loss(&student_x, &teacher, term)? + (kd_loss(&student_en, &teacher, KdTerm::Mse)? * 0.7)?)?;
-    let error = relative(max_abs_diff(&fused, &reference)?, &reference)?;
-    assert!(error <= 1e-5, "loss error {error}");
+fn both_equal_the_contracts_formulas_in_f64() -> TestResult {
+    for (b, d, seed) in [(64, 384, 1), (5, 13, 7)] {
+        let teacher = unit_rows(seed, b, d)?;
+        let student = Var::from_tensor(&unit_rows(seed + 100, b, d)?)?;
+        let (s, t) = (f64s(student.as_tensor())?, f64s(&teacher)?);
+        for term in TERMS {
+            let want = contract_loss(&s, &t, d, term);
+            // Central differences cost 2·b·d losses: only on the small batch.
+            let want_gradient = (b * d < 100).then(|| contract_gradient(&s, &t, d, term));
+            for (name, loss) in [("fused", kd_loss as KdLoss), ("composed", kd_loss_composed)] {
+                let (got, gradient) = loss_and_gradient(loss, &student, &teacher, term)?;
+                let error = relative_error(&[got], &[want]);
+                assert!(error <= 1e-5, "{name} {term:?} b={b}: loss {got} vs {want}, error {error}");
+                if let Some(want_gradient) = &want_gradient {
+                    let error = relative_error(&gradient, want_gradient);
+                    assert!(error <= 1e-5, "{name} {term:?} b={b}: gradient error {error}");
+                }
+            }
+        }
+    }
     Ok(())
 }
 

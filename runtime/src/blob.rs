@@ -21,7 +21,7 @@
 //! value):
 //!
 //! 1. **config** ([`ModelConfig`]): the tokenizer's fields in the order of
-//!    [`TokenizerConfig`](crate::TokenizerConfig) (so changing that struct changes the format and
+//!    [`TokenizerConfig`] (so changing that struct changes the format and
 //!    needs a new version), then `dim`, `layers`, `heads`, `ffn`, `out_dim` (`u16`) and
 //!    `layer_norm_eps` (`f32`).
 //! 2. **provenance** ([`Provenance`]): two UTF-8 strings (a varint length and the bytes each):
@@ -567,35 +567,14 @@ fn finite(mut values: impl Iterator<Item = f32>) -> Result<(), LoadError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::{MICRO, MINIMAL, seal};
     use crate::{BlobParts, IndexParts};
 
-    fn tiny_config() -> ModelConfig {
-        ModelConfig {
-            tokenizer: TokenizerConfig { buckets: 16, max_words: 4, ..TokenizerConfig::DEFAULT },
-            dim: 4,
-            layers: 1,
-            heads: 2,
-            ffn: 4,
-            out_dim: 4,
-            layer_norm_eps: 1e-5,
-        }
-    }
-
     fn tiny_blob() -> Vec<u8> {
-        let mut parts = BlobParts::new(tiny_config());
+        let mut parts = BlobParts::new(MINIMAL);
         parts.index =
             Some(IndexParts { ids: vec![1, 2], embeddings: vec![0.5; 8], hubness: vec![0.1, -0.2] });
         parts.to_bytes().unwrap()
-    }
-
-    /// A blob around `payload` with a valid header and CRC.
-    fn seal(payload: &[u8]) -> Vec<u8> {
-        let mut blob = MAGIC.to_vec();
-        blob.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-        blob.extend_from_slice(&u32::try_from(payload.len()).unwrap().to_le_bytes());
-        blob.extend_from_slice(&crc32(payload).to_le_bytes());
-        blob.extend_from_slice(payload);
-        blob
     }
 
     /// Loads the tiny blob after `change` to its decoded payload, re-encoded and resealed, so that
@@ -637,17 +616,8 @@ mod tests {
     #[test]
     fn config_encoding_is_pinned() {
         // A change here (e.g. a new TokenizerConfig field) changes the format: bump FORMAT_VERSION.
-        let micro = ModelConfig {
-            tokenizer: TokenizerConfig { buckets: 5632, ..TokenizerConfig::DEFAULT },
-            dim: 192,
-            layers: 1,
-            heads: 4,
-            ffn: 384,
-            out_dim: 384,
-            layer_norm_eps: 1e-5,
-        };
         assert_eq!(
-            postcard::to_allocvec(&micro).unwrap(),
+            postcard::to_allocvec(&MICRO).unwrap(),
             [
                 0x80, 0x2c, 0xe4, 0xd6, 0xd1, 0xfb, 0x06, 0x03, 0x05, 0x40, 0x30, 0xc0, 0x01, 0x01, 0x04,
                 0x80, 0x03, 0x80, 0x03, 0xac, 0xc5, 0x27, 0x37
@@ -697,7 +667,7 @@ mod tests {
         assert_eq!(empty.check(usize::MAX / 2 + 1, 1), Err(LoadError::SizeOverflow));
         assert_eq!(check_f32s(&[], usize::MAX / 2), Err(LoadError::SizeOverflow));
         // A byte string whose declared length runs past the payload.
-        let mut payload = postcard::to_allocvec(&tiny_config()).unwrap();
+        let mut payload = postcard::to_allocvec(&MINIMAL).unwrap();
         payload.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f, 1, 2, 3]);
         assert_eq!(open(&seal(&payload)).err(), Some(LoadError::Decode));
     }

@@ -1,7 +1,7 @@
 //! `otkd-runtime`: the part of otkd that runs on the device, and the single source of truth for
 //! everything the device does.
 //!
-//! Roles (see `DESIGN.md`):
+//! Roles (see `../shared/DESIGN.md`, which README's "Workspace" links):
 //! - **tokenizer** ([`tokenizer`]): the student's language-agnostic tokenizer (words plus hashed
 //!   character n-grams, no vocabulary file). The host calls this same code, so host and device
 //!   tokenize bit-identically.
@@ -76,6 +76,9 @@ pub mod blob;
 mod index;
 mod model;
 mod quant;
+#[cfg(feature = "std")]
+#[doc(hidden)]
+pub mod testing;
 pub mod tokenizer;
 #[cfg(feature = "std")]
 mod writer;

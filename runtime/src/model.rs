@@ -35,7 +35,7 @@ pub struct Model<'a> {
 
 impl<'a> Model<'a> {
     /// Checks a whole blob (header, CRC, every length, dimension and scale; see
-    /// [`blob`](crate::blob)) and borrows its tensors in place.
+    /// [`blob`]) and borrows its tensors in place.
     ///
     /// ```
     /// use otkd_runtime::{LoadError, Model, FORMAT_VERSION};
@@ -549,5 +549,146 @@ fn add_dense(dense: &Dense, input: &[i8], input_scale: f32, out: &mut [f32]) {
 fn add_dequantized(out: &mut [f32], row: &[u8], scale: f32) {
     for (o, &q) in out.iter_mut().zip(row) {
         *o += f32::from(q.cast_signed()) * scale;
+    }
+}
+
+/// Each op of the encoder on a small example worked out by hand (or, where `libm`'s `expf` and
+/// `erff` round, in f64 within a stated tolerance), so that a regression names the op.
+#[cfg(test)]
+mod tests {
+    use half::f16;
+
+    use super::*;
+    use crate::blob::Matrix;
+    use crate::tokenizer::TokenizerConfig;
+
+    fn f32_bytes(values: &[f32]) -> Vec<u8> {
+        values.iter().flat_map(|v| v.to_le_bytes()).collect()
+    }
+
+    fn f16_bytes(values: &[f32]) -> Vec<u8> {
+        values.iter().flat_map(|&v| f16::from_f32(v).to_le_bytes()).collect()
+    }
+
+    fn i8_bytes(values: &[i8]) -> Vec<u8> {
+        values.iter().map(|v| v.cast_unsigned()).collect()
+    }
+
+    #[test]
+    fn layer_norm_normalises_scales_shifts_and_quantizes() {
+        // x = [0, 4, 0, 4]: mean 2, variance 4; with eps 12 the root is exactly 4, so every
+        // value is exact: (x - 2) / 4 = ±0.5, times the gains, plus the biases.
+        let (weight, bias) = (f32_bytes(&[1.0, 2.0, -1.0, 0.5]), f32_bytes(&[0.0, 0.25, 0.0, -1.0]));
+        let norm = Norm { weight: &weight, bias: &bias };
+        let (mut tmp, mut out) = ([0f32; 4], [0i8; 4]);
+        let scale = layer_norm(&[0.0, 4.0, 0.0, 4.0], &norm, 12.0, &mut tmp, &mut out);
+        assert_eq!(tmp, [-0.5, 1.25, 0.5, -0.75]);
+        // Quantized against the largest magnitude, 1.25 -> 127: 0.5 · 127 / 1.25 = 50.8 -> 51,
+        // 0.75 · 127 / 1.25 = 76.2 -> 76.
+        assert_eq!(scale, 1.25 / 127.0);
+        assert_eq!(out, [-51, 127, 51, -76]);
+
+        // A row whose statistics round, with the usual eps: within f32 rounding of the f64 value.
+        let x = [1.0f32, 2.0, 3.0, 4.5];
+        let (weight, bias) = (f32_bytes(&[1.0; 4]), f32_bytes(&[0.0; 4]));
+        layer_norm(&x, &Norm { weight: &weight, bias: &bias }, 1e-5, &mut tmp, &mut out);
+        let mean = x.iter().map(|&v| f64::from(v)).sum::<f64>() / 4.0;
+        let variance = x.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / 4.0;
+        for (&got, &v) in tmp.iter().zip(&x) {
+            let want = (f64::from(v) - mean) / (variance + 1e-5).sqrt();
+            assert!((f64::from(got) - want).abs() < 1e-6, "{got} vs {want}");
+        }
+    }
+
+    #[test]
+    fn softmax_numerators_are_per_head_over_the_words() {
+        // Three words x two heads, word-major: head 0 scores [1, 1, 1], head 1 [-1, 2, 0].
+        let mut scores = [1.0, -1.0, 1.0, 2.0, 1.0, 0.0];
+        let (mut max, mut sum) = ([9.0; 2], [9.0; 2]);
+        softmax_numerators(&mut scores, &mut max, &mut sum);
+        assert_eq!(max, [1.0, 2.0]);
+        // Head 0: exp(0) three times, exactly.
+        assert_eq!([scores[0], scores[2], scores[4]], [1.0; 3]);
+        assert_eq!(sum[0], 3.0);
+        // Head 1: exp(-3), exp(0), exp(-2) and their sum, to f32 rounding.
+        let want = [(-3f64).exp(), 1.0, (-2f64).exp()];
+        for (got, want) in [scores[1], scores[3], scores[5]].into_iter().zip(want) {
+            assert!((f64::from(got) - want).abs() < 1e-7, "{got} vs {want}");
+        }
+        assert!((f64::from(sum[1]) - want.iter().sum::<f64>()).abs() < 1e-6, "{}", sum[1]);
+    }
+
+    #[test]
+    fn gelu_is_the_exact_erf_gelu() {
+        assert_eq!(gelu(0.0), 0.0);
+        // Far out, erf is ±1 in f32: the identity and zero.
+        assert_eq!(gelu(10.0), 10.0);
+        assert_eq!(gelu(-10.0), 0.0);
+        for x in (-60..=60).map(|i| i as f32 / 10.0) {
+            let x64 = f64::from(x);
+            let want = 0.5 * x64 * (1.0 + libm::erf(x64 / 2f64.sqrt()));
+            assert!(
+                (f64::from(gelu(x)) - want).abs() < 1e-6 * want.abs().max(1.0),
+                "gelu({x}) = {}",
+                gelu(x)
+            );
+        }
+        // 2 Φ(2) = 1.954 499 7, not the tanh approximation's 1.954 597.
+        assert!((gelu(2.0) - 1.954_499_7).abs() < 1e-6, "{}", gelu(2.0));
+    }
+
+    #[test]
+    fn dense_is_an_int8_dot_scaled_once_plus_the_bias() {
+        // Two outputs of three inputs: weight rows [1, -2, 3] (scale 0.5) and [127, -127, 0]
+        // (scale 0.25), biases 0.25 and -1; input [2, 1, -1] with scale 2.
+        let (values, scales) = (i8_bytes(&[1, -2, 3, 127, -127, 0]), f16_bytes(&[0.5, 0.25]));
+        let bias = f32_bytes(&[0.25, -1.0]);
+        let dense = Dense { weight: Matrix { values: &values, scales: &scales }, bias: &bias };
+        let input = [2i8, 1, -1];
+        // Dots: 2 - 2 - 3 = -3 and 254 - 127 = 127; -3 · (2 · 0.5) + 0.25 and 127 · (2 · 0.25) - 1.
+        let mut out = [7.0f32; 2];
+        project(&dense, &input, 2.0, &mut out);
+        assert_eq!(out, [-2.75, 62.5]);
+        // The residual form adds to what is there.
+        let mut out = [1.0f32, 1.0];
+        add_dense(&dense, &input, 2.0, &mut out);
+        assert_eq!(out, [-1.75, 63.5]);
+    }
+
+    #[test]
+    fn words_are_their_features_rows_plus_their_position() {
+        // Rows of two dims, each an int8 row and its f16 scale:
+        // bucket 0: [127, -1] · 0.5 = [63.5, -0.5]; bucket 1: [2, 4] · 0.25 = [0.5, 1];
+        // bucket 2: [-127, 0] · 1 = [-127, 0]; position 0: [1, 0] · 0.125; position 1: [0, -8] · 0.125.
+        let (embedding_values, embedding_scales) =
+            (i8_bytes(&[127, -1, 2, 4, -127, 0]), f16_bytes(&[0.5, 0.25, 1.0]));
+        let (position_values, position_scales) = (i8_bytes(&[1, 0, 0, -8]), f16_bytes(&[0.125, 0.125]));
+        let config = ModelConfig {
+            tokenizer: TokenizerConfig { buckets: 3, max_words: 2, ..TokenizerConfig::DEFAULT },
+            dim: 2,
+            layers: 0,
+            heads: 1,
+            ffn: 2,
+            out_dim: 2,
+            layer_norm_eps: 1e-5,
+        };
+        let no_dense = Dense { weight: Matrix { values: &[], scales: &[] }, bias: &[] };
+        let model = Model {
+            payload: Payload {
+                config,
+                embeddings: Matrix { values: &embedding_values, scales: &embedding_scales },
+                positions: Matrix { values: &position_values, scales: &position_scales },
+                layers: heapless::Vec::new(),
+                projection: no_dense,
+                index: None,
+            },
+            index: None,
+        };
+        // Word 0 has buckets 0 and 1, word 1 has buckets 2 and 0.
+        let features = [(0, 0), (0, 1), (1, 2), (1, 0)].map(|(word, id)| Feature { word, id });
+        let mut x = [9.0f32; 4];
+        model.embed_words(&features, &mut x);
+        // [63.5 + 0.5 + 0.125, -0.5 + 1 + 0] and [-127 + 63.5 + 0, 0 - 0.5 - 1].
+        assert_eq!(x, [64.125, 0.5, -63.5, -1.5]);
     }
 }

@@ -11,7 +11,7 @@ use crate::quantize_row;
 
 /// Everything a blob holds, as f32: what the host exports.
 ///
-/// Shapes follow the host student (`host/src/student.rs`): matrices are row-major, and a dense
+/// Shapes follow the host student (`host/src/student/mod.rs`): matrices are row-major, and a dense
 /// layer's `weight` is `[inputs, outputs]` (`x · W`); the writer transposes it so that each output
 /// is a row with its own scale. [`BlobParts::new`] gives every tensor its shape.
 ///

@@ -1,33 +1,19 @@
 //! Writing and loading blobs: round trips, every kind of damage, and the micro student's sizes.
 
-mod common;
-
-use common::{OwnedScratch, micro_config, random_index, random_parts};
-use otkd_runtime::{
-    BlobParts, FORMAT_VERSION, HEADER_LEN, LoadError, Model, ModelConfig, Scratch, TokenizerConfig,
-    WriteError,
-};
+use otkd_runtime::testing::{MICRO, MINIMAL, OwnedScratch, SMALL, SplitMix64, seeded_index, seeded_parts};
+use otkd_runtime::{BlobParts, FORMAT_VERSION, HEADER_LEN, LoadError, Model, Scratch, WriteError};
 
 /// A blob small enough to damage byte by byte and bit by bit, with every part present.
 fn tiny_blob() -> Vec<u8> {
-    let config = ModelConfig {
-        tokenizer: TokenizerConfig { buckets: 16, max_words: 4, ..TokenizerConfig::DEFAULT },
-        dim: 4,
-        layers: 1,
-        heads: 2,
-        ffn: 4,
-        out_dim: 4,
-        layer_norm_eps: 1e-5,
-    };
-    let mut parts = random_parts(config, 11);
-    parts.index = Some(random_index(4, 3, 12));
+    let mut parts = seeded_parts(MINIMAL, &mut SplitMix64::new(11));
+    parts.index = Some(seeded_index(4, 3, &mut SplitMix64::new(12)));
     parts.to_bytes().unwrap()
 }
 
 #[test]
 fn round_trip_keeps_config_index_and_quantized_weights() {
-    let mut parts = random_parts(common::small_config(), 5);
-    parts.index = Some(random_index(48, 10, 6));
+    let mut parts = seeded_parts(SMALL, &mut SplitMix64::new(5));
+    parts.index = Some(seeded_index(48, 10, &mut SplitMix64::new(6)));
     let blob = parts.to_bytes().unwrap();
     assert_eq!(&blob[..4], b"OTKD");
     assert_eq!(u32::from_le_bytes(blob[4..8].try_into().unwrap()), FORMAT_VERSION);
@@ -105,8 +91,8 @@ fn a_huge_declared_length_is_refused() {
 
 #[test]
 fn the_writer_refuses_bad_parts() {
-    let config = common::small_config();
-    let good = random_parts(config, 8);
+    let config = SMALL;
+    let good = seeded_parts(config, &mut SplitMix64::new(8));
     let refuse = |change: &dyn Fn(&mut BlobParts), expected: WriteError| {
         let mut parts = good.clone();
         change(&mut parts);
@@ -150,9 +136,9 @@ fn the_writer_refuses_bad_parts() {
 /// scratch for a 32-word query. Run with `--nocapture` to see the numbers.
 #[test]
 fn micro_blob_and_scratch_fit_their_budgets() {
-    let config = micro_config();
-    let mut parts = random_parts(config, 9);
-    parts.index = Some(random_index(384, 1000, 10));
+    let config = MICRO;
+    let mut parts = seeded_parts(config, &mut SplitMix64::new(9));
+    parts.index = Some(seeded_index(384, 1000, &mut SplitMix64::new(10)));
     let blob = parts.to_bytes().unwrap();
     let model = Model::from_bytes(&blob).unwrap();
     let (weights, index) = (model.weight_bytes(), model.index().unwrap().stored_bytes());

@@ -1,14 +1,15 @@
 //! The int8 encoder against an f64 reference of the same forward pass, and its edge cases.
 
-mod common;
+mod reference;
 
-use common::{OwnedScratch, TEXTS, cosine, micro_config, random_parts, reference_encode, small_config};
+use otkd_runtime::testing::{MICRO, OwnedScratch, SMALL, SplitMix64, seeded_parts};
 use otkd_runtime::{EncodeError, Feature, Model, Scratch};
+use reference::{TEXTS, cosine, reference_encode};
 
 #[test]
 fn int8_encoder_matches_the_f32_forward_pass() {
     for seed in 0..3 {
-        let parts = random_parts(small_config(), seed);
+        let parts = seeded_parts(SMALL, &mut SplitMix64::new(seed));
         let blob = parts.to_bytes().unwrap();
         let model = Model::from_bytes(&blob).unwrap();
         let mut scratch = OwnedScratch::new(model.config(), 16);
@@ -23,7 +24,7 @@ fn int8_encoder_matches_the_f32_forward_pass() {
 
 #[test]
 fn micro_student_matches_the_f32_forward_pass() {
-    let parts = random_parts(micro_config(), 7);
+    let parts = seeded_parts(MICRO, &mut SplitMix64::new(7));
     let blob = parts.to_bytes().unwrap();
     let model = Model::from_bytes(&blob).unwrap();
     let mut scratch = OwnedScratch::new(model.config(), 32);
@@ -38,7 +39,7 @@ fn micro_student_matches_the_f32_forward_pass() {
 
 #[test]
 fn embeddings_are_unit_length_and_deterministic() {
-    let blob = random_parts(small_config(), 1).to_bytes().unwrap();
+    let blob = seeded_parts(SMALL, &mut SplitMix64::new(1)).to_bytes().unwrap();
     let model = Model::from_bytes(&blob).unwrap();
     let mut scratch = OwnedScratch::new(model.config(), 16);
     for text in TEXTS {
@@ -54,7 +55,7 @@ fn embeddings_are_unit_length_and_deterministic() {
 
 #[test]
 fn texts_without_words_are_refused() {
-    let blob = random_parts(small_config(), 2).to_bytes().unwrap();
+    let blob = seeded_parts(SMALL, &mut SplitMix64::new(2)).to_bytes().unwrap();
     let model = Model::from_bytes(&blob).unwrap();
     let mut scratch = OwnedScratch::new(model.config(), 16);
     for text in ["", " ", " ... ", "¿¡!?", "\n\t\r", "「」、。"] {
@@ -64,8 +65,8 @@ fn texts_without_words_are_refused() {
 
 #[test]
 fn scratch_sizes_are_exact() {
-    let config = small_config();
-    let blob = random_parts(config, 3).to_bytes().unwrap();
+    let config = SMALL;
+    let blob = seeded_parts(config, &mut SplitMix64::new(3)).to_bytes().unwrap();
     let model = Model::from_bytes(&blob).unwrap();
     // Five words of one window each (16 chars): every word gives the most features a word can.
     let long_word = "abcdefghijklmnop";
@@ -106,8 +107,8 @@ fn scratch_sizes_are_exact() {
 
 #[test]
 fn texts_longer_than_the_scratch_are_refused_and_long_texts_fit_max_words() {
-    let config = small_config();
-    let blob = random_parts(config, 4).to_bytes().unwrap();
+    let config = SMALL;
+    let blob = seeded_parts(config, &mut SplitMix64::new(4)).to_bytes().unwrap();
     let model = Model::from_bytes(&blob).unwrap();
     let mut four_words = OwnedScratch::new(&config, 4);
     assert!(model.encode("one two three four", &mut four_words.scratch()).is_ok());
@@ -128,7 +129,7 @@ fn texts_longer_than_the_scratch_are_refused_and_long_texts_fit_max_words() {
 
 #[test]
 fn zero_weights_give_a_zero_embedding_not_nan() {
-    let config = small_config();
+    let config = SMALL;
     let blob = otkd_runtime::BlobParts::new(config).to_bytes().unwrap();
     let model = Model::from_bytes(&blob).unwrap();
     let mut scratch = OwnedScratch::new(&config, 16);
@@ -140,8 +141,8 @@ fn zero_weights_give_a_zero_embedding_not_nan() {
 
 #[test]
 fn a_feature_buffer_without_room_is_too_small_not_empty() {
-    let config = small_config();
-    let blob = random_parts(config, 5).to_bytes().unwrap();
+    let config = SMALL;
+    let blob = seeded_parts(config, &mut SplitMix64::new(5)).to_bytes().unwrap();
     let model = Model::from_bytes(&blob).unwrap();
     let mut floats = vec![0f32; Scratch::floats_len(&config, 16)];
     let mut int8s = vec![0i8; Scratch::int8s_len(&config, 16)];

@@ -1,22 +1,11 @@
 //! Index search: ranking, ties, CSLS, capacities and scores.
 
-mod common;
-
-use common::random_index;
-use otkd_runtime::{
-    BlobParts, Embedding, Hit, IndexParts, Model, ModelConfig, Scoring, SearchError, TokenizerConfig,
-};
+use otkd_runtime::testing::{MINIMAL, SplitMix64, seeded_index};
+use otkd_runtime::{BlobParts, Embedding, Hit, IndexParts, Model, ModelConfig, Scoring, SearchError};
 
 fn blob_with_index(out_dim: u16, index: IndexParts) -> Vec<u8> {
-    let config = ModelConfig {
-        tokenizer: TokenizerConfig { buckets: 16, max_words: 4, ..TokenizerConfig::DEFAULT },
-        dim: 4,
-        layers: 0,
-        heads: 1,
-        ffn: 4,
-        out_dim,
-        layer_norm_eps: 1e-5,
-    };
+    // No layer: only the index matters here.
+    let config = ModelConfig { layers: 0, heads: 1, out_dim, ..MINIMAL };
     let mut parts = BlobParts::new(config);
     parts.index = Some(index);
     parts.to_bytes().unwrap()
@@ -67,7 +56,7 @@ fn csls_demotes_hubs_as_worked_out_by_hand() {
 
 #[test]
 fn capacities_and_empty_cases() {
-    let blob = blob_with_index(8, random_index(8, 5, 1));
+    let blob = blob_with_index(8, seeded_index(8, 5, &mut SplitMix64::new(1)));
     let index = Model::from_bytes(&blob).unwrap().index().unwrap();
     let query = Embedding::from_f32(&[0.5; 8]).unwrap();
     assert_eq!(index.search::<10>(&query, 10, Scoring::Cosine).unwrap().len(), 5);
@@ -85,10 +74,10 @@ fn capacities_and_empty_cases() {
 #[test]
 fn top_k_equals_a_full_sort_of_the_integer_scores() {
     let (dim, docs) = (48, 300);
-    let parts = random_index(dim, docs, 2);
+    let parts = seeded_index(dim, docs, &mut SplitMix64::new(2));
     let blob = blob_with_index(dim as u16, parts.clone());
     let index = Model::from_bytes(&blob).unwrap().index().unwrap();
-    let mut rng = common::Rng::new(3);
+    let mut rng = SplitMix64::new(3);
     for _ in 0..20 {
         let query = Embedding::from_f32(&rng.vec(dim, 1.0)).unwrap();
         for scoring in [Scoring::Cosine, Scoring::Csls] {

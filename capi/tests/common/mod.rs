@@ -1,4 +1,5 @@
-//! What the C API's tests share: the firmware's seeded blobs and queries, and the Rust runtime's
+//! What the C API's tests share: the firmware's queries (its seeded blobs are the runtime's test
+//! fixture, `otkd_runtime::testing`), and the Rust runtime's
 //! answers in the lines the C programs print.
 #![allow(dead_code)]
 
@@ -7,8 +8,6 @@ use std::path::{Path, PathBuf};
 use otkd_capi::{OTKD_OK, OtkdModel, STATUS_NAMES, encode_status, otkd_load, otkd_scratch_size};
 use otkd_runtime::{Feature, Model, Scoring, Scratch};
 
-#[path = "../../../firmware-tests/gen/blobgen.rs"]
-pub mod blobgen;
 
 /// Prints past libtest's output capture (straight to stderr, as `eprintln!` is captured), so that
 /// the results show in a plain `cargo test` log.

@@ -11,8 +11,10 @@
 //!
 //! Roles: [`tools`] (QEMU and defmt-print, or how to install them), [`build`] (cargo, once per
 //! blob), [`run`] (QEMU + defmt-print), [`parse`] ([`Report`]), [`sections`] ([`Sizes`]),
-//! [`blob_region`], [`corrupt_blob`]. The seeded blobs and the host's answers are the firmware's own
-//! generator and reference ([`blobgen`], [`answers`]), shared by `#[path]` with its build script.
+//! [`blob_region`], [`corrupt_blob`]. The host's answers are the firmware's own reference ([`answers`],
+//! shared by `#[path]` with its build script), the exit codes the firmware's own ([`code`], shared
+//! by `#[path]` with the firmware), and the seeded blobs the runtime's test fixture
+//! (`otkd_runtime::testing`, as in the build script).
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -23,25 +25,14 @@ use std::time::{Duration, Instant};
 
 #[path = "../../gen/answers.rs"]
 pub mod answers;
-#[path = "../../gen/blobgen.rs"]
-pub mod blobgen;
+#[path = "../../src/code.rs"]
+pub mod code;
 
 /// Words the firmware's scratch memory holds (its build script's `WORDS`), before the blob's own
 /// `max_words` cap.
 pub const DEVICE_WORDS: usize = 32;
 /// Documents the firmware reports per query and scoring (its build script's `K`).
 pub const K: usize = 5;
-/// The firmware's semihosting exit codes (`otkd_firmware::code`).
-pub mod code {
-    /// Every query answered.
-    pub const OK: i32 = 0;
-    /// A panic or a failed assertion.
-    pub const PANIC: i32 = 1;
-    /// The blob was refused with a `LoadError`.
-    pub const LOAD_ERROR: i32 = 2;
-    /// The HardFault handler ran.
-    pub const HARD_FAULT: i32 = 4;
-}
 /// The core clock the Cortex-M4F is assumed to run at for time estimates.
 pub const ESTIMATE_HZ: f64 = 168e6;
 

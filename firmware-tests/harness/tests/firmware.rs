@@ -10,10 +10,11 @@ use std::time::Duration;
 
 use otkd_firmware_harness::answers::{self, Answer};
 use otkd_firmware_harness::{
-    Build, DEVICE_WORDS, ESTIMATE_HZ, K, Report, Run, blob_region, blobgen, build, code, contains,
+    Build, DEVICE_WORDS, ESTIMATE_HZ, K, Report, Run, blob_region, build, code, contains,
     corrupt_blob, count_tests, parse, require_tools, run, sections,
 };
 use otkd_runtime::Model;
+use otkd_runtime::testing::{micro_blob, tiny_blob};
 
 /// Prints past libtest's output capture (straight to stderr, as `print!` is captured), so that the
 /// measurements and the `firmware: N passed, 0 failed` line show in a plain `cargo test` log.
@@ -72,7 +73,7 @@ fn check_bit_exact(name: &str, tools: &otkd_firmware_harness::Tools, build: &Bui
         );
     }
 
-    // The host CLI's runtime (`otkd_host::export::HostRuntime`, `otkd query`) sizes its scratch for
+    // The host CLI's runtime (`otkd::export::HostRuntime`, `otkd query`) sizes its scratch for
     // the blob's full `max_words`: every query the device answered must rank the same with it.
     let full = answers::answers(&build.blob, &queries, usize::from(config.tokenizer.max_words), K)
         .expect("the blob loads on the host");
@@ -162,7 +163,7 @@ fn print_measurements(name: &str, build: &Build, program: &Run, report: &Report,
 #[test]
 fn seeded_tiny_blob_is_bit_exact_with_the_host() {
     let Some(tools) = require_tools("seeded_tiny_blob_is_bit_exact_with_the_host") else { return };
-    let build = build("seeded-tiny", &blobgen::default_blob()).unwrap_or_else(|e| panic!("{e}"));
+    let build = build("seeded-tiny", &tiny_blob()).unwrap_or_else(|e| panic!("{e}"));
     let report = check_bit_exact("seeded-tiny", &tools, &build);
     assert!(report.queries.iter().any(|q| q.encode_error.as_deref() == Some("EmptyQuery")));
 }
@@ -176,7 +177,7 @@ fn micro_blob_with_1000_documents_is_bit_exact_with_the_host() {
     };
     let (label, blob) = match std::env::var("OTKD_FIRMWARE_MICRO_BLOB") {
         Ok(path) => ("trained-micro", std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))),
-        Err(_) => ("seeded-micro", blobgen::seeded_micro_blob()),
+        Err(_) => ("seeded-micro", micro_blob()),
     };
     let build = build(label, &blob).unwrap_or_else(|e| panic!("{e}"));
     check_bit_exact(label, &tools, &build);
@@ -186,7 +187,7 @@ fn micro_blob_with_1000_documents_is_bit_exact_with_the_host() {
 /// placed) and checks that it refuses it with the `LoadError` named `want` and a clean exit.
 fn check_refused(test: &str, blob: Option<&[u8]>, want: &str) {
     let Some(tools) = require_tools(test) else { return };
-    let build = build("seeded-tiny", &blobgen::default_blob()).unwrap_or_else(|e| panic!("{e}"));
+    let build = build("seeded-tiny", &tiny_blob()).unwrap_or_else(|e| panic!("{e}"));
     let path = build.program.with_file_name(format!("{test}.otkd"));
     if let Some(blob) = blob {
         std::fs::write(&path, blob).expect("writing the blob file");
@@ -202,7 +203,7 @@ fn check_refused(test: &str, blob: Option<&[u8]>, want: &str) {
 
 #[test]
 fn corrupted_blob_is_reported_as_bad_crc_without_a_fault() {
-    check_refused("corrupted_blob", Some(&corrupt_blob(&blobgen::default_blob())), "BadCrc");
+    check_refused("corrupted_blob", Some(&corrupt_blob(&tiny_blob())), "BadCrc");
 }
 
 /// Nothing flashed: QEMU's RAM reads as zeros.
@@ -221,18 +222,7 @@ fn erased_region_is_reported_as_bad_magic_without_a_fault() {
 /// region.
 #[test]
 fn blob_longer_than_its_region_is_reported_as_truncated() {
-    let mut blob = blobgen::default_blob();
+    let mut blob = tiny_blob();
     blob[8..12].copy_from_slice(&(3u32 << 20).to_le_bytes()); // + 16 header bytes > the 3 MiB region
     check_refused("blob_longer_than_region", Some(&blob), "Truncated");
-}
-
-/// The default blob is made, not committed: the generator must make the same bytes everywhere.
-#[test]
-fn seeded_blobs_are_deterministic() {
-    let blob = blobgen::default_blob();
-    assert_eq!(blob, blobgen::default_blob());
-    let model = Model::from_bytes(&blob).expect("loads");
-    assert_eq!(*model.config(), blobgen::TINY);
-    assert_eq!(model.index().map(|i| i.len()), Some(blobgen::TINY_DOCUMENTS));
-    say!("seeded-tiny: {} bytes, CRC-32 {:#010x}", blob.len(), otkd_runtime::crc32(&blob));
 }

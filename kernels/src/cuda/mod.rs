@@ -2,8 +2,8 @@
 //!
 //! - [`SOURCES`]: every kernel source (`kernels/cuda/*.cu`, included with `include_str!`) and
 //!   its `extern "C"` entry points, in every build, so tools and tests can list them.
-//! - [`compile`] (features `nvrtc-check` or `cuda`): NVRTC compilation of one source for one
-//!   virtual architecture, returning the PTX and NVRTC's log. CI calls it through
+//! - `compile` (features `nvrtc-check` or `cuda`, so not linked here): NVRTC compilation of one
+//!   source for one virtual architecture, returning the PTX and NVRTC's log. CI calls it through
 //!   `tests/nvrtc.rs` for `compute_80` and `compute_90` without a GPU.
 //! - (feature `cuda`) the launches behind the custom ops' `cuda_fwd`: the PTX is compiled once
 //!   per (source, compute capability) per process and loaded once per device (candle's module

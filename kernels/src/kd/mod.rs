@@ -14,8 +14,9 @@
 //! InfoNce  : mse + ½ (1/b Σ_i −log_softmax(Z_i)_i + 1/b Σ_j −log_softmax(Z_{·j})_j)
 //! ```
 //!
-//! exactly the trainer's definitions (`host/src/losses.rs`, `kd_loss`); the English term of KD
-//! (`w ‖S(en) − T(en)‖²`) is a second call with [`KdTerm::Mse`], scaled by `w`.
+//! The trainer's KD losses are this op (`kd_loss` in `host/src/distill/losses.rs` calls
+//! [`kd_loss`]); the English term of KD (`w ‖S(en) − T(en)‖²`) is a second call with
+//! [`KdTerm::Mse`], scaled by `w`.
 //!
 //! Gradient (`∂/∂S_i`, upstream gradient `g`): `g/b · (2 (S_i − T_i) + 1/τ Σ_j δ_ij T_j)` with
 //! `δ_ij = q_ij Σ_k p_ik − p_ij` (Kl) or `δ_ij = ½ (q_ij + c_ij) − [i = j]` (InfoNce), where

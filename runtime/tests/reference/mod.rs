@@ -1,107 +1,7 @@
-//! Shared by the runtime's integration tests: random students, an f64 reference encoder, and
-//! owned scratch buffers.
-#![allow(dead_code)] // each test file uses part of it
+//! The encoder tests' oracle: the student's forward pass in f64, and texts to encode (the seeded
+//! students and scratch buffers they run on are `otkd_runtime::testing`).
 
-use otkd_runtime::{
-    BlobParts, DenseParts, Feature, IndexParts, ModelConfig, NormParts, Scratch, TokenizerConfig, tokenize,
-};
-
-/// SplitMix64: a tiny deterministic generator for test weights.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [-1, 1).
-    pub fn uniform(&mut self) -> f32 {
-        (self.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
-
-    pub fn vec(&mut self, len: usize, scale: f32) -> Vec<f32> {
-        (0..len).map(|_| self.uniform() * scale).collect()
-    }
-}
-
-/// A small student with every branch active.
-pub fn small_config() -> ModelConfig {
-    ModelConfig {
-        tokenizer: TokenizerConfig { buckets: 512, max_words: 16, ..TokenizerConfig::DEFAULT },
-        dim: 32,
-        layers: 2,
-        heads: 4,
-        ffn: 64,
-        out_dim: 48,
-        layer_norm_eps: 1e-5,
-    }
-}
-
-/// The micro preset of the host (`host/src/student.rs`), projecting to 384.
-pub fn micro_config() -> ModelConfig {
-    ModelConfig {
-        tokenizer: TokenizerConfig { buckets: 5632, ..TokenizerConfig::DEFAULT },
-        dim: 192,
-        layers: 1,
-        heads: 4,
-        ffn: 384,
-        out_dim: 384,
-        layer_norm_eps: 1e-5,
-    }
-}
-
-/// Random weights of roughly the scales a trained student has (unit-variance layer outputs), with
-/// the residual branches active.
-pub fn random_parts(config: ModelConfig, seed: u64) -> BlobParts {
-    let mut rng = Rng::new(seed);
-    let mut parts = BlobParts::new(config);
-    // sqrt(3) * U(-1, 1) has unit variance.
-    let dense = |rng: &mut Rng, d: &mut DenseParts| {
-        let inputs = d.weight.len() / d.bias.len();
-        d.weight = rng.vec(d.weight.len(), 3f32.sqrt() / (inputs as f32).sqrt());
-        d.bias = rng.vec(d.bias.len(), 0.05);
-    };
-    let norm = |rng: &mut Rng, n: &mut NormParts| {
-        n.weight = n.weight.iter().map(|_| 1.0 + 0.2 * rng.uniform()).collect();
-        n.bias = rng.vec(n.bias.len(), 0.05);
-    };
-    parts.embeddings = rng.vec(parts.embeddings.len(), 0.3);
-    parts.positions = rng.vec(parts.positions.len(), 0.1);
-    for layer in &mut parts.layers {
-        norm(&mut rng, &mut layer.attention_norm);
-        for d in [&mut layer.query, &mut layer.key, &mut layer.value, &mut layer.attention_out] {
-            dense(&mut rng, d);
-        }
-        norm(&mut rng, &mut layer.ffn_norm);
-        dense(&mut rng, &mut layer.ffn_in);
-        dense(&mut rng, &mut layer.ffn_out);
-    }
-    dense(&mut rng, &mut parts.projection);
-    parts
-}
-
-/// An index of `docs` random unit vectors with ids `1000 + i` and hubness terms in [0, 0.5).
-pub fn random_index(out_dim: usize, docs: usize, seed: u64) -> IndexParts {
-    let mut rng = Rng::new(seed);
-    let mut embeddings = rng.vec(docs * out_dim, 1.0);
-    for row in embeddings.chunks_mut(out_dim) {
-        let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
-        row.iter_mut().for_each(|v| *v /= norm);
-    }
-    IndexParts {
-        ids: (0..docs as u32).map(|i| 1000 + i).collect(),
-        embeddings,
-        hubness: (0..docs).map(|_| 0.25 + 0.25 * rng.uniform()).collect(),
-    }
-}
+use otkd_runtime::{BlobParts, DenseParts, Feature, NormParts, tokenize};
 
 /// The student's forward pass in f64 on the unquantized weights (the host's `Student::forward`
 /// for one sentence): `None` for a text without words.
@@ -189,28 +89,6 @@ pub fn cosine(embedding: &otkd_runtime::Embedding, reference: &[f64]) -> f64 {
     let e: Vec<f64> = embedding.to_f32().map(f64::from).collect();
     let dot: f64 = e.iter().zip(reference).map(|(a, b)| a * b).sum();
     dot / (e.iter().map(|v| v * v).sum::<f64>().sqrt() * reference.iter().map(|v| v * v).sum::<f64>().sqrt())
-}
-
-/// Owned scratch buffers sized for `words` words.
-pub struct OwnedScratch {
-    features: Box<heapless::Vec<Feature, 4096>>,
-    floats: Vec<f32>,
-    int8s: Vec<i8>,
-}
-
-impl OwnedScratch {
-    pub fn new(config: &ModelConfig, words: usize) -> Self {
-        assert!(Scratch::features_len(config, words) <= 4096);
-        Self {
-            features: Box::default(),
-            floats: vec![0.0; Scratch::floats_len(config, words)],
-            int8s: vec![0; Scratch::int8s_len(config, words)],
-        }
-    }
-
-    pub fn scratch(&mut self) -> Scratch<'_> {
-        Scratch::new(self.features.as_mut_view(), &mut self.floats, &mut self.int8s)
-    }
 }
 
 /// Texts in several scripts and lengths.
