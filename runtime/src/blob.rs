@@ -152,7 +152,8 @@ pub fn crc32(bytes: &[u8]) -> u32 {
 /// assert_eq!(in_region(&region).len(), 64);
 /// assert_eq!(Model::from_bytes(in_region(&region)).err(), Some(LoadError::BadMagic));
 /// // A header declaring a 20-byte payload: the blob is its first 36 bytes.
-/// region[..16].copy_from_slice(b"OTKD\x01\0\0\0\x14\0\0\0\0\0\0\0");
+/// region[..16].copy_from_slice(b"OTKD\0\0\0\0\x14\0\0\0\0\0\0\0");
+/// region[4] = otkd_runtime::FORMAT_VERSION as u8;
 /// assert_eq!(in_region(&region).len(), 36);
 /// // One declaring more than the region holds: the region, which is too short.
 /// region[8] = 0x40;

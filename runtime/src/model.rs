@@ -676,6 +676,7 @@ mod tests {
         let model = Model {
             payload: Payload {
                 config,
+                provenance: Provenance::default(),
                 embeddings: Matrix { values: &embedding_values, scales: &embedding_scales },
                 positions: Matrix { values: &position_values, scales: &position_scales },
                 layers: heapless::Vec::new(),

@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use otkd_capi::{OTKD_OK, OtkdModel, STATUS_NAMES, encode_status, otkd_load, otkd_scratch_size};
 use otkd_runtime::{Feature, Model, Scoring, Scratch};
 
-
 /// Prints past libtest's output capture (straight to stderr, as `eprintln!` is captured), so that
 /// the results show in a plain `cargo test` log.
 pub fn say(message: &str) {

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use otkd_firmware_harness::answers::{self, Answer};
 use otkd_firmware_harness::{
-    Build, DEVICE_WORDS, ESTIMATE_HZ, K, Report, Run, blob_region, build, code, contains,
-    corrupt_blob, count_tests, parse, require_tools, run, sections,
+    Build, DEVICE_WORDS, ESTIMATE_HZ, K, Report, Run, blob_region, build, code, contains, corrupt_blob,
+    count_tests, parse, require_tools, run, sections,
 };
 use otkd_runtime::Model;
 use otkd_runtime::testing::{micro_blob, tiny_blob};

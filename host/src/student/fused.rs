@@ -21,6 +21,7 @@
 
 use crate::linalg::matmul;
 use candle_core::{CpuStorage, Storage, Var};
+use otkd_kernels::gelu::{gelu, gelu_derivative};
 use rayon::prelude::*;
 
 use super::{LAYER_NORM_EPS, StudentConfig, TokenizedSentence};
@@ -201,16 +202,6 @@ fn layer_norm_backward(
             dx[j] += r * (dy[j] * g[j] - mean_dxhat - xhat[j] * mean_dxhat_xhat);
         }
     }
-}
-
-fn gelu(x: f32) -> f32 {
-    0.5 * x * (1.0 + otkd_kernels::gelu::erf(x * std::f32::consts::FRAC_1_SQRT_2))
-}
-
-fn gelu_derivative(x: f32) -> f32 {
-    const INV_SQRT_2PI: f32 = 0.398_942_3;
-    let cdf = 0.5 * (1.0 + otkd_kernels::gelu::erf(x * std::f32::consts::FRAC_1_SQRT_2));
-    cdf + x * INV_SQRT_2PI * (-0.5 * x * x).exp()
 }
 
 /// `buf` cut into consecutive pieces of `sizes[i]` elements.
