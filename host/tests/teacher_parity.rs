@@ -98,12 +98,13 @@ fn tiny_teacher(name: &str, pooling: &str, config_extra: &str) -> std::path::Pat
     std::fs::create_dir_all(dir.join("1_Pooling")).unwrap();
     std::fs::copy(shared.join("tokenizer.json"), dir.join("tokenizer.json")).unwrap();
     let (h, inner, vocab) = (8usize, 16usize, 30522usize);
+    let model_type = if config_extra.contains("model_type") { "" } else { r#", "model_type": "bert""# };
     std::fs::write(
         dir.join("config.json"),
         format!(
             r#"{{"vocab_size": {vocab}, "hidden_size": {h}, "num_hidden_layers": 1, "num_attention_heads": 2,
             "intermediate_size": {inner}, "max_position_embeddings": 512, "type_vocab_size": 2,
-            "layer_norm_eps": 1e-12, "hidden_act": "gelu", "model_type": "bert"{config_extra}}}"#
+            "layer_norm_eps": 1e-12, "hidden_act": "gelu"{model_type}{config_extra}}}"#
         ),
     )
     .unwrap();
@@ -201,7 +202,7 @@ fn poolings_and_architectures_otkd_cannot_run_are_refused() {
             "two-modes",
             r#"{"pooling_mode_mean_tokens": true, "pooling_mode_cls_token": true}"#,
             "",
-            "mean_tokens + ",
+            "pooling_mode_cls_token + pooling_mode_mean_tokens",
         ),
         ("sqrt", r#"{"pooling_mode_mean_sqrt_len_tokens": true}"#, "", "mean_sqrt_len_tokens"),
         ("xlmr", mean, r#", "model_type": "xlm-roberta""#, "xlm-roberta"),
