@@ -65,13 +65,17 @@ build() {
     echo "-- cargo $* (log: $log)" >&2
     nice -n 5 cargo "$@" --message-format=json-render-diagnostics 2>>"$log" | executables
 }
+# Both packages in every call, so that features unify to one set (otkd-host turns on gemm's
+# x86-v4 kernels): the tests and the bench then reuse the candle build of `otkd` instead of
+# compiling candle a second time.
+packages=(-p otkd-host -p otkd-kernels --features otkd-host/cuda,otkd-kernels/cuda)
 mkdir -p "$CARGO_TARGET_DIR"
 : >"$CARGO_TARGET_DIR/gpu-bundle-build.log"
 t_build=$(date +%s)
 artifacts="$(
-    build build --release -p otkd-host --features cuda --bin otkd &&
-        build test --release -p otkd-kernels --features cuda --no-run --test cuda_parity --test sinkhorn --test nvrtc &&
-        build bench -p otkd-kernels --features cuda --no-run --bench gpu
+    build build --release "${packages[@]}" --bin otkd &&
+        build test --release "${packages[@]}" --no-run --test cuda_parity --test sinkhorn --test nvrtc &&
+        build bench "${packages[@]}" --no-run --bench gpu
 )" || { tail -30 "$CARGO_TARGET_DIR/gpu-bundle-build.log" >&2; echo "gpu-bundle: build failed" >&2; exit 1; }
 t_build=$(( $(date +%s) - t_build ))
 echo "-- builds: ${t_build} s"
@@ -124,8 +128,8 @@ for f in "$bundle/bin"/*; do
     # toolkit, no driver); nothing may resolve into the venv or the build tree.
     resolved="$(env -u LD_LIBRARY_PATH ldd "$f" 2>&1)"
     leaked="$(grep -E "$repo|\.venv|site-packages|target-cuda" <<<"$resolved" || true)"
-    glibc="$(objdump -T "$f" | grep -o 'GLIBC_[0-9.]*' | sort -uV | tail -1)"
-    glibcxx="$(objdump -T "$f" | grep -o 'GLIBCXX_[0-9.]*' | sort -uV | tail -1)"
+    glibc="$(objdump -T "$f" | grep -o 'GLIBC_[0-9.]*' | sort -uV | tail -1 || true)"
+    glibcxx="$(objdump -T "$f" | grep -o 'GLIBCXX_[0-9.]*' | sort -uV | tail -1 || true)"
     {
         echo "== $(basename "$f"): NEEDED $(echo $needed); newest symbol versions: $glibc ${glibcxx:-(no libstdc++ symbols)}"
         echo "$resolved"
@@ -156,11 +160,11 @@ if run_here "$bundle/bin/otkd" train --data "$bundle/data/multi30k" --teacher "$
     --out "$work/run-cuda" >"$work/cuda.log" 2>&1; then
     echo "gpu-bundle: otkd --device cuda succeeded without a GPU?" >&2; exit 1
 fi
-echo "   $(tail -1 "$work/cuda.log")"
+echo "   $(head -1 "$work/cuda.log")"
 
 # The executables go into one xz archive: they share candle's PTX and most code, which a
 # dictionary larger than one executable stores once.
-tar -C "$bundle" -cf - bin | xz -9e -T1 --lzma2=preset=9e,dict=192MiB >"$bundle/bin.tar.xz"
+tar -C "$bundle" -cf - bin | xz -9 -T1 --lzma2=preset=9,dict=192MiB >"$bundle/bin.tar.xz"
 rm -rf "$bundle/bin"
 
 {

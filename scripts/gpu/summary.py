@@ -103,8 +103,11 @@ for device in ("gpu", "cpu"):
             train[(device, method)] = (r["pairs_per_second"], last["dev_r1"], r["elapsed_seconds"])
             result = f"{r['pairs_per_second']:.0f} pairs/s, dev R@1 {last['dev_r1']:.3f} at step {last['step']}"
         else:
-            result = stage_note(name) + "; " + (log(name).strip().splitlines() or ["no output"])[-1][:200]
-        check(f"otkd train --device {device} --method {method}, 200 steps", ok, result)
+            lines = log(name).strip().splitlines() or ["no output"]
+            errors = [line for line in lines if line.lower().startswith("error")]
+            result = stage_note(name) + "; " + (errors[0] if errors else lines[-1])[:300]
+        flag = "cuda" if device == "gpu" else "cpu"
+        check(f"otkd train --device {flag} --method {method}, 200 steps", ok, result)
 
 peer = {r["config"]: r for r in json_lines(out / "torch-student.log")}
 check("PyTorch peer student on the GPU (torch_student.py)", status("torch-student")[0] == 0 and len(peer) >= 2,

@@ -13,6 +13,7 @@ Batch 64, synthetic batches shaped like Aymara captions (--words 10 --feats 18, 
 scripts/bench-vs-torch.py uses). One JSON line per configuration.
 
     python3 torch_student_gpu.py [--config NAME ...] [--steps 50] [--repeats 3]
+    python3 torch_student_gpu.py --device cpu --steps 2 --repeats 1   # checks the script without a GPU
 """
 
 import argparse
@@ -43,14 +44,15 @@ def main():
     p.add_argument("--feats", type=int, default=18)
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--device", default="cuda")
     a = p.parse_args()
-    device = torch.device("cuda")
+    device = torch.device(a.device)
     torch.set_default_device(device)
     make_batch = peer.make_batch
     peer.make_batch = lambda *args, **kw: to_device(make_batch(*args, **kw), device)
     for name in a.config:
         r = peer.time_config(name, feats=a.feats, words=a.words, steps=a.steps, repeats=a.repeats)
-        r["device"] = torch.cuda.get_device_name(0)
+        r["device"] = torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu"
         print(json.dumps(r), flush=True)
 
 
