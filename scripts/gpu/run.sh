@@ -61,10 +61,10 @@ export LD_LIBRARY_PATH
 
 bin="$here/bin"
 if [ -f "$here/bin.tar.xz" ]; then
-    bin="$(mktemp -d "${TMPDIR:-/tmp}/otkd-gpu-bin.XXXXXX")"
-    trap 'rm -rf "$bin"' EXIT
-    tar -xJf "$here/bin.tar.xz" -C "$bin" || stop "could not unpack $here/bin.tar.xz"
-    bin="$bin/bin"
+    unpacked="$(mktemp -d "${TMPDIR:-/tmp}/otkd-gpu-bin.XXXXXX")"
+    trap 'rm -rf "$unpacked"' EXIT
+    tar -xJf "$here/bin.tar.xz" -C "$unpacked" || stop "could not unpack $here/bin.tar.xz"
+    bin="$unpacked/bin"
 fi
 for exe in otkd cuda_parity sinkhorn nvrtc gpu_bench; do
     [ -x "$bin/$exe" ] || stop "bundle incomplete: no executable $exe"
@@ -103,7 +103,7 @@ stage test-sinkhorn 90 "$bin/sinkhorn" --nocapture --test-threads 1
 stage test-nvrtc 60 "$bin/nvrtc" --nocapture
 
 # --- 2. kernel benchmarks ----------------------------------------------------------------------
-OTKD_BENCH_JSON="$out/bench.jsonl" stage bench-otkd 90 "$bin/gpu_bench"
+stage bench-otkd 90 env OTKD_BENCH_JSON="$out/bench.jsonl" "$bin/gpu_bench"
 stage bench-torch 90 python3 "$here/peers/torch_kernels.py" --json "$out/bench-torch.jsonl"
 
 # --- 3. training -------------------------------------------------------------------------------
