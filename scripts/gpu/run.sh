@@ -63,7 +63,11 @@ bin="$here/bin"
 if [ -f "$here/bin.tar.xz" ]; then
     unpacked="$(mktemp -d "${TMPDIR:-/tmp}/otkd-gpu-bin.XXXXXX")"
     trap 'rm -rf "$unpacked"' EXIT
-    tar -xJf "$here/bin.tar.xz" -C "$unpacked" || stop "could not unpack $here/bin.tar.xz"
+    # tar needs the xz program; python3's lzma module is the fallback.
+    tar -xJf "$here/bin.tar.xz" -C "$unpacked" 2>/dev/null ||
+        python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' \
+            "$here/bin.tar.xz" "$unpacked" ||
+        stop "could not unpack $here/bin.tar.xz (neither tar -J nor python3's tarfile)"
     bin="$unpacked/bin"
 fi
 for exe in otkd cuda_parity sinkhorn nvrtc gpu_bench; do
