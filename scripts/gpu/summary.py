@@ -148,12 +148,12 @@ for r in bench:
     t = torch_bench.get((r["kernel"], r["shape"]), {})
     tu = t.get("torch_us")
     print(f"| {r['kernel']} | {r['shape']} | {r['fused_us']:.1f} | {launches(r, 'fused')} | {r['composed_us']:.1f} "
-          f"| {launches(r, 'composed')} | {fmt(tu)} | {t.get('torch_kernels', '-')} "
+          f"| {launches(r, 'composed')} | {fmt(tu)} | {'-' if t.get('torch_kernels') is None else t['torch_kernels']} "
           f"| {r['composed_us'] / r['fused_us']:.1f}x | {fmt(tu / r['fused_us'] if tu else None)}x "
           f"| {fmt(r.get('floor_gbs'), 0) if r.get('floor_gbs') is not None else '-'} |")
 
 print("\n## Training: otkd train, 200 steps, batch 64, micro student, ay-en, 2000 pairs\n")
-print("otkd: pairs/s of the training steps (evaluation excluded) and dev R@1 of the last checkpoint; the CPU "
+print("otkd: pairs/s as its final report gives them (`pairs_per_second`, evaluation time excluded) and dev R@1 of the last checkpoint; the CPU "
       "run is the same binary with --device cpu. PyTorch: torch_student.py (same student and losses, AdamW, "
       "batch 64) on the GPU, synthetic batches shaped like Aymara captions, so no dev R@1; OT against "
       "`ot-adaptive-infonce` (otkd's Sinkhorn settings).\n")
