@@ -1,5 +1,6 @@
 //! The CUDA kernels against the CPU reference (feature `cuda`; each test is skipped, with a
-//! message, when no CUDA device can be opened). Fresh random inputs every run (the seed is
+//! message, when no CUDA device can be opened, unless `OTKD_REQUIRE_CUDA=1`, as the GPU bundle's
+//! `run.sh` sets: then it fails, so a machine whose GPU cannot be opened cannot pass silently). Fresh random inputs every run (the seed is
 //! printed), and every output buffer starts as NaN ([`poison_outputs`]) so that an element a
 //! kernel failed to write shows up.
 //!
@@ -21,6 +22,8 @@ fn cuda_device() -> Option<Device> {
             Some(device)
         }
         Err(e) => {
+            let required = std::env::var("OTKD_REQUIRE_CUDA").is_ok_and(|v| v == "1");
+            assert!(!required, "OTKD_REQUIRE_CUDA=1 but no CUDA device could be opened: {e}");
             eprintln!("skipped: no CUDA device ({e})");
             None
         }

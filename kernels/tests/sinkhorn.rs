@@ -2,7 +2,8 @@
 //! unrolled twin against the reference, gradients, and the named errors.
 //!
 //! Each `fn(&Device)` body is stamped per backend by `test_device!`: `_cpu` always, `_cuda`
-//! with the `cuda` feature (skipped, with a message, when no CUDA device can be opened).
+//! with the `cuda` feature (skipped, with a message, when no CUDA device can be opened, unless
+//! `OTKD_REQUIRE_CUDA=1`: then the `_cuda` arm fails, as in `cuda_parity.rs`).
 
 use candle_core::{DType, Device, Tensor, Var};
 use otkd_kernels::sinkhorn::cpu;
@@ -25,6 +26,8 @@ macro_rules! test_device {
             match Device::new_cuda(0) {
                 Ok(device) => $fn_name(&device),
                 Err(e) => {
+                    let required = std::env::var("OTKD_REQUIRE_CUDA").is_ok_and(|v| v == "1");
+                    assert!(!required, "OTKD_REQUIRE_CUDA=1 but no CUDA device could be opened: {e}");
                     eprintln!("skipped: no CUDA device ({e})");
                     Ok(())
                 }
