@@ -15,7 +15,7 @@ teacher model (docs/CUDA.md, "The data slice"). Called by scripts/gpu-bundle.sh 
 `rekey REAL_CACHE STAND_IN_TEACHER OUT_CACHE DATA_SLICE` copies the cache entries that
 `otkd train` wrote with the REAL teacher (host/src/teacher/cache.rs: one file per split,
 `teacher-{split}.en-{key:016x}.safetensors`) to the names the stand-in teacher looks up. The key
-hashes the teacher's three files and the captions (FNV-1a 64, as host/src/paths.rs), so only the
+hashes the teacher's three files, its pooling and the captions (FNV-1a 64, as host/src/rng.rs), so only the
 names change; the contents (embeddings, token states, checksum) are the real teacher's.
 """
 
@@ -33,7 +33,7 @@ MASK = (1 << 64) - 1
 
 
 class Fnv64:
-    """host/src/paths.rs Fnv64."""
+    """host/src/rng.rs Fnv64."""
 
     def __init__(self):
         self.h = 0xCBF29CE484222325
@@ -91,6 +91,13 @@ def stand_in_teacher(real: Path, out: Path):
     h = config["hidden_size"]
     out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(real / "tokenizer.json", out / "tokenizer.json")
+    # The real teacher's pooling: otkd reads it (modules.json, the Pooling module's config.json)
+    # and keys the cache with it.
+    shutil.copyfile(real / "modules.json", out / "modules.json")
+    for module in json.loads((real / "modules.json").read_text()):
+        if module["type"] == "sentence_transformers.models.Pooling":
+            (out / module["path"]).mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(real / module["path"] / "config.json", out / module["path"] / "config.json")
     stand_in = {
         "architectures": ["BertModel"], "model_type": "bert", "vocab_size": 1, "hidden_size": h,
         "num_hidden_layers": 0, "num_attention_heads": 1, "intermediate_size": 1,
@@ -122,11 +129,25 @@ def cmd_slice(data, teacher, lang, lines, out):
     print(f"data slice: train {lines} lines of en-{lang}, val and test whole; stand-in teacher in {out / 'teacher'}")
 
 
+def pooling_name(teacher: Path) -> str:
+    """host/src/teacher/model.rs Pooling::read, as its Debug name (Mean, Cls, Max)."""
+    for module in json.loads((teacher / "modules.json").read_text()):
+        if module["type"] == "sentence_transformers.models.Pooling":
+            config = json.loads((teacher / module["path"] / "config.json").read_text())
+            on = [k for k, v in config.items() if k.startswith("pooling_mode_") and v is True]
+            names = {"pooling_mode_mean_tokens": "Mean", "pooling_mode_cls_token": "Cls", "pooling_mode_max_tokens": "Max"}
+            if len(on) == 1 and on[0] in names:
+                return names[on[0]]
+    sys.exit(f"{teacher}: no pooling otkd runs")
+
+
 def model_key(teacher: Path) -> int:
+    """host/src/teacher/cache.rs TeacherCache::new: the format, the three files, the pooling."""
     h = Fnv64()
     h.update_str(FORMAT_VERSION)
     for name in ("config.json", "tokenizer.json", "model.safetensors"):
         h.update((teacher / name).read_bytes())
+    h.update_str(pooling_name(teacher))
     return h.h
 
 
