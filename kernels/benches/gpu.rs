@@ -190,7 +190,11 @@ struct Measured {
 
 impl Measured {
     fn launches(&self) -> String {
-        if self.gemms == 0 { self.kernels.to_string() } else { format!("{} + {} GEMM", self.kernels, self.gemms) }
+        if self.gemms == 0 {
+            self.kernels.to_string()
+        } else {
+            format!("{} + {} GEMM", self.kernels, self.gemms)
+        }
     }
 }
 
@@ -345,7 +349,8 @@ fn main() -> BenchResult<()> {
             Ok(())
         };
         let fused = measure(&device, REPS, || step(kd_loss(student.as_tensor(), &teacher, term)?))?;
-        let composed = measure(&device, REPS, || step(kd_loss_composed(student.as_tensor(), &teacher, term)?))?;
+        let composed =
+            measure(&device, REPS, || step(kd_loss_composed(student.as_tensor(), &teacher, term)?))?;
         Row { kernel: name, shape: format!("{b}x{d}"), fused, composed, bandwidth: None }.print(&mut json)?;
     }
     Ok(())
