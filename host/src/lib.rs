@@ -33,6 +33,5 @@ pub mod paths;
 pub mod rng;
 pub mod student;
 pub mod teacher;
-#[cfg(feature = "testing")]
 #[doc(hidden)]
 pub mod testing;

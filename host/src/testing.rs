@@ -1,5 +1,7 @@
-//! Test fixtures (feature `testing`, for this crate's tests and the workspace's end-to-end
-//! suite in `tests/`, as candle's `test_utils`): a small synthetic bitext with teacher outputs, a
+//! Test fixtures (for this crate's tests and the workspace's end-to-end suite in `tests/`, as
+//! candle's `test_utils`; hidden from the docs, small, and without dependencies of its own: a
+//! feature with a self dev-dependency would build a second copy of the library for tests, which
+//! lost the `cuda` feature in the GPU bundle's executables): a small synthetic bitext with teacher outputs, a
 //! tiny training configuration, its prepared data and a fresh temporary run directory. Not part
 //! of the library's interface.
 
