@@ -28,7 +28,7 @@ use cortex_m::peripheral::SYST;
 use cortex_m::peripheral::syst::SystClkSource;
 use cortex_m_rt::{ExceptionFrame, exception};
 use defmt_semihosting as _;
-use otkd_runtime::{EncodeError, Feature, LoadError, Model, ModelConfig, Scratch, TokenizerConfig};
+use otkd_runtime::{EncodeError, Feature, LoadError, Model, ModelConfig, Scratch};
 
 include!(concat!(env!("OUT_DIR"), "/otkd_generated.rs"));
 
@@ -84,15 +84,7 @@ pub const WORDS: usize = 32;
 /// The largest model the static scratch memory is sized for: the `micro` preset (dim 192, 4 heads,
 /// ffn 384, out 384, the default tokenizer's 46 features per word). A blob of any other shape
 /// whose [`WORDS`]-word scratch fits in these buffers runs too ([`ScratchMemory::scratch_for`]).
-pub const CAPACITY: ModelConfig = ModelConfig {
-    tokenizer: TokenizerConfig { buckets: 5632, ..TokenizerConfig::DEFAULT },
-    dim: 192,
-    layers: 1,
-    heads: 4,
-    ffn: 384,
-    out_dim: 384,
-    layer_norm_eps: 1e-5,
-};
+pub const CAPACITY: ModelConfig = ModelConfig::MICRO;
 
 /// Features the static scratch memory holds ([`Scratch::features_len`] for [`WORDS`] words).
 pub const FEATURES_LEN: usize = Scratch::features_len(&CAPACITY, WORDS);

@@ -226,6 +226,25 @@ pub struct ModelConfig {
 }
 
 impl ModelConfig {
+    /// The shape of the host's `micro` preset (`otkd train --preset micro`, the device preset):
+    /// 5632 buckets of the default tokenizer, dim 192, 1 layer, 4 heads, ffn 384, out 384 (the
+    /// teacher's width). Firmware sizes its static scratch memory for it.
+    ///
+    /// ```
+    /// use otkd_runtime::{ModelConfig, Scratch};
+    /// assert!(ModelConfig::MICRO.validate().is_ok());
+    /// assert!(Scratch::ram_bytes(&ModelConfig::MICRO, 32) <= 64 * 1024);
+    /// ```
+    pub const MICRO: ModelConfig = ModelConfig {
+        tokenizer: TokenizerConfig { buckets: 5632, ..TokenizerConfig::DEFAULT },
+        dim: 192,
+        layers: 1,
+        heads: 4,
+        ffn: 384,
+        out_dim: 384,
+        layer_norm_eps: 1e-5,
+    };
+
     /// Checks what loading checks before any tensor: a valid tokenizer config, no zero width,
     /// `heads` dividing `dim`, at most [`MAX_LAYERS`] layers and [`MAX_OUT_DIM`] outputs, and a
     /// finite positive epsilon.

@@ -255,12 +255,9 @@ impl core::error::Error for EncodeError {}
 /// bytes plus the features.
 ///
 /// ```
-/// use otkd_runtime::{Feature, ModelConfig, Scratch, TokenizerConfig};
+/// use otkd_runtime::{Feature, ModelConfig, Scratch};
 ///
-/// const MICRO: ModelConfig = ModelConfig {
-///     tokenizer: TokenizerConfig { buckets: 5632, ..TokenizerConfig::DEFAULT },
-///     dim: 192, layers: 1, heads: 4, ffn: 384, out_dim: 384, layer_norm_eps: 1e-5,
-/// };
+/// const MICRO: ModelConfig = ModelConfig::MICRO;
 /// // Statically sized for 32-word queries, e.g. in a `static` on a device.
 /// const FEATURES: usize = Scratch::features_len(&MICRO, 32);
 /// let mut features = heapless::Vec::<Feature, FEATURES>::new();

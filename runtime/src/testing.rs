@@ -98,15 +98,7 @@ pub const TINY_DOCUMENTS: usize = 64;
 
 /// The shape of the host's `micro` preset (`otkd train --preset micro`): 5632 buckets, dim 192,
 /// 1 layer, 4 heads, ffn 384, out 384.
-pub const MICRO: ModelConfig = ModelConfig {
-    tokenizer: TokenizerConfig { buckets: 5632, ..TokenizerConfig::DEFAULT },
-    dim: 192,
-    layers: 1,
-    heads: 4,
-    ffn: 384,
-    out_dim: 384,
-    layer_norm_eps: 1e-5,
-};
+pub const MICRO: ModelConfig = ModelConfig::MICRO;
 
 /// Documents in [`micro_blob`]'s index.
 pub const MICRO_DOCUMENTS: usize = 1000;

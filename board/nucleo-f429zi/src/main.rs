@@ -21,7 +21,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use cortex_m::peripheral::DWT;
 use cortex_m_rt::entry;
 use defmt_rtt as _;
-use otkd_runtime::{Feature, Index, Model, ModelConfig, Scoring, Scratch, TokenizerConfig};
+use otkd_runtime::{Feature, Index, Model, ModelConfig, Scoring, Scratch};
 use panic_probe as _;
 use stm32f4xx_hal::{block, pac, prelude::*, rcc, serial};
 
@@ -36,15 +36,7 @@ const WORDS: usize = 32;
 
 /// The largest model the static scratch memory is sized for: the `micro` preset (dim 192, 4 heads,
 /// ffn 384, out 384, the default tokenizer). Smaller models run too.
-const CAPACITY: ModelConfig = ModelConfig {
-    tokenizer: TokenizerConfig { buckets: 5632, ..TokenizerConfig::DEFAULT },
-    dim: 192,
-    layers: 1,
-    heads: 4,
-    ffn: 384,
-    out_dim: 384,
-    layer_norm_eps: 1e-5,
-};
+const CAPACITY: ModelConfig = ModelConfig::MICRO;
 const FEATURES_LEN: usize = Scratch::features_len(&CAPACITY, WORDS);
 const FLOATS_LEN: usize = Scratch::floats_len(&CAPACITY, WORDS);
 const INT8S_LEN: usize = Scratch::int8s_len(&CAPACITY, WORDS);

@@ -367,3 +367,17 @@ pub fn evaluate_blob(
     }
     Ok(BlobEvaluation { queries: queries.len(), documents, rows, top1_agreement })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::student::Preset;
+
+    /// Firmware sizes its static scratch memory for the runtime's `ModelConfig::MICRO`: it must be
+    /// what `--preset micro` exports for the shipped teacher's width.
+    #[test]
+    fn the_micro_preset_is_the_runtimes_micro_shape() {
+        let config = Preset::Micro.validated_config(384).unwrap();
+        assert_eq!(model_config(&config).unwrap(), ModelConfig::MICRO);
+    }
+}
