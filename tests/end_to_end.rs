@@ -33,11 +33,11 @@ fn trained_student_exported_and_queried_through_the_runtime() {
     // Read back from the run directory, as `otkd export` does.
     let trained = RunDir::new(&out).load_student(CheckpointKind::Last).unwrap();
     let student = &trained.student;
-    let (test, test_teacher) = synthetic(60, 3, Split::Test2016Flickr);
+    let (test, test_teacher) = synthetic(60, 3, Split::Test);
     let documents = test_teacher.embeddings.clone();
     let ids: Vec<u32> = (0..60).collect();
     let tokenize = |t: &str| tokenize_sentence(&student.config().tokenizer, t);
-    let (dev, _) = synthetic(60, 2, Split::Val);
+    let (dev, _) = synthetic(60, 2, Split::Dev);
     let reference: Vec<_> = dev.pairs.iter().map(|p| tokenize(&p.x)).collect();
     let source = "synthetic test en".to_string();
     let index = IndexInput { documents: documents.clone(), ids, csls_reference: Some(reference), source };
@@ -76,10 +76,16 @@ fn trained_student_exported_and_queried_through_the_runtime() {
     assert!(runtime_hits >= 55, "the runtime finds the right document for {runtime_hits} of 60");
 
     // `answer` (what `otkd query` prints) is the runtime's ranking, texts attached by id.
-    let texts: Vec<String> = test.pairs.iter().map(|p| p.en.clone()).collect();
+    let texts = otkd::data::Documents {
+        ids: test.pairs.iter().map(|p| format!("doc-{}", p.line)).collect(),
+        texts: test.pairs.iter().map(|p| p.en.clone()).collect(),
+        blank_lines: 0,
+    };
     let answers = answer(&mut runtime, &test.pairs[0].x, 3, Scoring::Csls, Some(&texts)).unwrap();
     assert_eq!(answers.len(), 3);
-    assert_eq!(answers[0].caption.as_deref(), Some(texts[answers[0].id as usize].as_str()));
+    let top = answers[0].id as usize;
+    assert_eq!(answers[0].text.as_deref(), Some(texts.texts[top].as_str()));
+    assert_eq!(answers[0].doc_id.as_deref(), Some(texts.ids[top].as_str()));
 
     // A blob of another format version is refused by name.
     let mut other = blob.clone();

@@ -26,7 +26,7 @@ fn main() -> Result<()> {
 
     println!("lang  reference     K  val X->en R@1  en->X R@1");
     for lang in langs {
-        let (train, val) = (data.bitext(Split::Train, lang)?, data.bitext(Split::Val, lang)?);
+        let (train, val) = (data.bitext(Split::Train, lang)?, data.bitext(Split::Dev, lang)?);
         let student = fit(&RidgeConfig::default(), &train, &train_en, &val, &val_en, |_| {})?.student;
         let x = student.embed(&val.x());
         let en = val_en.embeddings_of(&val.lines());

@@ -37,7 +37,7 @@ fn main() -> Result<()> {
 
     println!("lang  buckets  pairs  rank  val X->en R@1  CSLS");
     for lang in langs {
-        let (train, val) = (data.bitext(Split::Train, lang)?, data.bitext(Split::Val, lang)?);
+        let (train, val) = (data.bitext(Split::Train, lang)?, data.bitext(Split::Dev, lang)?);
         let mut order: Vec<usize> = (0..train.pairs.len()).collect();
         SplitMix64::new(0, "pairs").shuffle(&mut order);
         let n = order.len();

@@ -52,9 +52,9 @@ pub fn synthetic(pairs: usize, seed: u64, split: Split) -> (Bitext, TeacherOutpu
         let norm = mean.iter().map(|v| v * v).sum::<f32>().sqrt();
         embeddings.extend(mean.iter().map(|v| v / norm));
         offsets.push(offsets.last().unwrap() + rows.len());
-        list.push(Pair { line, en, x });
+        list.push(Pair { line, lang: Lang::AY, en, x });
     }
-    let bitext = Bitext { split, lang: Lang::Ay, pairs: list, skipped: vec![], total_lines: pairs };
+    let bitext = Bitext { split, lang: Lang::AY, pairs: list, skipped: vec![], total_lines: pairs };
     let outputs =
         TeacherOutputs { dim: DIM, embeddings, token_states: Some(TokenStates { offsets, states }) };
     (bitext, outputs)
@@ -66,7 +66,7 @@ pub fn config(method: Method, steps: usize) -> TrainConfig {
     let tokenizer = TokenizerConfig { buckets: 2048, max_words: 16, ..TokenizerConfig::DEFAULT };
     TrainConfig {
         method,
-        lang: Lang::Ay,
+        lang: Lang::AY,
         preset: Preset::Micro,
         student: StudentConfig {
             tokenizer,
@@ -111,8 +111,8 @@ pub fn config(method: Method, steps: usize) -> TrainConfig {
 /// The prepared synthetic material: 200 training, 60 dev and 60 test pairs.
 pub fn data(config: &TrainConfig) -> TrainData {
     let (train, train_teacher) = synthetic(200, 1, Split::Train);
-    let (dev, dev_teacher) = synthetic(60, 2, Split::Val);
-    let (test, test_teacher) = synthetic(60, 3, Split::Test2016Flickr);
+    let (dev, dev_teacher) = synthetic(60, 2, Split::Dev);
+    let (test, test_teacher) = synthetic(60, 3, Split::Test);
     TrainData::prepare(config, &train, train_teacher, (&dev, &dev_teacher), (&test, &test_teacher)).unwrap()
 }
 

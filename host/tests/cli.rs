@@ -271,6 +271,7 @@ fn bad_experiment_flags_are_rejected_before_any_work() {
         ("--pairs", "0"),
         ("--pairs", "some"),
         ("--langs", "xx"),
+        ("--langs", "a b"),
         ("--steps", "0"),
         ("--english-weight", "-1"),
         ("--kd-variant", "cosine"),

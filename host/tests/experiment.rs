@@ -49,7 +49,7 @@ struct Synthetic {
 impl Synthetic {
     fn new() -> Self {
         let (train, train_t) = synthetic(160, 1, Split::Train);
-        let test = synthetic(40, 3, Split::Test2016Flickr);
+        let test = synthetic(40, 3, Split::Test);
         // "Images": a fixed linear function of the English embedding, 24 wide.
         let map = SplitMix64::new(5, "image-map").normal_vec(DIM * 24, 1.0);
         let images = (0..40)
@@ -60,7 +60,7 @@ impl Synthetic {
             .collect();
         Self {
             train: (train, Rc::new(train_t)),
-            dev: synthetic(40, 2, Split::Val),
+            dev: synthetic(40, 2, Split::Dev),
             test,
             images,
             prepared_count: 0,
@@ -135,7 +135,7 @@ fn the_grid_runs_resumes_and_reports() {
     static FLAG: AtomicBool = AtomicBool::new(false);
     let request = PlanRequest {
         preset: ExperimentPreset::Quick,
-        langs: Some(vec![Lang::Ay]),
+        langs: Some(vec![Lang::AY]),
         methods: vec![Method::Ot, Method::Kd],
         starts: vec![Start::Random, Start::Ridge],
         seeds: Some(2),
@@ -173,7 +173,7 @@ fn the_grid_runs_resumes_and_reports() {
         assert_eq!(c.tests.len(), 2, "last and best-dev");
         assert!(c.tests.iter().all(|t| t.p_holm >= t.bootstrap.p_value && t.bootstrap.queries == 40));
     }
-    let anchors = summary.anchors_of(Lang::Ay).unwrap();
+    let anchors = summary.anchors_of(Lang::AY).unwrap();
     assert!(anchors.ridge_dev_r1 > anchors.untrained_dev_r1, "the ridge anchor beats the untrained student");
     assert!(anchors.ridge_probe.is_some() && anchors.external.tfidf.is_some());
 

@@ -232,7 +232,7 @@ fn empty_bitext_is_an_error_not_a_division_by_zero() {
     let (mut train, teacher) = synthetic(20, 1, Split::Train);
     train.skipped = train.pairs.iter().map(|p| p.line).collect();
     train.pairs.clear();
-    let (dev, dev_teacher) = synthetic(10, 2, Split::Val);
+    let (dev, dev_teacher) = synthetic(10, 2, Split::Dev);
     let err = TrainData::prepare(&config, &train, teacher, (&dev, &dev_teacher), (&dev, &dev_teacher))
         .err()
         .unwrap()
@@ -370,7 +370,7 @@ fn edited_run_files_are_refused_by_name() {
 fn fewer_pairs_than_a_batch_is_a_named_error() {
     let config = TrainConfig { pairs: Some(1), ..config(Method::Kd, 5) };
     let (train, teacher) = synthetic(20, 1, Split::Train);
-    let (dev, dev_teacher) = synthetic(10, 2, Split::Val);
+    let (dev, dev_teacher) = synthetic(10, 2, Split::Dev);
     let err = TrainData::prepare(&config, &train, teacher, (&dev, &dev_teacher), (&dev, &dev_teacher))
         .err()
         .unwrap();

@@ -21,9 +21,9 @@ pub fn multi30k_english() -> Result<(Multi30k, TeacherOutputs, TeacherOutputs)> 
     let teacher = Teacher::load(&teacher_dir)?;
     let cache = TeacherCache::new(cache_dir(None), &teacher)?;
     let english = |split: Split| -> Result<TeacherOutputs> {
-        let captions = data.captions(split, Lang::En)?;
+        let captions = data.captions(split, Lang::EN)?;
         Ok(cache.load_or_encode(&teacher, &format!("{split}.en"), &captions, false, 64, |_| {})?.0)
     };
-    let (train, val) = (english(Split::Train)?, english(Split::Val)?);
+    let (train, val) = (english(Split::Train)?, english(Split::Dev)?);
     Ok((data, train, val))
 }

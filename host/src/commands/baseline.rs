@@ -2,44 +2,38 @@
 
 use anyhow::{Result, bail};
 
-use super::{Inputs, cached_english, open_cache, open_data, open_teacher, print_json, progress};
+use super::{Inputs, cached_english, cached_texts, open_cache, open_source, open_teacher, print_json};
 use crate::cli::BaselineArgs;
 use crate::data::{Lang, Split};
 use crate::eval::baseline::{self, LanguageBaselines};
 
-/// Teacher zero-shot, char TF-IDF and (with `--ridge`) the ridge student on test_2016_flickr.
+/// Teacher zero-shot, char TF-IDF and (with `--ridge`) the ridge student on the test split.
 pub fn run(inputs: &Inputs, args: &BaselineArgs) -> Result<()> {
-    let data = open_data(inputs)?;
+    let single = args.langs.as_ref().filter(|l| l.len() == 1).map(|l| l[0]);
+    let data = open_source(inputs, &args.source, single)?;
     let teacher = open_teacher(inputs)?;
     let cache = open_cache(inputs, &teacher)?;
     let batch = args.batch as usize;
-    let (_, en_test, _) = cached_english(&teacher, &cache, &data, Split::Test2016Flickr, batch, false)?;
+    let (_, en_test, _) = cached_english(&teacher, &cache, &data, Split::Test, batch, false)?;
     let dim = en_test.dim;
     let ridge_inputs = if args.ridge {
         let (_, train_en, _) = cached_english(&teacher, &cache, &data, Split::Train, batch, false)?;
-        let (_, val_en, _) = cached_english(&teacher, &cache, &data, Split::Val, batch, false)?;
+        let (_, val_en, _) = cached_english(&teacher, &cache, &data, Split::Dev, batch, false)?;
         Some((train_en, val_en))
     } else {
         None
     };
     let mut rows = Vec::new();
-    for &lang in &args.langs {
-        if lang == Lang::En {
+    let langs = args.langs.clone().unwrap_or_else(|| data.langs());
+    for lang in langs {
+        if lang.includes(Lang::EN) {
             bail!("--langs: en is the pivot language; pick another language to compare against it");
         }
-        let test = data.bitext(Split::Test2016Flickr, lang)?;
+        let test = data.bitext(Split::Test, lang)?;
         let train = data.bitext(Split::Train, lang)?;
-        let x_texts = test.x();
-        let bar = progress::bar(x_texts.len(), &format!("test.{lang}"));
-        let (x_out, _) = cache.load_or_encode(
-            &teacher,
-            &format!("{}.{lang}", Split::Test2016Flickr),
-            &x_texts,
-            false,
-            batch,
-            |d| bar.set_position(d as u64),
-        )?;
-        bar.finish_and_clear();
+        let x_texts: Vec<String> = test.x().into_iter().map(str::to_string).collect();
+        let (x_out, _) =
+            cached_texts(&teacher, &cache, &data.x_cache_name(Split::Test, lang), &x_texts, batch, false)?;
         let en_rows = en_test.embeddings_of(&test.lines());
         let teacher_zero_shot = baseline::teacher_zero_shot(&x_out.embeddings, &en_rows, dim);
         let tfidf = baseline::tfidf_both_directions(&train, &test);
@@ -52,7 +46,7 @@ pub fn run(inputs: &Inputs, args: &BaselineArgs) -> Result<()> {
         }
         let ridge = match &ridge_inputs {
             Some((train_en, val_en)) => {
-                let val = data.bitext(Split::Val, lang)?;
+                let val = data.bitext(Split::Dev, lang)?;
                 let config = crate::student::ridge::RidgeConfig::default();
                 let fit = crate::student::ridge::fit(&config, &train, train_en, &val, val_en, |_| {})?;
                 let reference = crate::eval::CslsReference::new(&train, &val);

@@ -10,7 +10,7 @@ use super::{Inputs, cached_english, open_cache, open_data, open_teacher, print_j
 use crate::cli::{
     BenchTeacherArgs, BenchTrainArgs, BenchTrainConfig, DEFAULT_TEACHER_BATCH, MethodArg, TrainArgs,
 };
-use crate::data::{Lang, Split};
+use crate::data::{Lang, Source, Split};
 use crate::distill::config::{Start, TrainConfig};
 use crate::distill::data::TrainData;
 use crate::distill::losses::KdVariant;
@@ -29,7 +29,7 @@ struct BenchRow {
 pub fn teacher(inputs: &Inputs, args: &BenchTeacherArgs) -> Result<()> {
     let data = open_data(inputs)?;
     let teacher = open_teacher(inputs)?;
-    let captions = data.captions(Split::Val, Lang::En)?;
+    let captions = data.captions(Split::Dev, Lang::EN)?;
     let sentences = &captions[..(args.sentences as usize).min(captions.len())];
     // Warm-up: page in the weights and let the allocator settle.
     teacher.encode(&sentences[..sentences.len().min(64)], 64, false, |_| {})?;
@@ -97,24 +97,20 @@ struct TrainBenchRow {
 /// optimiser).
 pub fn train(inputs: &Inputs, args: &BenchTrainArgs) -> Result<()> {
     use crate::distill::losses::Method;
-    let data = open_data(inputs)?;
+    let data = Source::Multi30k(open_data(inputs)?);
     let teacher = open_teacher(inputs)?;
     let cache = open_cache(inputs, &teacher)?;
     let (_, train_teacher, _) =
         cached_english(&teacher, &cache, &data, Split::Train, DEFAULT_TEACHER_BATCH as usize, true)?;
     let (_, val_teacher, _) =
-        cached_english(&teacher, &cache, &data, Split::Val, DEFAULT_TEACHER_BATCH as usize, false)?;
+        cached_english(&teacher, &cache, &data, Split::Dev, DEFAULT_TEACHER_BATCH as usize, false)?;
     let train = data.bitext(Split::Train, args.lang)?;
-    let val = data.bitext(Split::Val, args.lang)?;
+    let val = data.bitext(Split::Dev, args.lang)?;
     let configs = if args.configs.is_empty() { BenchTrainConfig::all() } else { args.configs.clone() };
     let config_for = |c: &BenchTrainConfig, start: Start| -> Result<TrainConfig> {
-        let train_args = TrainArgs {
-            lang: args.lang,
-            preset: args.preset,
-            batch: args.batch,
-            ..TrainArgs::defaults(MethodArg::Kd)
-        };
-        let mut config = train_args.config(teacher.dim())?;
+        let train_args =
+            TrainArgs { preset: args.preset, batch: args.batch, ..TrainArgs::defaults(MethodArg::Kd) };
+        let mut config = train_args.config(args.lang, teacher.dim())?;
         config.method = c.method;
         config.loss.method = c.method;
         config.loss.kd_variant = c.kd_variant;

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::{Inputs, cached_english, open_cache, open_data, open_teacher, print_json};
 use crate::cli::{BenchQueryArgs, BenchSides, DEFAULT_TEACHER_BATCH};
-use crate::data::Split;
+use crate::data::{Source, Split};
 use crate::distill::run_dir::RunDir;
 use crate::eval::metrics::cosine_matrix;
 use crate::export::HostRuntime;
@@ -35,9 +35,9 @@ pub fn run(inputs: &Inputs, args: &BenchQueryArgs) -> Result<()> {
     let mut runtime =
         HostRuntime::new(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", args.blob.display()))?;
     let documents = runtime.model().index().map(|i| i.len()).context("the blob has no document index")?;
-    let data = open_data(inputs)?;
+    let data = Source::Multi30k(open_data(inputs)?);
     let queries: Vec<String> = data
-        .bitext(Split::Test2016Flickr, args.lang)?
+        .bitext(Split::Test, args.lang)?
         .pairs
         .into_iter()
         .take(args.queries as usize)
@@ -65,14 +65,8 @@ pub fn run(inputs: &Inputs, args: &BenchQueryArgs) -> Result<()> {
     let student = RunDir::new(run).load_student(crate::distill::run_dir::CheckpointKind::BestDev)?.student;
     let teacher = open_teacher(inputs)?;
     let cache = open_cache(inputs, &teacher)?;
-    let (_, english, _) = cached_english(
-        &teacher,
-        &cache,
-        &data,
-        Split::Test2016Flickr,
-        DEFAULT_TEACHER_BATCH as usize,
-        false,
-    )?;
+    let (_, english, _) =
+        cached_english(&teacher, &cache, &data, Split::Test, DEFAULT_TEACHER_BATCH as usize, false)?;
     let dim = student.config().out_dim;
     if english.len() < documents {
         bail!("the blob indexes {documents} documents; test_2016_flickr has {}", english.len());

@@ -11,11 +11,11 @@ use anyhow::{Context, Result, bail};
 use otkd_runtime::Scoring;
 
 use super::{
-    Inputs, Interrupted, cached_english, multi30k_index, open_cache, open_data, open_teacher, print_json,
-    progress,
+    Inputs, Interrupted, cached_english, cached_texts, open_cache, open_source, open_teacher, print_json,
+    progress, split_index,
 };
 use crate::cli::{ExperimentArgs, MethodArg, TrainArgs};
-use crate::data::{Bitext, Lang, Multi30k, Split};
+use crate::data::{Bitext, Lang, Source, Split};
 use crate::distill::config::TrainConfig;
 use crate::distill::data::TrainData;
 use crate::distill::run_dir::{CheckpointKind, EvalRecord, RunDir};
@@ -26,21 +26,23 @@ use crate::experiment::plan::{Budget, ExperimentPreset, PlanRequest, RunSpec, pl
 use crate::experiment::probe::ImageProbe;
 use crate::experiment::run::{ExternalAnchors, Materials, Observer, Prepared, run_dir};
 use crate::experiment::{ExperimentOutcome, run_experiment};
-use crate::export::{Answer, BlobBudget, HostRuntime, answer, build_blob, write_blob};
+use crate::export::{Answer, BlobBudget, HostRuntime, answer, build_blob, write_blob, write_texts};
 use crate::teacher::cache::TeacherCache;
 use crate::teacher::{Teacher, TeacherOutputs};
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 /// The grid a command line asks for.
-pub fn plan_request(args: &ExperimentArgs) -> Result<PlanRequest> {
-    if args.langs.as_ref().is_some_and(|l| l.contains(&Lang::En)) {
-        bail!("--langs: en is the pivot language; pick languages to distil into");
-    }
+pub fn plan_request(args: &ExperimentArgs, source: &Source) -> Result<PlanRequest> {
+    // A user's bitext: its languages are the grid's unless --langs picks among them.
+    let langs = match source {
+        Source::Bitext(_) => Some(args.langs.clone().unwrap_or_else(|| source.langs())),
+        Source::Multi30k(_) => args.langs.clone(),
+    };
     let pairs = args.pairs.as_ref().map(|list| list.iter().map(|p| p.count()).collect());
     Ok(PlanRequest {
         preset: args.preset.into(),
-        langs: args.langs.clone().map(dedup),
+        langs: langs.map(dedup),
         methods: dedup(args.methods.iter().map(|&m| m.into()).collect()),
         starts: dedup(args.inits.iter().map(|&s| s.into()).collect()),
         seeds: args.seeds,
@@ -68,14 +70,14 @@ fn base_config(args: &ExperimentArgs, dim: usize) -> Result<TrainConfig> {
     let mut train = TrainArgs::defaults(MethodArg::Kd);
     train.kd_variant = args.kd_variant;
     train.english_weight = args.english_weight;
-    train.config(dim)
+    train.config(Lang::AY, dim)
 }
 
 /// Language, subset size, and the seed when the subset depends on it.
 type PreparedKey = (Lang, Option<usize>, u64);
 
 struct Real<'a> {
-    data: &'a Multi30k,
+    data: &'a Source,
     teacher: &'a Teacher,
     cache: &'a TeacherCache,
     batch: usize,
@@ -95,8 +97,8 @@ impl Real<'_> {
         }
         let b = Rc::new([
             self.data.bitext(Split::Train, lang)?,
-            self.data.bitext(Split::Val, lang)?,
-            self.data.bitext(Split::Test2016Flickr, lang)?,
+            self.data.bitext(Split::Dev, lang)?,
+            self.data.bitext(Split::Test, lang)?,
         ]);
         for s in b.iter().filter(|s| !s.skipped.is_empty()) {
             eprintln!("{}.{}: skipped {} pair(s) with an empty side", s.split, s.lang, s.skipped.len());
@@ -132,17 +134,9 @@ impl Materials for Real<'_> {
     fn external_anchors(&mut self, lang: Lang) -> Result<ExternalAnchors> {
         let b = self.bitexts(lang)?;
         let (train, test) = (&b[0], &b[2]);
-        let x_texts = test.x();
-        let bar = progress::bar(x_texts.len(), &format!("test.{lang}"));
-        let (x_out, _) = self.cache.load_or_encode(
-            self.teacher,
-            &format!("{}.{lang}", Split::Test2016Flickr),
-            &x_texts,
-            false,
-            self.batch,
-            |d| bar.set_position(d as u64),
-        )?;
-        bar.finish_and_clear();
+        let x_texts: Vec<String> = test.x().into_iter().map(str::to_string).collect();
+        let name = self.data.x_cache_name(Split::Test, lang);
+        let (x_out, _) = cached_texts(self.teacher, self.cache, &name, &x_texts, self.batch, false)?;
         let lines = test.lines();
         let en_rows = self.test_en.embeddings_of(&lines);
         let probe = self.probe()?;
@@ -158,12 +152,16 @@ impl Materials for Real<'_> {
         if let Some(p) = &self.probe {
             return Ok(p.clone());
         }
-        let probe = match self.data.test_image_features() {
+        let features = match self.data {
+            Source::Multi30k(data) => data.test_image_features().map_err(|e| e.to_string()),
+            Source::Bitext(_) => Err("a bitext has no images".to_string()),
+        };
+        let probe = match features {
             Ok(f) => {
                 Some(Rc::new(ImageProbe::fit(&self.test_en.embeddings, self.test_en.dim, &f.data, f.cols)?))
             }
-            Err(e) => {
-                eprintln!("warning: no image probe ({e})");
+            Err(reason) => {
+                eprintln!("note: the image-feature probe is skipped ({reason})");
                 None
             }
         };
@@ -233,7 +231,19 @@ impl Progress for Shown {
 }
 
 pub fn run(inputs: &Inputs, args: &ExperimentArgs) -> Result<()> {
-    let request = plan_request(args)?;
+    if args.langs.as_ref().is_some_and(|l| l.iter().any(|l| l.includes(Lang::EN))) {
+        bail!("--langs: en is the pivot language; pick languages to distil into");
+    }
+    if !args.source.is_bitext()
+        && let Some(other) = args.langs.iter().flatten().find(|l| !Lang::MULTI30K.contains(l))
+    {
+        bail!(
+            "--langs {other}: Multi30k has no {other} pairs (it has de, fr, es, cs, ay, gn, qu); give your own with --bitext {other}=FILE"
+        );
+    }
+    let single = args.langs.as_ref().filter(|l| l.len() == 1).map(|l| l[0]);
+    let data = open_source(inputs, &args.source, single)?;
+    let request = plan_request(args, &data)?;
     let specs = plan(&request);
     if specs.is_empty() {
         bail!("the grid is empty: --langs, --methods and --inits leave no run");
@@ -248,15 +258,14 @@ pub fn run(inputs: &Inputs, args: &ExperimentArgs) -> Result<()> {
         Some(steps) => format!("{preset}, every run {steps} steps (--steps)"),
         None => preset.to_string(),
     };
-    let data = open_data(inputs)?;
     let teacher = open_teacher(inputs)?;
     let cache = open_cache(inputs, &teacher)?;
     let base = base_config(args, teacher.dim())?;
     let batch = args.teacher_batch as usize;
     eprintln!("{} runs -> {}", specs.len(), out.display());
     let (_, train_en, _) = cached_english(&teacher, &cache, &data, Split::Train, batch, true)?;
-    let (_, val_en, _) = cached_english(&teacher, &cache, &data, Split::Val, batch, false)?;
-    let (_, test_en, _) = cached_english(&teacher, &cache, &data, Split::Test2016Flickr, batch, false)?;
+    let (_, val_en, _) = cached_english(&teacher, &cache, &data, Split::Dev, batch, false)?;
+    let (_, test_en, _) = cached_english(&teacher, &cache, &data, Split::Test, batch, false)?;
     let mut materials = Real {
         data: &data,
         teacher: &teacher,
@@ -281,7 +290,7 @@ pub fn run(inputs: &Inputs, args: &ExperimentArgs) -> Result<()> {
         }
         .into()),
         ExperimentOutcome::Reported(summary) => {
-            let shipped = if args.no_export { None } else { Some(export_best(inputs, &out, &specs)?) };
+            let shipped = if args.no_export { None } else { Some(export_best(inputs, &data, &out, &specs)?) };
             if args.json {
                 return print_json(&summary);
             }
@@ -321,7 +330,7 @@ struct Example {
 /// (highest dev R@1 of any run's best-dev checkpoint; test data never chooses) is quantized to
 /// `out/best.otkd` with the test captions as its CSLS index, and the int8 runtime answers that
 /// language's first test captions.
-fn export_best(inputs: &Inputs, out: &Path, specs: &[RunSpec]) -> Result<Shipped> {
+fn export_best(inputs: &Inputs, data: &Source, out: &Path, specs: &[RunSpec]) -> Result<Shipped> {
     let lang = specs.first().map(|s| s.lang).context("no run")?;
     let mut best: Option<(f64, &RunSpec)> = None;
     for spec in specs.iter().filter(|s| s.lang == lang) {
@@ -332,20 +341,19 @@ fn export_best(inputs: &Inputs, out: &Path, specs: &[RunSpec]) -> Result<Shipped
     }
     let (dev_r1, spec) = best.context("no run of the first language")?;
     let blob = out.join("best.otkd");
-    let data = open_data(inputs)?;
     let trained = RunDir::new(run_dir(out, spec)).load_student(CheckpointKind::BestDev)?;
-    let (index, captions) =
-        multi30k_index(inputs, &data, Split::Test2016Flickr, lang, &trained.student, Scoring::Csls)?;
+    let (index, documents) = split_index(inputs, data, Split::Test, lang, &trained.student, Scoring::Csls)?;
     let bytes = build_blob(&trained.student, lang.code(), Some(index))?;
     let budget = write_blob(&blob, &bytes)?;
+    write_texts(&blob, &documents)?;
     let mut runtime = HostRuntime::new(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", blob.display()))?;
-    let test = data.bitext(Split::Test2016Flickr, lang)?;
+    let test = data.bitext(Split::Test, lang)?;
     let mut examples = Vec::new();
     for pair in test.pairs.iter().take(EXAMPLE_QUERIES) {
         examples.push(Example {
             query: pair.x.clone(),
             truth: u32::try_from(pair.line)?,
-            hits: answer(&mut runtime, &pair.x, 3, Scoring::Csls, Some(&captions))?,
+            hits: answer(&mut runtime, &pair.x, 3, Scoring::Csls, Some(&documents))?,
         });
     }
     Ok(Shipped { run: spec.id(), dev_r1, blob, budget, examples })
@@ -363,7 +371,7 @@ fn print_shipped(s: &Shipped) -> Result<()> {
         outln!("  {:?}", e.query);
         for a in &e.hits {
             let mark = if a.id == e.truth { "  <- its caption" } else { "" };
-            outln!("    {:>5}  {:+.3}  {}{mark}", a.id, a.score, a.caption.as_deref().unwrap_or(""));
+            outln!("    {:>5}  {:+.3}  {}{mark}", a.id, a.score, a.text.as_deref().unwrap_or(""));
         }
     }
     outln!("ask it yourself: cargo run --release -p otkd-host -- query --blob {} \"...\"", s.blob.display());

@@ -5,43 +5,117 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 
-use super::{Inputs, multi30k_index, open_data, print_json};
-use crate::cli::{EvalBlobArgs, ExportArgs, QueryArgs};
-use crate::data::Lang;
+use otkd_runtime::Scoring;
+
+use super::{
+    Inputs, cached_texts, csls_reference_queries, open_cache, open_source, open_teacher, print_json,
+    run_source, split_index,
+};
+use crate::cli::{EvalBlobArgs, ExportArgs, QueryArgs, SourceArgs};
+use crate::data::{Documents, Lang, Source, SourceSpec};
 use crate::distill::run_dir::RunDir;
-use crate::export::{BlobBudget, F32Side, HostRuntime, answer, build_blob, evaluate_blob, write_blob};
+use crate::export::{
+    BlobBudget, F32Side, HostRuntime, IndexInput, answer, build_blob, evaluate_blob, read_texts, write_blob,
+    write_texts,
+};
+use crate::student::{EMBED_BATCH, Student, tokenize_sentence};
+
+/// Bytes of the blob region of the board crate (`board/nucleo-f429zi/memory.x`): a blob past
+/// this does not fit the device it targets.
+pub const DEVICE_BLOB_REGION_BYTES: usize = 1920 * 1024;
 
 /// Queries longer than this are refused: the device's tokenizer keeps its first `max_words`
 /// words anyway, and a text this long is not a query.
 pub const MAX_QUERY_BYTES: usize = 4096;
 
-/// Quantizes a run's student, adds the index, writes the blob and prints its budget.
+/// Quantizes a run's student, adds the index, writes the blob (and its texts file) and prints
+/// its budget.
 pub fn export(inputs: &Inputs, args: &ExportArgs) -> Result<()> {
-    let trained = RunDir::new(&args.run).load_student(args.checkpoint.into())?;
-    let index = if args.no_index {
+    let run = RunDir::new(&args.run);
+    let trained = run.load_student(args.checkpoint.into())?;
+    let lang = trained.config.lang;
+    let scoring = args.scoring.into();
+    let indexed = if args.no_index {
         None
     } else {
-        let data = open_data(inputs)?;
-        let scoring = args.scoring.into();
-        Some(
-            multi30k_index(inputs, &data, args.index_split, trained.config.lang, &trained.student, scoring)?
-                .0,
-        )
+        let source = run_source(inputs, &run, &SourceArgs::default())?;
+        Some(match &args.docs {
+            Some(path) => {
+                let documents = Documents::read(path)?;
+                if documents.blank_lines > 0 {
+                    eprintln!("{}: skipped {} blank line(s)", path.display(), documents.blank_lines);
+                }
+                let index =
+                    docs_index(inputs, &source, &documents, args.docs_lang, lang, &trained.student, scoring)
+                        .with_context(|| format!("indexing {}", path.display()))?;
+                (index, documents)
+            }
+            None => split_index(inputs, &source, args.index_split, lang, &trained.student, scoring)?,
+        })
     };
-    let blob = build_blob(&trained.student, trained.config.lang.code(), index)?;
+    let described = indexed.as_ref().map_or("none".to_string(), |(index, _)| index.source.clone());
+    let (index, documents) = indexed.unzip();
+    let blob = build_blob(&trained.student, lang.code(), index)?;
     let budget = write_blob(&args.out, &blob)?;
+    if let Some(documents) = documents.filter(|_| !args.no_texts) {
+        write_texts(&args.out, &documents)?;
+    }
+    if budget.total_bytes > DEVICE_BLOB_REGION_BYTES {
+        eprintln!(
+            "warning: {} bytes do not fit the board's blob region ({} KiB, board/nucleo-f429zi/memory.x); index fewer documents or use a smaller preset",
+            budget.total_bytes,
+            DEVICE_BLOB_REGION_BYTES / 1024
+        );
+    }
     if args.json {
         return print_json(&budget);
     }
     outln!(
-        "{} from {} ({:?} {}-en; index: {})",
+        "{} from {} ({:?} {}-en; index: {described})",
         args.out.display(),
         trained.path.display(),
         trained.config.method,
-        trained.config.lang,
-        if args.no_index { "none".to_string() } else { format!("multi30k {} en", args.index_split) }
+        lang
     );
     print_budget(&budget)
+}
+
+/// An index of the user's documents: English ones encoded by the teacher (the space the student
+/// was distilled into), ones in the student's language (`docs_lang`) by the student itself;
+/// CSLS terms from the run's reference queries.
+fn docs_index(
+    inputs: &Inputs,
+    source: &Source,
+    documents: &Documents,
+    docs_lang: Option<Lang>,
+    lang: Lang,
+    student: &Student,
+    scoring: Scoring,
+) -> Result<IndexInput> {
+    let embeddings = match docs_lang {
+        None | Some(Lang::EN) => {
+            let teacher = open_teacher(inputs)?;
+            let cache = open_cache(inputs, &teacher)?;
+            let batch = crate::cli::DEFAULT_TEACHER_BATCH as usize;
+            cached_texts(&teacher, &cache, "docs.en", &documents.texts, batch, false)?.0.embeddings
+        }
+        Some(docs_lang) if lang.includes(docs_lang) => {
+            let tokenizer = &student.config().tokenizer;
+            let tokens: Vec<_> = documents.texts.iter().map(|t| tokenize_sentence(tokenizer, t)).collect();
+            student.embed(&tokens, EMBED_BATCH)?
+        }
+        Some(other) => bail!(
+            "--docs-lang {other}: the student reads {lang} (and the teacher English); documents in {other} cannot be encoded"
+        ),
+    };
+    let csls_reference = (scoring == Scoring::Csls)
+        .then(|| csls_reference_queries(source, lang, None, student))
+        .transpose()?;
+    let ids = (0..documents.len())
+        .map(|i| u32::try_from(i).context("too many documents"))
+        .collect::<Result<_>>()?;
+    let what = docs_lang.map_or("en".to_string(), |l| l.to_string());
+    Ok(IndexInput { documents: embeddings, ids, csls_reference, source: format!("documents {what}") })
 }
 
 /// The budget lines of a blob (weights, index, total, scratch RAM).
@@ -74,15 +148,17 @@ pub(super) fn load<'a>(path: &Path, bytes: &'a [u8]) -> Result<HostRuntime<'a>> 
 
 /// Encodes each query with the int8 runtime and prints its top-k documents: the text given, or
 /// every line of standard input.
-pub fn query(inputs: &Inputs, args: &QueryArgs) -> Result<()> {
+pub fn query(args: &QueryArgs) -> Result<()> {
     let bytes = read_blob(&args.blob)?;
     let mut runtime = load(&args.blob, &bytes)?;
-    // Captions are a convenience: without the data the ids and scores still print.
-    let captions = open_data(inputs).and_then(|d| Ok(d.captions(args.captions_split, Lang::En)?));
-    if let Err(e) = &captions {
-        eprintln!("note: no captions to show ({e:#})");
+    let documents = runtime.model().index().map_or(0, |index| index.len());
+    let texts = read_texts(&args.blob, documents)?;
+    if texts.is_none() {
+        eprintln!(
+            "note: no texts file ({}); answers show ids only",
+            crate::export::texts_path(&args.blob).display()
+        );
     }
-    let captions = captions.as_ref().ok().map(Vec::as_slice);
     let mut ask = |text: &str, line: Option<usize>| -> Result<()> {
         let at = line.map_or(String::new(), |l| format!("stdin line {l}: "));
         if text.len() > MAX_QUERY_BYTES {
@@ -95,7 +171,7 @@ pub fn query(inputs: &Inputs, args: &QueryArgs) -> Result<()> {
                 runtime.model().config().tokenizer.max_words
             );
         }
-        let answers = answer(&mut runtime, text, args.k as usize, args.scoring.into(), captions)
+        let answers = answer(&mut runtime, text, args.k as usize, args.scoring.into(), texts.as_ref())
             .map_err(|e| if at.is_empty() { e } else { e.context(at.trim_end_matches(": ").to_string()) })?;
         if args.json {
             #[derive(serde::Serialize)]
@@ -110,7 +186,8 @@ pub fn query(inputs: &Inputs, args: &QueryArgs) -> Result<()> {
             outln!("{text}");
         }
         for a in &answers {
-            outln!("{:>6}  {:+.4}  {}", a.id, a.score, a.caption.as_deref().unwrap_or(""));
+            let doc_id = a.doc_id.as_deref().unwrap_or("");
+            outln!("{:>6}  {:+.4}  {doc_id:<8}  {}", a.id, a.score, a.text.as_deref().unwrap_or(""));
         }
         Ok(())
     };
@@ -139,7 +216,8 @@ pub fn eval_blob(inputs: &Inputs, args: &EvalBlobArgs) -> Result<()> {
         .with_context(|| format!("{}: the blob has no document index", args.blob.display()))?
         .len();
     let provenance = runtime.model().provenance();
-    if !provenance.lang.is_empty() && provenance.lang != args.lang.code() {
+    let reads = Lang::new(provenance.lang).ok();
+    if !provenance.lang.is_empty() && !reads.is_some_and(|l| l.includes(args.lang)) {
         bail!(
             "{}: the blob's student reads {} queries, not --lang {}",
             args.blob.display(),
@@ -147,16 +225,31 @@ pub fn eval_blob(inputs: &Inputs, args: &EvalBlobArgs) -> Result<()> {
             args.lang
         );
     }
-    let expected_source = format!("multi30k {} en", args.split);
-    if !provenance.index_source.is_empty() && provenance.index_source != expected_source {
-        bail!(
-            "{}: the blob's index holds {:?}, not the --split {} captions",
-            args.blob.display(),
-            provenance.index_source,
-            args.split
-        );
+    // Which documents the index must hold is known before any data is opened.
+    let spec = match (&args.run, args.source.is_bitext()) {
+        (_, true) => None,
+        (Some(run), false) => Some(RunDir::new(run).source()?),
+        (None, false) => Some(SourceSpec::Multi30k),
+    };
+    let check = |expected: String| -> Result<()> {
+        if !provenance.index_source.is_empty() && provenance.index_source != expected {
+            bail!(
+                "{}: the blob's index holds {:?}, not the --split {} captions ({expected:?})",
+                args.blob.display(),
+                provenance.index_source,
+                args.split
+            );
+        }
+        Ok(())
+    };
+    if let Some(spec) = &spec {
+        check(spec.index_source(args.split))?;
     }
-    let data = open_data(inputs)?;
+    let data = match &args.run {
+        Some(run) => run_source(inputs, &RunDir::new(run), &args.source)?,
+        None => open_source(inputs, &args.source, Some(args.lang))?,
+    };
+    check(data.index_source(args.split))?;
     let bitext = data.bitext(args.split, args.lang)?;
     if let Some(p) = bitext.pairs.iter().find(|p| p.line >= documents) {
         bail!(
@@ -172,14 +265,8 @@ pub fn eval_blob(inputs: &Inputs, args: &EvalBlobArgs) -> Result<()> {
         None => evaluate_blob(&mut runtime, &queries, None)?,
         Some(run) => {
             let trained = RunDir::new(run).load_student(args.checkpoint.into())?;
-            let (index, _) = multi30k_index(
-                inputs,
-                &data,
-                args.split,
-                args.lang,
-                &trained.student,
-                otkd_runtime::Scoring::Csls,
-            )?;
+            let (index, _) =
+                split_index(inputs, &data, args.split, trained.config.lang, &trained.student, Scoring::Csls)?;
             let dim = trained.student.config().out_dim;
             let side = F32Side {
                 student: &trained.student,

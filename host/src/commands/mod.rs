@@ -22,6 +22,8 @@ mod baseline;
 mod bench;
 mod bench_query;
 mod data;
+mod embed;
+mod eval;
 mod experiment;
 mod export;
 pub mod progress;
@@ -31,14 +33,15 @@ mod train;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use crate::cli::{BenchCommand, Cli, Command, DataCommand, Inputs, TeacherCommand};
+use crate::cli::{BenchCommand, Cli, Command, DataCommand, Inputs, SourceArgs, TeacherCommand};
 use otkd_runtime::Scoring;
 
-use crate::data::{Lang, Multi30k, Split, resolve_data_dir};
+use crate::data::{BitextFiles, Documents, Lang, Multi30k, Source, Split, resolve_data_dir};
+use crate::distill::run_dir::RunDir;
 use crate::eval::CslsReference;
 use crate::export::IndexInput;
 use crate::paths::{DEFAULT_TEACHER, TEACHER_ENV, cache_dir, resolve_dir};
-use crate::student::{Student, tokenize_sentence};
+use crate::student::{Student, TokenizedSentence, tokenize_sentence};
 use crate::teacher::cache::{CacheStatus, TeacherCache};
 use crate::teacher::{Teacher, TeacherOutputs};
 
@@ -86,8 +89,10 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Baseline(args) => baseline::run(&cli.inputs, &args),
         Command::Train(args) => train::run(&cli.inputs, &args),
         Command::Export(args) => export::export(&cli.inputs, &args),
-        Command::Query(args) => export::query(&cli.inputs, &args),
+        Command::Query(args) => export::query(&args),
         Command::EvalBlob(args) => export::eval_blob(&cli.inputs, &args),
+        Command::Eval(args) => eval::run(&cli.inputs, &args),
+        Command::Embed(args) => embed::run(&args),
         Command::Bench(BenchCommand::Teacher(args)) => bench::teacher(&cli.inputs, &args),
         Command::Bench(BenchCommand::Train(args)) => bench::train(&cli.inputs, &args),
         Command::Bench(BenchCommand::Query(args)) => bench_query::run(&cli.inputs, &args),
@@ -98,6 +103,32 @@ pub fn run(cli: Cli) -> Result<()> {
 fn open_data(inputs: &Inputs) -> Result<Multi30k> {
     let root = resolve_data_dir(inputs.data.as_deref())?;
     Ok(Multi30k::open(root)?)
+}
+
+/// The source the flags name: the user's bitext files (read, checked and split now, before any
+/// work; what was dropped is reported), else the Multi30k directory. `lang` is the command's
+/// `--lang`, the language of files given without `LANG=`.
+fn open_source(inputs: &Inputs, flags: &SourceArgs, lang: Option<Lang>) -> Result<Source> {
+    let Some(spec) = flags.spec(lang)? else { return Ok(Source::Multi30k(open_data(inputs)?)) };
+    let files = BitextFiles::open(spec)?;
+    for l in files.langs() {
+        let [train, dev, test] = l.splits.each_ref().map(Vec::len);
+        let d = l.dropped;
+        eprintln!(
+            "{}: {train} train, {dev} dev, {test} test pairs; dropped {} with an empty side, {} duplicate(s), {} also in dev/test",
+            l.lang, d.empty_side, d.duplicate, d.held_out
+        );
+    }
+    Ok(Source::Bitext(files))
+}
+
+/// The source of a trained run: the flags' when any bitext flag is given, else the one its run
+/// directory records (Multi30k for runs that record none).
+fn run_source(inputs: &Inputs, run: &RunDir, flags: &SourceArgs) -> Result<Source> {
+    if flags.is_bitext() {
+        return open_source(inputs, flags, None);
+    }
+    Source::reopen(&run.source()?, run.path(), || open_data(inputs))
 }
 
 fn open_teacher(inputs: &Inputs) -> Result<Teacher> {
@@ -119,53 +150,85 @@ fn print_json(value: &impl Serialize) -> Result<()> {
     Ok(())
 }
 
-/// English captions of a split, encoded through the cache (with token states if asked).
+/// The English sentences of a split of `source`, encoded through the cache (with token states
+/// if asked).
 fn cached_english(
     teacher: &Teacher,
     cache: &TeacherCache,
-    data: &Multi30k,
+    source: &Source,
     split: Split,
     batch: usize,
     keep_token_states: bool,
 ) -> Result<(Vec<String>, TeacherOutputs, CacheStatus)> {
-    let captions = data.captions(split, Lang::En)?;
-    let bar = progress::bar(captions.len(), &format!("{split}.en"));
-    let (outputs, status) = cache
-        .load_or_encode(teacher, &format!("{split}.en"), &captions, keep_token_states, batch, |done| {
-            bar.set_position(done as u64)
-        })
-        .with_context(|| format!("encoding {split} English captions"))?;
-    bar.finish_and_clear();
-    Ok((captions, outputs, status))
+    let sentences = source.english(split)?;
+    let name = source.cache_name(split);
+    let (outputs, status) = cached_texts(teacher, cache, &name, &sentences, batch, keep_token_states)?;
+    Ok((sentences, outputs, status))
 }
 
-/// An index of the English captions of a Multi30k `split` (ids: 0-based caption lines) for
-/// `student`, with CSLS terms from `lang`'s reference queries (never the split's own captions)
-/// when `scoring` is CSLS; and the captions.
-fn multi30k_index(
+/// Any English texts, encoded through the cache under `name`, with a progress bar.
+fn cached_texts(
+    teacher: &Teacher,
+    cache: &TeacherCache,
+    name: &str,
+    texts: &[String],
+    batch: usize,
+    keep_token_states: bool,
+) -> Result<(TeacherOutputs, CacheStatus)> {
+    let bar = progress::bar(texts.len(), name);
+    let encoded = cache
+        .load_or_encode(teacher, name, texts, keep_token_states, batch, |done| bar.set_position(done as u64))
+        .with_context(|| format!("encoding {name} with the teacher"))?;
+    bar.finish_and_clear();
+    Ok(encoded)
+}
+
+/// Tokenized CSLS reference queries of `lang` for `student`, never from `excluded` (a split
+/// whose own sentences are the documents).
+fn csls_reference_queries(
+    source: &Source,
+    lang: Lang,
+    excluded: Option<Split>,
+    student: &Student,
+) -> Result<Vec<TokenizedSentence>> {
+    let (train, dev) = (source.bitext(Split::Train, lang)?, source.bitext(Split::Dev, lang)?);
+    let mut reference = CslsReference::new(&train, &dev);
+    if let Some(split) = excluded {
+        reference = reference.excluding(split);
+    }
+    let tokenizer = &student.config().tokenizer;
+    Ok(reference.x().iter().map(|text| tokenize_sentence(tokenizer, text)).collect())
+}
+
+/// An index of the English sides of a `split` of `source` (ids: 0-based lines of the split) for
+/// `student`, with CSLS terms from `lang`'s reference queries (never the split's own) when
+/// `scoring` is CSLS; and the documents (ids and texts, for the texts file).
+fn split_index(
     inputs: &Inputs,
-    data: &Multi30k,
+    source: &Source,
     split: Split,
     lang: Lang,
     student: &Student,
     scoring: Scoring,
-) -> Result<(IndexInput, Vec<String>)> {
+) -> Result<(IndexInput, Documents)> {
     let teacher = open_teacher(inputs)?;
     let cache = open_cache(inputs, &teacher)?;
-    let (captions, english, _) =
-        cached_english(&teacher, &cache, data, split, crate::cli::DEFAULT_TEACHER_BATCH as usize, false)?;
-    let csls_reference = if scoring == Scoring::Csls {
-        let (train, val) = (data.bitext(Split::Train, lang)?, data.bitext(Split::Val, lang)?);
-        let reference = CslsReference::new(&train, &val).excluding(split);
-        let tokenizer = &student.config().tokenizer;
-        Some(reference.x().iter().map(|text| tokenize_sentence(tokenizer, text)).collect())
-    } else {
-        None
+    let (sentences, english, _) =
+        cached_english(&teacher, &cache, source, split, crate::cli::DEFAULT_TEACHER_BATCH as usize, false)?;
+    let csls_reference = (scoring == Scoring::Csls)
+        .then(|| csls_reference_queries(source, lang, Some(split), student))
+        .transpose()?;
+    let ids = (0..sentences.len())
+        .map(|l| u32::try_from(l).context("too many documents"))
+        .collect::<Result<_>>()?;
+    let documents = Documents {
+        ids: (0..sentences.len()).map(|l| l.to_string()).collect(),
+        texts: sentences,
+        blank_lines: 0,
     };
-    let ids =
-        (0..captions.len()).map(|l| u32::try_from(l).context("too many documents")).collect::<Result<_>>()?;
-    let source = format!("multi30k {split} en");
-    Ok((IndexInput { documents: english.embeddings, ids, csls_reference, source }, captions))
+    let index =
+        IndexInput { documents: english.embeddings, ids, csls_reference, source: source.index_source(split) };
+    Ok((index, documents))
 }
 
 #[cfg(test)]

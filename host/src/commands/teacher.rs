@@ -3,7 +3,7 @@
 use anyhow::{Result, bail};
 use serde::Serialize;
 
-use super::{Inputs, cached_english, open_cache, open_data, open_teacher, print_json};
+use super::{Inputs, cached_english, open_cache, open_source, open_teacher, print_json};
 use crate::cli::{EmbedArgs, EncodeArgs};
 use crate::teacher::cache::CacheStatus;
 
@@ -15,13 +15,14 @@ struct EncodeSummary {
     sentences_per_second: Option<f64>,
 }
 
-/// Encodes the English captions of the asked splits into the cache.
+/// Encodes the English sides of the asked splits into the cache.
 pub fn encode(inputs: &Inputs, args: &EncodeArgs) -> Result<()> {
-    let data = open_data(inputs)?;
+    let data = open_source(inputs, &args.source, args.lang)?;
     let teacher = open_teacher(inputs)?;
     let cache = open_cache(inputs, &teacher)?;
     let mut summary = Vec::new();
     for &split in &args.splits {
+        let name = data.cache_name(split);
         let (captions, _, status) =
             cached_english(&teacher, &cache, &data, split, args.batch as usize, true)?;
         let sentences_per_second = match status {
@@ -30,14 +31,14 @@ pub fn encode(inputs: &Inputs, args: &EncodeArgs) -> Result<()> {
         };
         if !args.json {
             match sentences_per_second {
-                None => outln!("{split}.en: {} sentences, already cached", captions.len()),
+                None => outln!("{name}: {} sentences, already cached", captions.len()),
                 Some(rate) => {
-                    outln!("{split}.en: {} sentences encoded, {rate:.0} sentences/s", captions.len())
+                    outln!("{name}: {} sentences encoded, {rate:.0} sentences/s", captions.len())
                 }
             }
         }
         summary.push(EncodeSummary {
-            split: split.to_string(),
+            split: data.split_name(split).to_string(),
             sentences: captions.len(),
             cached: sentences_per_second.is_none(),
             sentences_per_second,

@@ -5,9 +5,11 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 use candle_core::Device;
 
-use super::{Inputs, Interrupted, cached_english, open_cache, open_data, open_teacher, print_json, progress};
+use super::{
+    Inputs, Interrupted, cached_english, open_cache, open_source, open_teacher, print_json, progress,
+};
 use crate::cli::{DeviceArg, TrainArgs};
-use crate::data::{Lang, Split};
+use crate::data::{Lang, Source, Split};
 use crate::distill::config::{Start, TrainError};
 use crate::distill::data::TrainData;
 use crate::distill::run_dir::{CheckpointKind, EvalRecord, FinalReport, RunDir};
@@ -73,6 +75,28 @@ impl crate::distill::trainer::Progress for TrainProgress {
     }
 }
 
+/// The language a run trains: `--lang` (which the source must have; Multi30k's default is ay),
+/// else every language of the bitext files, joined.
+pub(super) fn training_lang(source: &Source, flag: Option<Lang>) -> Result<Lang> {
+    let available = source.langs();
+    let lang = match (flag, source) {
+        (Some(lang), _) => lang,
+        (None, Source::Multi30k(_)) => Lang::AY,
+        (None, Source::Bitext(_)) => Lang::joined(&available)?,
+    };
+    if lang.includes(Lang::EN) {
+        bail!("--lang {lang}: the student learns language X against English; pick another language");
+    }
+    if let Some(missing) = lang.parts().find(|l| !available.contains(l)) {
+        bail!(
+            "--lang {lang}: {} has no {missing} pairs (it has: {})",
+            source.describe(),
+            available.iter().map(|l| l.code()).collect::<Vec<_>>().join(", ")
+        );
+    }
+    Ok(lang)
+}
+
 pub fn run(inputs: &Inputs, args: &TrainArgs) -> Result<()> {
     let device = match args.device {
         DeviceArg::Cpu => Device::Cpu,
@@ -81,12 +105,15 @@ pub fn run(inputs: &Inputs, args: &TrainArgs) -> Result<()> {
         ),
         DeviceArg::Cuda => cuda_device()?,
     };
-    if args.lang == Lang::En {
-        bail!("--lang en: the student learns language X against English; pick another language");
+    if let Some(out) = args.out.as_ref().filter(|out| out.exists() && !out.is_dir()) {
+        return Err(with_flags(TrainError::OutIsNotADirectory { path: out.clone() }.into()));
     }
+    // Bitext files are read and checked before the teacher loads: a bad line fails in a second.
+    let source = open_source(inputs, &args.source, args.lang)?;
+    let lang = training_lang(&source, args.lang)?;
     let out = args.out.clone().unwrap_or_else(|| {
         PathBuf::from("runs")
-            .join(format!("{:?}-{}-{:?}-s{}", args.method, args.lang, args.preset, args.seed).to_lowercase())
+            .join(format!("{:?}-{}-{:?}-s{}", args.method, lang, args.preset, args.seed).to_lowercase())
     });
     // Checked before the seconds of loading that follow.
     if out.exists() && !out.is_dir() {
@@ -100,17 +127,19 @@ pub fn run(inputs: &Inputs, args: &TrainArgs) -> Result<()> {
     if !args.resume && dir.holds_run() {
         return Err(with_flags(TrainError::RunExists { dir: out }.into()));
     }
-    let data = open_data(inputs)?;
+    if args.resume {
+        dir.record_source(&source.spec())?;
+    }
     let teacher = open_teacher(inputs)?;
     let cache = open_cache(inputs, &teacher)?;
-    let config = args.config(teacher.dim())?;
+    let config = args.config(lang, teacher.dim())?;
     let batch = args.teacher_batch as usize;
-    let (_, train_teacher, _) = cached_english(&teacher, &cache, &data, Split::Train, batch, true)?;
-    let (_, val_teacher, _) = cached_english(&teacher, &cache, &data, Split::Val, batch, false)?;
-    let (_, test_teacher, _) = cached_english(&teacher, &cache, &data, Split::Test2016Flickr, batch, false)?;
-    let train_bitext = data.bitext(Split::Train, config.lang)?;
-    let val_bitext = data.bitext(Split::Val, config.lang)?;
-    let test_bitext = data.bitext(Split::Test2016Flickr, config.lang)?;
+    let (_, train_teacher, _) = cached_english(&teacher, &cache, &source, Split::Train, batch, true)?;
+    let (_, val_teacher, _) = cached_english(&teacher, &cache, &source, Split::Dev, batch, false)?;
+    let (_, test_teacher, _) = cached_english(&teacher, &cache, &source, Split::Test, batch, false)?;
+    let train_bitext = source.bitext(Split::Train, config.lang)?;
+    let val_bitext = source.bitext(Split::Dev, config.lang)?;
+    let test_bitext = source.bitext(Split::Test, config.lang)?;
     for b in [&train_bitext, &val_bitext, &test_bitext] {
         if !b.skipped.is_empty() {
             eprintln!("{}.{}: skipped {} pair(s) with an empty side", b.split, b.lang, b.skipped.len());
@@ -132,6 +161,7 @@ pub fn run(inputs: &Inputs, args: &TrainArgs) -> Result<()> {
         eprintln!("{}.{}: {}", Split::Train, config.lang, prepared.tokenizer);
     }
     let (trainer, start) = Trainer::open(config.clone(), &prepared, &out, args.resume).map_err(with_flags)?;
+    dir.record_source(&source.spec())?;
     let mut trainer = trainer.on_device(&device)?;
     if let Some(spinner) = fitting {
         spinner.finish_and_clear();

@@ -10,6 +10,8 @@ use crate::distill::config::{TrainConfig, TrainError};
 use crate::distill::losses::Method;
 use crate::eval::CslsReference;
 use crate::rng::SplitMix64;
+use otkd_runtime::TokenizerConfig;
+
 use crate::student::{TokenizedSentence, TokenizerTotals, tokenize_sentence};
 use crate::teacher::TeacherOutputs;
 
@@ -19,6 +21,38 @@ pub struct EvalSet {
     pub x: Vec<TokenizedSentence>,
     /// Teacher embeddings of the English side, one row per pair.
     pub en: Vec<f32>,
+    /// The pair range of each language ([`Bitext::blocks`]): a multilingual set is scored per
+    /// language and averaged.
+    pub blocks: Vec<std::ops::Range<usize>>,
+}
+
+impl EvalSet {
+    /// The pairs of `bitext` (their English sides' rows of `outputs`) for `tokenizer`.
+    pub fn new(tokenizer: &TokenizerConfig, bitext: &Bitext, outputs: &TeacherOutputs) -> Self {
+        Self {
+            x: tokenize(tokenizer, bitext.x()),
+            en: outputs.embeddings_of(&bitext.lines()),
+            blocks: bitext.blocks(),
+        }
+    }
+
+    /// The CSLS reference population of `train` and `dev` ([`CslsReference`]), each with the
+    /// teacher outputs of its split.
+    pub fn csls_reference(
+        tokenizer: &TokenizerConfig,
+        train: (&Bitext, &TeacherOutputs),
+        dev: (&Bitext, &TeacherOutputs),
+    ) -> Self {
+        let reference = CslsReference::new(train.0, dev.0);
+        let x = tokenize(tokenizer, reference.x());
+        let all = 0..x.len();
+        Self { blocks: vec![all], x, en: reference.en_embeddings(dev.1, train.1) }
+    }
+}
+
+fn tokenize(tokenizer: &TokenizerConfig, texts: Vec<&str>) -> Vec<TokenizedSentence> {
+    use rayon::prelude::*;
+    texts.par_iter().map(|t| tokenize_sentence(tokenizer, t)).collect()
 }
 
 /// Training material, prepared once.
@@ -93,27 +127,17 @@ impl TrainData {
             return Err(TrainError::FewerPairsThanBatch { pairs: order.len(), batch: config.batch }.into());
         }
         let tok = &config.student.tokenizer;
-        let tokenize = |texts: Vec<&str>| -> Vec<TokenizedSentence> {
-            use rayon::prelude::*;
-            texts.par_iter().map(|t| tokenize_sentence(tok, t)).collect()
-        };
         let pairs: Vec<_> = order.iter().map(|&i| &train.pairs[i]).collect();
-        let eval_set = |(bitext, outputs): (&Bitext, &TeacherOutputs)| EvalSet {
-            x: tokenize(bitext.x()),
-            en: outputs.embeddings_of(&bitext.lines()),
-        };
-        let x = tokenize(pairs.iter().map(|p| p.x.as_str()).collect());
-        let reference = CslsReference::new(train, dev.0);
-        let csls_reference =
-            EvalSet { x: tokenize(reference.x()), en: reference.en_embeddings(dev.1, &teacher) };
+        let x = tokenize(tok, pairs.iter().map(|p| p.x.as_str()).collect());
+        let csls_reference = EvalSet::csls_reference(tok, (train, &teacher), dev);
         Ok(Self {
             lines: pairs.iter().map(|p| p.line).collect(),
             tokenizer: TokenizerTotals::of(&x),
             x,
-            en: tokenize(pairs.iter().map(|p| p.en.as_str()).collect()),
+            en: tokenize(tok, pairs.iter().map(|p| p.en.as_str()).collect()),
+            dev: EvalSet::new(tok, dev.0, dev.1),
+            test: EvalSet::new(tok, test.0, test.1),
             teacher,
-            dev: eval_set(dev),
-            test: eval_set(test),
             csls_reference,
         })
     }

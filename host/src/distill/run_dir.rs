@@ -18,6 +18,7 @@ use anyhow::{Context, Result, bail};
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
+use crate::data::SourceSpec;
 use crate::distill::checkpoint::{self, Checkpoint};
 use crate::distill::config::TrainConfig;
 use crate::eval::metrics::BothDirections;
@@ -39,6 +40,8 @@ pub mod files {
     pub const BEST: &str = "checkpoint-best.safetensors";
     /// Test results.
     pub const FINAL: &str = "final.json";
+    /// Where the pairs came from ([`crate::data::SourceSpec`]).
+    pub const SOURCE: &str = "data.json";
 }
 
 /// Which checkpoint of a run.
@@ -261,6 +264,32 @@ impl RunDir {
             .with_context(|| format!("{}: not a run configuration", path.display()))?;
         config.student.validate().with_context(|| path.display().to_string())?;
         Ok(config)
+    }
+
+    /// Records where the run's pairs come from; a resumed run must come from the same.
+    pub fn record_source(&self, spec: &SourceSpec) -> Result<()> {
+        let path = self.file(files::SOURCE);
+        if path.exists() {
+            let saved = self.source()?;
+            if &saved != spec {
+                anyhow::bail!(
+                    "{}: the run was trained on other pairs ({}); rerun with the same data flags",
+                    path.display(),
+                    serde_json::to_string(&saved)?
+                );
+            }
+            return Ok(());
+        }
+        write_json(&path, spec)
+    }
+
+    /// Where the run's pairs came from (`data.json`; Multi30k for a run that records none).
+    pub fn source(&self) -> Result<SourceSpec> {
+        let path = self.file(files::SOURCE);
+        if !path.exists() {
+            return Ok(SourceSpec::Multi30k);
+        }
+        read_json(&path)
     }
 
     /// `train_lines.json`.

@@ -595,12 +595,7 @@ impl<'a> Trainer<'a> {
 
     /// Test retrieval of `student`, cosine and CSLS.
     fn test_both_scorings(&self, student: &Student) -> Result<(BothDirections, BothDirections)> {
-        let dim = student.config().out_dim;
-        let x = student.embed(&self.data.test.x, EMBED_BATCH)?;
-        let reference_x = student.embed(&self.data.csls_reference.x, EMBED_BATCH)?;
-        let en = &self.data.test.en;
-        let csls = crate::eval::csls_both_directions(&x, en, &reference_x, &self.data.csls_reference.en, dim);
-        Ok((both_directions(&x, en, dim), csls))
+        test_both_scorings(student, &self.data.test, &self.data.csls_reference)
     }
 
     /// Test metrics of the last and the best-dev checkpoints, written to `final.json`.
@@ -679,10 +674,35 @@ fn batch_index(seed: u64, pairs: usize, position: usize) -> usize {
     })
 }
 
-/// Retrieval of the test or dev pairs: X queries by the student against teacher English documents.
+/// Retrieval of the test or dev pairs: X queries by the student against teacher English
+/// documents, per language block, averaged.
 pub fn evaluate(student: &Student, set: &EvalSet) -> Result<BothDirections> {
+    let dim = student.config().out_dim;
     let x = student.embed(&set.x, EMBED_BATCH)?;
-    Ok(both_directions(&x, &set.en, student.config().out_dim))
+    let rows = |v: &[f32], r: &std::ops::Range<usize>| v[r.start * dim..r.end * dim].to_vec();
+    let parts: Vec<_> =
+        set.blocks.iter().map(|r| both_directions(&rows(&x, r), &rows(&set.en, r), dim)).collect();
+    Ok(BothDirections::mean(&parts))
+}
+
+/// Test retrieval of `student` on `set`, cosine and CSLS (hubness among `reference`'s queries),
+/// per language block, averaged.
+pub fn test_both_scorings(
+    student: &Student,
+    set: &EvalSet,
+    reference: &EvalSet,
+) -> Result<(BothDirections, BothDirections)> {
+    let dim = student.config().out_dim;
+    let x = student.embed(&set.x, EMBED_BATCH)?;
+    let reference_x = student.embed(&reference.x, EMBED_BATCH)?;
+    let rows = |v: &[f32], r: &std::ops::Range<usize>| v[r.start * dim..r.end * dim].to_vec();
+    let (mut cosine, mut csls) = (Vec::new(), Vec::new());
+    for r in &set.blocks {
+        let (x, en) = (rows(&x, r), rows(&set.en, r));
+        csls.push(crate::eval::csls_both_directions(&x, &en, &reference_x, &reference.en, dim));
+        cosine.push(both_directions(&x, &en, dim));
+    }
+    Ok((BothDirections::mean(&cosine), BothDirections::mean(&csls)))
 }
 
 #[cfg(test)]

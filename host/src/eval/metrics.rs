@@ -33,6 +33,26 @@ pub struct BothDirections {
     pub en_to_x: RetrievalMetrics,
 }
 
+impl BothDirections {
+    /// The mean of several evaluations (each metric averaged, queries summed): a multilingual
+    /// set scored per language. The mean of one is itself.
+    ///
+    /// # Panics
+    /// If `parts` is empty.
+    pub fn mean(parts: &[BothDirections]) -> BothDirections {
+        assert!(!parts.is_empty(), "the mean of no evaluation");
+        let n = parts.len() as f64;
+        let mean = |pick: fn(&BothDirections) -> &RetrievalMetrics| RetrievalMetrics {
+            r1: parts.iter().map(|p| pick(p).r1).sum::<f64>() / n,
+            r5: parts.iter().map(|p| pick(p).r5).sum::<f64>() / n,
+            r10: parts.iter().map(|p| pick(p).r10).sum::<f64>() / n,
+            mrr: parts.iter().map(|p| pick(p).mrr).sum::<f64>() / n,
+            queries: parts.iter().map(|p| pick(p).queries).sum(),
+        };
+        BothDirections { x_to_en: mean(|p| &p.x_to_en), en_to_x: mean(|p| &p.en_to_x) }
+    }
+}
+
 /// Documents are packed in blocks of this many, transposed (`[dim][DBLOCK]`), so that the inner
 /// loop multiplies one query component with `DBLOCK` documents at once (vectorises, no
 /// horizontal sums).

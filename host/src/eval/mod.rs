@@ -46,7 +46,7 @@ impl<'a> CslsReference<'a> {
     /// the queries that measure it.
     pub fn excluding(mut self, split: Split) -> Self {
         match split {
-            Split::Val => self.val.clear(),
+            Split::Dev => self.val.clear(),
             Split::Train => self.train.clear(),
             _ => {}
         }

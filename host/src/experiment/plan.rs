@@ -148,7 +148,6 @@ type GroupPlan = (Group, Vec<Lang>, Vec<Option<usize>>, u64, Vec<Start>);
 /// method (so the two methods of one seed finish close together).
 pub fn plan(request: &PlanRequest) -> Vec<RunSpec> {
     use ExperimentPreset::*;
-    use Lang::*;
     let (main_langs, main_seeds, sweep_langs, sweep_sizes, high, high_seeds): (
         Vec<Lang>,
         u64,
@@ -157,8 +156,15 @@ pub fn plan(request: &PlanRequest) -> Vec<RunSpec> {
         Vec<Lang>,
         u64,
     ) = match request.preset {
-        Quick => (vec![Ay, Cs], 2, vec![], vec![], vec![], 1),
-        Full => (vec![Cs, Ay, Gn, Qu], 3, vec![Ay, Gn, Qu], vec![500, 1000, 5000], vec![De, Fr, Es], 1),
+        Quick => (vec![Lang::AY, Lang::CS], 2, vec![], vec![], vec![], 1),
+        Full => (
+            vec![Lang::CS, Lang::AY, Lang::GN, Lang::QU],
+            3,
+            vec![Lang::AY, Lang::GN, Lang::QU],
+            vec![500, 1000, 5000],
+            vec![Lang::DE, Lang::FR, Lang::ES],
+            1,
+        ),
     };
     let keep = |l: &Lang| request.langs.as_ref().is_none_or(|ls| ls.contains(l));
     let mut main: Vec<Lang> = main_langs.iter().copied().filter(keep).collect();
@@ -247,7 +253,7 @@ mod tests {
     #[test]
     fn overrides_narrow_the_grid() {
         let mut r = request(ExperimentPreset::Quick);
-        r.langs = Some(vec![Lang::Gn]);
+        r.langs = Some(vec![Lang::GN]);
         r.methods = vec![Method::Kd];
         r.starts = vec![Start::Ridge];
         r.seeds = Some(3);
@@ -255,7 +261,7 @@ mod tests {
         let runs = plan(&r);
         // Main: gn x ridge x 3 seeds; sweep on the main languages (quick has none): 500 x 3 seeds.
         assert_eq!(runs.len(), 6);
-        assert!(runs.iter().all(|s| s.lang == Lang::Gn && s.method == Method::Kd));
+        assert!(runs.iter().all(|s| s.lang == Lang::GN && s.method == Method::Kd));
         assert_eq!(runs.iter().filter(|s| s.pairs == Some(500)).count(), 3);
         assert_eq!(runs[0].id(), "gn-ridge-all-kd-s0");
     }

@@ -443,7 +443,7 @@ mod tests {
     fn spec(steps: usize, eval_every: usize) -> RunSpec {
         RunSpec {
             group: Group::Main,
-            lang: Lang::Ay,
+            lang: Lang::AY,
             start: Start::Random,
             pairs: None,
             seed: 0,

@@ -17,6 +17,7 @@ use otkd_runtime::{
     NormParts, Scoring, Scratch,
 };
 
+use crate::data::Documents;
 use crate::eval::CSLS_K;
 use crate::eval::metrics::{RetrievalMetrics, cosine_matrix, hubness, metrics_from_ranks, ranks, ranks_csls};
 use crate::paths::write_atomically;
@@ -128,6 +129,40 @@ pub fn write_blob(out: &Path, blob: &[u8]) -> Result<BlobBudget> {
     write_atomically(out, |tmp| std::fs::write(tmp, blob))
         .with_context(|| format!("writing {}", out.display()))?;
     budget(blob).map_err(|e| anyhow::anyhow!("the blob just written does not load: {e}"))
+}
+
+/// The texts file of a blob: `BLOB.docs.tsv` beside it.
+pub fn texts_path(blob: &Path) -> std::path::PathBuf {
+    let mut name = blob.file_name().unwrap_or_default().to_os_string();
+    name.push(".docs.tsv");
+    blob.with_file_name(name)
+}
+
+/// Writes the documents' ids and texts beside the blob (atomically), in index order, so that
+/// answers can be shown with their texts on the host.
+pub fn write_texts(blob: &Path, documents: &Documents) -> Result<()> {
+    let path = texts_path(blob);
+    write_atomically(&path, |tmp| std::fs::write(tmp, documents.to_tsv()))
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// The texts written beside a blob: `None` when there is no texts file; an error when it
+/// exists but does not match the blob's index size.
+pub fn read_texts(blob: &Path, documents: usize) -> Result<Option<Documents>> {
+    let path = texts_path(blob);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let texts = Documents::read(&path)?;
+    if texts.len() != documents {
+        bail!(
+            "{}: {} texts for the {documents} documents of {}; export the blob again",
+            path.display(),
+            texts.len(),
+            blob.display()
+        );
+    }
+    Ok(Some(texts))
 }
 
 fn normalise_rows(mut rows: Vec<f32>, dim: usize) -> Vec<f32> {
@@ -251,22 +286,26 @@ pub fn budget(blob: &[u8]) -> Result<BlobBudget, otkd_runtime::LoadError> {
 /// One answer to a query.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Answer {
-    /// Document id.
+    /// Document id in the blob (its position in the index).
     pub id: u32,
     /// Its score under the chosen scoring.
     pub score: f32,
+    /// The document's own id (from the documents file), when the caller has the texts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub doc_id: Option<String>,
     /// The document's text, when the caller has the texts.
-    pub caption: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
 }
 
-/// The top `k` documents of `text` through the int8 runtime, with their texts when given
-/// (`texts[id]`).
+/// The top `k` documents of `text` through the int8 runtime, with their ids and texts when
+/// given (blob id `i` is document `i`).
 pub fn answer(
     runtime: &mut HostRuntime<'_>,
     text: &str,
     k: usize,
     scoring: Scoring,
-    texts: Option<&[String]>,
+    texts: Option<&Documents>,
 ) -> Result<Vec<Answer>> {
     let embedding = runtime.encode(text).map_err(|e| match e {
         EncodeError::EmptyQuery => anyhow::anyhow!("the query has no word to encode: {text:?}"),
@@ -278,7 +317,8 @@ pub fn answer(
         .map(|h| Answer {
             id: h.id,
             score: h.score,
-            caption: texts.and_then(|c| c.get(h.id as usize).cloned()),
+            doc_id: texts.and_then(|d| d.ids.get(h.id as usize).cloned()),
+            text: texts.and_then(|d| d.texts.get(h.id as usize).cloned()),
         })
         .collect())
 }

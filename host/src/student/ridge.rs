@@ -622,11 +622,11 @@ mod tests {
     fn bitext(split: Split, texts: &[String]) -> Bitext {
         Bitext {
             split,
-            lang: Lang::Cs,
+            lang: Lang::CS,
             pairs: texts
                 .iter()
                 .enumerate()
-                .map(|(line, x)| Pair { line, en: String::new(), x: x.clone() })
+                .map(|(line, x)| Pair { line, lang: Lang::CS, en: String::new(), x: x.clone() })
                 .collect(),
             skipped: Vec::new(),
             total_lines: texts.len(),
@@ -687,7 +687,7 @@ mod tests {
             &config,
             &bitext(Split::Train, &train),
             &train_en,
-            &bitext(Split::Val, &val),
+            &bitext(Split::Dev, &val),
             &val_en,
             |_| messages += 1,
         )
@@ -703,7 +703,7 @@ mod tests {
             .sum::<f32>()
             / test.len() as f32;
         assert!(mean_cos > 0.9, "mean test cosine {mean_cos}");
-        let r = evaluate(&f.student, &bitext(Split::Test2016Flickr, &test), &test_en).unwrap();
+        let r = evaluate(&f.student, &bitext(Split::Test, &test), &test_en).unwrap();
         assert!(r.x_to_en.r1 > 0.9 && r.en_to_x.r1 > 0.9, "{r:?}");
     }
 
@@ -720,7 +720,7 @@ mod tests {
             tokenizer: TokenizerConfig { buckets: 1024, ..TokenizerConfig::DEFAULT },
             lambdas: vec![1e-4, 1.0],
         };
-        let (train_bitext, val_bitext) = (bitext(Split::Train, &train), bitext(Split::Val, &val));
+        let (train_bitext, val_bitext) = (bitext(Split::Train, &train), bitext(Split::Dev, &val));
         let fit_with =
             |c: &RidgeConfig| fit(c, &train_bitext, &train_en, &val_bitext, &val_en, |_| {}).unwrap();
         let f = fit_with(&config);
