@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result, bail};
 
-use super::export::{load, read_blob};
+use super::{load_blob, read_blob};
 use crate::cli::StudentEmbedArgs;
 use crate::distill::run_dir::RunDir;
 use crate::paths::write_atomically;
@@ -22,7 +22,7 @@ pub fn run(args: &StudentEmbedArgs) -> Result<()> {
         }
         (None, Some(blob)) => {
             let bytes = read_blob(blob)?;
-            let mut runtime = load(blob, &bytes)?;
+            let mut runtime = load_blob(blob, &bytes)?;
             let dim = usize::from(runtime.model().config().out_dim);
             let mut rows = Vec::with_capacity(texts.len() * dim);
             for (i, text) in texts.iter().enumerate() {

@@ -1,22 +1,19 @@
 //! `otkd export`, `otkd query` and `otkd eval-blob`: flags in, library calls of
 //! [`crate::export`], tables or JSON out.
 
-use std::path::Path;
-
 use anyhow::{Context, Result, bail};
 
 use otkd_runtime::Scoring;
 
 use super::{
-    Inputs, cached_texts, csls_reference_queries, open_cache, open_source, open_teacher, print_json,
-    run_source, split_index,
+    Inputs, cached_texts, csls_reference_queries, load_blob, open_cache, open_source, open_teacher,
+    print_json, read_blob, run_source, split_index,
 };
 use crate::cli::{EvalBlobArgs, ExportArgs, QueryArgs, SourceArgs};
 use crate::data::{Documents, Lang, Source, SourceSpec};
 use crate::distill::run_dir::RunDir;
 use crate::export::{
-    BlobBudget, F32Side, HostRuntime, IndexInput, answer, build_blob, evaluate_blob, read_texts, write_blob,
-    write_texts,
+    BlobBudget, F32Side, IndexInput, answer, build_blob, evaluate_blob, read_texts, write_blob, write_texts,
 };
 use crate::student::{EMBED_BATCH, Student, tokenize_sentence};
 
@@ -137,20 +134,11 @@ pub fn print_budget(b: &BlobBudget) -> Result<()> {
     Ok(())
 }
 
-/// Reads a blob file, naming it in every error.
-pub(super) fn read_blob(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).with_context(|| format!("reading blob {}", path.display()))
-}
-
-pub(super) fn load<'a>(path: &Path, bytes: &'a [u8]) -> Result<HostRuntime<'a>> {
-    HostRuntime::new(bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
-}
-
 /// Encodes each query with the int8 runtime and prints its top-k documents: the text given, or
 /// every line of standard input.
 pub fn query(args: &QueryArgs) -> Result<()> {
     let bytes = read_blob(&args.blob)?;
-    let mut runtime = load(&args.blob, &bytes)?;
+    let mut runtime = load_blob(&args.blob, &bytes)?;
     let documents = runtime.model().index().map_or(0, |index| index.len());
     let texts = read_texts(&args.blob, documents)?;
     if texts.is_none() {
@@ -209,7 +197,7 @@ pub fn query(args: &QueryArgs) -> Result<()> {
 /// Test X -> en retrieval of the blob through the runtime, next to the f32 student.
 pub fn eval_blob(inputs: &Inputs, args: &EvalBlobArgs) -> Result<()> {
     let bytes = read_blob(&args.blob)?;
-    let mut runtime = load(&args.blob, &bytes)?;
+    let mut runtime = load_blob(&args.blob, &bytes)?;
     let documents = runtime
         .model()
         .index()

@@ -39,7 +39,9 @@ use otkd_runtime::Scoring;
 use crate::data::{BitextFiles, Documents, Lang, Multi30k, Source, Split, resolve_data_dir};
 use crate::distill::run_dir::RunDir;
 use crate::eval::CslsReference;
-use crate::export::IndexInput;
+use std::path::Path;
+
+use crate::export::{HostRuntime, IndexInput};
 use crate::paths::{DEFAULT_TEACHER, TEACHER_ENV, cache_dir, resolve_dir};
 use crate::student::{Student, TokenizedSentence, tokenize_sentence};
 use crate::teacher::cache::{CacheStatus, TeacherCache};
@@ -229,6 +231,15 @@ fn split_index(
     let index =
         IndexInput { documents: english.embeddings, ids, csls_reference, source: source.index_source(split) };
     Ok((index, documents))
+}
+
+/// Reads a blob file, naming it in every error.
+fn read_blob(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("reading blob {}", path.display()))
+}
+
+fn load_blob<'a>(path: &Path, bytes: &'a [u8]) -> Result<HostRuntime<'a>> {
+    HostRuntime::new(bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
 #[cfg(test)]

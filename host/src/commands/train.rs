@@ -77,7 +77,7 @@ impl crate::distill::trainer::Progress for TrainProgress {
 
 /// The language a run trains: `--lang` (which the source must have; Multi30k's default is ay),
 /// else every language of the bitext files, joined.
-pub(super) fn training_lang(source: &Source, flag: Option<Lang>) -> Result<Lang> {
+fn training_lang(source: &Source, flag: Option<Lang>) -> Result<Lang> {
     let available = source.langs();
     let lang = match (flag, source) {
         (Some(lang), _) => lang,

@@ -302,3 +302,134 @@ impl BitextSpec {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("otkd-bitext-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn pairs(n: usize) -> String {
+        (0..n).map(|i| format!("x{i} sentence\ten{i} sentence\n")).collect()
+    }
+
+    fn spec(lang: &str, train: PairFiles, dev: Option<PairFiles>, test: Option<PairFiles>) -> BitextSpec {
+        let lang = Lang::new(lang).unwrap();
+        BitextSpec { langs: vec![LangFiles { lang, train, dev, test }], dev_size: 20, test_size: 30, seed: 7 }
+    }
+
+    #[test]
+    fn seeded_split_is_reproducible_disjoint_and_complete() {
+        let d = dir("split");
+        let path = d.join("pairs.tsv");
+        std::fs::write(&path, pairs(200)).unwrap();
+        let open = || BitextFiles::open(spec("quy", PairFiles::Tsv(path.clone()), None, None)).unwrap();
+        let (a, b) = (open(), open());
+        let [train, dev, test] = &a.langs()[0].splits;
+        assert_eq!((train.len(), dev.len(), test.len()), (150, 20, 30));
+        assert_eq!(a.langs()[0].splits, b.langs()[0].splits, "same seed, same split");
+        let mut all: Vec<_> = train.iter().chain(dev).chain(test).cloned().collect();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), 200, "every pair in exactly one split");
+        // Another seed holds out other lines.
+        let mut other = spec("quy", PairFiles::Tsv(path.clone()), None, None);
+        other.seed = 8;
+        assert_ne!(BitextFiles::open(other).unwrap().langs()[0].splits[2], *test);
+        // The English list is what the pairs' lines index.
+        let source = crate::data::Source::Bitext(a.clone());
+        let lang = Lang::new("quy").unwrap();
+        let english = source.english(Split::Test).unwrap();
+        for p in source.bitext(Split::Test, lang).unwrap().pairs {
+            assert_eq!(english[p.line], p.en);
+        }
+    }
+
+    #[test]
+    fn duplicates_empty_sides_and_held_out_pairs_are_dropped_and_counted() {
+        let d = dir("drop");
+        let train = d.join("train.tsv.gz");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        let text = format!("{}a\tb\na\tb\n \tonly english\nonly x\t\n\nheld\tout\n", pairs(100));
+        gz.write_all(text.as_bytes()).unwrap();
+        std::fs::write(&train, gz.finish().unwrap()).unwrap();
+        let dev = d.join("dev.tsv");
+        std::fs::write(&dev, format!("held\tout\n{}", pairs(15).replace('x', "dx"))).unwrap();
+        let files =
+            BitextFiles::open(spec("ay", PairFiles::Tsv(train), Some(PairFiles::Tsv(dev)), None)).unwrap();
+        let lang = &files.langs()[0];
+        assert_eq!(lang.dropped, Dropped { empty_side: 3, duplicate: 1, held_out: 1 });
+        assert_eq!(lang.splits[1].len(), 16);
+        assert_eq!(lang.splits[0].len() + lang.splits[2].len(), 101, "a b, and 100 pairs");
+        assert!(!lang.splits[0].contains(&("held".into(), "out".into())));
+    }
+
+    #[test]
+    fn two_aligned_files_read_like_a_tsv() {
+        let d = dir("aligned");
+        let tsv = d.join("p.tsv");
+        std::fs::write(&tsv, pairs(80)).unwrap();
+        let (x, en) = (d.join("p.quy"), d.join("p.en"));
+        std::fs::write(&x, (0..80).map(|i| format!("x{i} sentence\n")).collect::<String>()).unwrap();
+        std::fs::write(&en, (0..80).map(|i| format!("en{i} sentence\r\n")).collect::<String>()).unwrap();
+        let a = BitextFiles::open(spec("quy", PairFiles::Tsv(tsv), None, None)).unwrap();
+        let b = BitextFiles::open(spec("quy", PairFiles::Aligned { x, en }, None, None)).unwrap();
+        assert_eq!(a.langs()[0].splits, b.langs()[0].splits);
+    }
+
+    #[test]
+    fn bad_files_are_named_with_their_line() {
+        let d = dir("bad");
+        let write = |name: &str, bytes: &[u8]| {
+            let path = d.join(name);
+            std::fs::write(&path, bytes).unwrap();
+            path
+        };
+        let tsv =
+            |path: PathBuf| BitextFiles::open(spec("quy", PairFiles::Tsv(path), None, None)).unwrap_err();
+        let good = pairs(100);
+        let cases: Vec<(DataError, &str)> = vec![
+            (
+                tsv(write("notab.tsv", format!("{good}no tab here\n").as_bytes())),
+                "notab.tsv: line 101 has no tab",
+            ),
+            (tsv(write("tabs.tsv", b"a\tb\tc\n")), "tabs.tsv: line 1 has more than one tab"),
+            (tsv(write("utf8.tsv", b"a\tb\n\xff\tc\n")), "utf8.tsv: line 2 is not valid UTF-8"),
+            (tsv(write("empty.tsv", b"\n\n")), "empty.tsv: the file is empty"),
+            (
+                tsv(write("few.tsv", pairs(40).as_bytes())),
+                "40 usable pairs cannot give 20 dev and 30 test pairs",
+            ),
+            (tsv(d.join("missing.tsv")), "file not found"),
+            (
+                BitextFiles::open(spec(
+                    "quy",
+                    PairFiles::Aligned { x: write("a.quy", b"1\n2\n3\n"), en: write("a.en", b"1\n2\n") },
+                    None,
+                    None,
+                ))
+                .unwrap_err(),
+                "a.quy has 3 lines but",
+            ),
+            (
+                BitextFiles::open(spec(
+                    "quy",
+                    PairFiles::Tsv(write("ok.tsv", good.as_bytes())),
+                    Some(PairFiles::Tsv(write("tiny-dev.tsv", b"d\te\n"))),
+                    None,
+                ))
+                .unwrap_err(),
+                "tiny-dev.tsv (quy): 1 dev pairs; at least 10",
+            ),
+        ];
+        for (err, needle) in cases {
+            assert!(err.to_string().contains(needle), "{needle:?} not in {err}");
+        }
+    }
+}

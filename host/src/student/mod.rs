@@ -67,7 +67,16 @@ impl Preset {
         config.validate()?;
         let parameters = config.parameters();
         if parameters > self.budget() {
-            return Err(StudentConfigError::OverBudget { preset: self, parameters, budget: self.budget() });
+            let fits = [Preset::Micro, Preset::Small]
+                .into_iter()
+                .find(|p| p.config(out_dim).parameters() <= p.budget());
+            return Err(StudentConfigError::OverBudget {
+                preset: self,
+                parameters,
+                budget: self.budget(),
+                out_dim,
+                fits,
+            });
         }
         Ok(config)
     }
@@ -125,8 +134,12 @@ pub enum StudentConfigError {
         /// `max_words` of the tokenizer.
         tokenizer: usize,
     },
-    /// The preset's architecture is over its parameter budget.
-    #[error("student config: {parameters} parameters exceed the {preset:?} budget of {budget}")]
+    /// The preset's architecture is over its parameter budget (its projection to a wide
+    /// teacher's width counts: at 768, micro needs 1.54 M of its 1.5 M).
+    #[error(
+        "a {out_dim}-wide teacher makes the {preset:?} student {parameters} parameters, over its budget of {budget}; {}",
+        fits.map_or("no preset fits a teacher this wide".to_string(), |p| format!("--preset {} fits", format!("{p:?}").to_lowercase()))
+    )]
     OverBudget {
         /// The preset.
         preset: Preset,
@@ -134,6 +147,10 @@ pub enum StudentConfigError {
         parameters: usize,
         /// The preset's budget.
         budget: usize,
+        /// The teacher's width the student projects to.
+        out_dim: usize,
+        /// The smallest preset within its budget at that width.
+        fits: Option<Preset>,
     },
 }
 
@@ -664,6 +681,14 @@ impl Student {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_wide_teacher_is_refused_by_micro_with_the_preset_that_fits() {
+        assert!(Preset::Micro.validated_config(384).is_ok());
+        let err = Preset::Micro.validated_config(768).unwrap_err().to_string();
+        assert!(err.contains("768-wide teacher") && err.contains("--preset small fits"), "{err}");
+        assert!(Preset::Small.validated_config(768).is_ok());
+    }
 
     #[test]
     fn presets_fit_their_parameter_budgets() {
