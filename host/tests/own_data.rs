@@ -212,7 +212,7 @@ fn bad_bitext_is_named_before_the_teacher_loads() {
         std::fs::write(&path, bytes).unwrap();
         path.to_str().unwrap().to_string()
     };
-    let good = write("good.tsv", "a b\tc d\n".repeat(1).as_bytes());
+    let good = write("good.tsv", b"a b\tc d\n");
     let cases: Vec<(Vec<String>, &str)> = vec![
         (
             vec!["--bitext".into(), write("notab.tsv", b"a\tb\nno tab\n"), "--lang".into(), "quy".into()],
