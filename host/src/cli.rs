@@ -614,6 +614,10 @@ pub struct BaselineArgs {
     /// Teacher batch size.
     #[arg(long, default_value_t = DEFAULT_TEACHER_BATCH, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub batch: u32,
+    /// Character n-gram range of the ridge student: auto (chosen on dev among 3-5, 2-4, 1-3) or
+    /// MIN-MAX; TF-IDF keeps 3-5.
+    #[arg(long, default_value = "auto", requires = "ridge")]
+    pub ngrams: NgramsArg,
     /// Also fit the closed-form ridge student (4096 hashed n-gram buckets -> the teacher's 384-d
     /// English embeddings, about 1.57 M parameters, penalty chosen on val): the bar a trained
     /// student has to clear.
@@ -622,6 +626,34 @@ pub struct BaselineArgs {
     /// Print machine-readable JSON instead of the table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `--ngrams`: the tokenizer's character n-gram range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NgramsArg {
+    /// Chosen per bitext by the closed-form ridge fit on dev
+    /// ([`crate::student::ridge::choose_ngram_range`]).
+    Auto,
+    /// `MIN-MAX` chars, boundary marks included.
+    Range(u8, u8),
+}
+
+impl std::str::FromStr for NgramsArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "auto" {
+            return Ok(Self::Auto);
+        }
+        let bad =
+            || format!("{s:?} is neither \"auto\" nor a range MIN-MAX with 1 <= MIN <= MAX <= 8, e.g. 3-5");
+        let (min, max) = s.split_once('-').ok_or_else(bad)?;
+        let (min, max) = (min.parse::<u8>().map_err(|_| bad())?, max.parse::<u8>().map_err(|_| bad())?);
+        if min == 0 || min > max || max > otkd_runtime::tokenizer::MAX_NGRAM {
+            return Err(bad());
+        }
+        Ok(Self::Range(min, max))
+    }
 }
 
 /// How many training pairs to use.
@@ -670,6 +702,10 @@ pub struct TrainArgs {
     /// Where the pairs come from.
     #[command(flatten)]
     pub source: SourceArgs,
+    /// Character n-gram range of the student's tokenizer: auto (the closed-form ridge fit on dev
+    /// chooses among 3-5, 2-4 and 1-3, seconds each; 3-5 unless another is better) or MIN-MAX.
+    #[arg(long, default_value = "auto")]
+    pub ngrams: NgramsArg,
     /// Student size: micro (<= 1.5 M parameters, the device preset: 5632 buckets x 192, 1 layer)
     /// or small (<= 8 M: 32768 buckets x 192, 2 layers).
     #[arg(long, value_enum, default_value_t = PresetArg::Micro)]
@@ -817,11 +853,16 @@ impl TrainArgs {
     pub fn config(&self, lang: Lang, teacher_dim: usize) -> Result<TrainConfig> {
         let method = self.method.into();
         let preset: Preset = self.preset.into();
+        let mut student = preset.validated_config(teacher_dim)?;
+        if let NgramsArg::Range(min, max) = self.ngrams {
+            student.tokenizer.min_ngram = min;
+            student.tokenizer.max_ngram = max;
+        }
         Ok(TrainConfig {
             method,
             lang,
             preset,
-            student: preset.validated_config(teacher_dim)?,
+            student,
             steps: self.steps as usize,
             batch: self.batch as usize,
             optimizer: AdamWConfig {
@@ -1073,6 +1114,15 @@ mod tests {
         ] {
             let argv: Vec<&str> = ["otkd", "experiment"].iter().chain(bad).copied().collect();
             assert!(Cli::try_parse_from(&argv).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn ngram_ranges_parse_or_are_refused() {
+        assert_eq!("auto".parse::<NgramsArg>(), Ok(NgramsArg::Auto));
+        assert_eq!("1-3".parse::<NgramsArg>(), Ok(NgramsArg::Range(1, 3)));
+        for bad in ["0-3", "4-2", "1-9", "3", "a-b", ""] {
+            assert!(bad.parse::<NgramsArg>().is_err(), "{bad}");
         }
     }
 

@@ -3,9 +3,10 @@
 use anyhow::{Result, bail};
 
 use super::{Inputs, cached_english, cached_texts, open_cache, open_source, open_teacher, print_json};
-use crate::cli::BaselineArgs;
+use crate::cli::{BaselineArgs, NgramsArg};
 use crate::data::{Lang, Split};
 use crate::eval::baseline::{self, LanguageBaselines};
+use crate::student::ridge::choose_ngram_range;
 
 /// Teacher zero-shot, char TF-IDF and (with `--ridge`) the ridge student on the test split.
 pub fn run(inputs: &Inputs, args: &BaselineArgs) -> Result<()> {
@@ -47,7 +48,26 @@ pub fn run(inputs: &Inputs, args: &BaselineArgs) -> Result<()> {
         let ridge = match &ridge_inputs {
             Some((train_en, val_en)) => {
                 let val = data.bitext(Split::Dev, lang)?;
-                let config = crate::student::ridge::RidgeConfig::default();
+                let mut config = crate::student::ridge::RidgeConfig::default();
+                let (min, max) = match args.ngrams {
+                    NgramsArg::Range(min, max) => (min, max),
+                    NgramsArg::Auto => {
+                        let lambda = crate::distill::config::DEFAULT_RIDGE_LAMBDA as f32;
+                        let choice = choose_ngram_range(lambda, &train, train_en, &val, val_en)?;
+                        if !args.json {
+                            let tried: Vec<String> =
+                                choice.val_r1.iter().map(|((a, b), r1)| format!("{a}-{b} {r1:.3}")).collect();
+                            eprintln!(
+                                "{lang}: ridge n-gram range {}-{} (dev R@1: {})",
+                                choice.chosen.0,
+                                choice.chosen.1,
+                                tried.join(", ")
+                            );
+                        }
+                        choice.chosen
+                    }
+                };
+                (config.tokenizer.min_ngram, config.tokenizer.max_ngram) = (min, max);
                 let fit = crate::student::ridge::fit(&config, &train, train_en, &val, val_en, |_| {})?;
                 let reference = crate::eval::CslsReference::new(&train, &val);
                 let reference_x = reference.x();

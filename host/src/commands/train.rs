@@ -8,12 +8,13 @@ use candle_core::Device;
 use super::{
     Inputs, Interrupted, cached_english, open_cache, open_source, open_teacher, print_json, progress,
 };
-use crate::cli::{DeviceArg, TrainArgs};
+use crate::cli::{DeviceArg, NgramsArg, TrainArgs};
 use crate::data::{Lang, Source, Split};
 use crate::distill::config::{Start, TrainError};
 use crate::distill::data::TrainData;
 use crate::distill::run_dir::{CheckpointKind, EvalRecord, FinalReport, RunDir};
 use crate::distill::trainer::{Outcome, Trainer};
+use crate::student::ridge::choose_ngram_range;
 
 /// A library error phrased with the flags of `otkd train` (and `experiment`).
 pub(super) fn with_flags(err: anyhow::Error) -> anyhow::Error {
@@ -145,6 +146,40 @@ pub fn run(inputs: &Inputs, args: &TrainArgs) -> Result<()> {
             eprintln!("{}.{}: skipped {} pair(s) with an empty side", b.split, b.lang, b.skipped.len());
         }
     }
+    let mut config = config;
+    let ngram_choice = match args.ngrams {
+        NgramsArg::Range(..) => None,
+        // A resumed run keeps the range it was trained with.
+        NgramsArg::Auto if args.resume => {
+            let saved = dir.config()?.student.tokenizer;
+            config.student.tokenizer.min_ngram = saved.min_ngram;
+            config.student.tokenizer.max_ngram = saved.max_ngram;
+            None
+        }
+        NgramsArg::Auto => {
+            let spinner = progress::spinner(
+                "choosing the n-gram range: closed-form ridge on dev for 3-5, 2-4, 1-3".into(),
+            );
+            let choice = choose_ngram_range(
+                config.ridge_lambda as f32,
+                &train_bitext,
+                &train_teacher,
+                &val_bitext,
+                &val_teacher,
+            )?;
+            spinner.finish_and_clear();
+            let tried: Vec<String> =
+                choice.val_r1.iter().map(|((a, b), r1)| format!("{a}-{b} {r1:.3}")).collect();
+            eprintln!(
+                "n-gram range {}-{} (ridge dev R@1: {})",
+                choice.chosen.0,
+                choice.chosen.1,
+                tried.join(", ")
+            );
+            (config.student.tokenizer.min_ngram, config.student.tokenizer.max_ngram) = choice.chosen;
+            Some(choice)
+        }
+    };
     let prepared = TrainData::prepare(
         &config,
         &train_bitext,
@@ -162,6 +197,9 @@ pub fn run(inputs: &Inputs, args: &TrainArgs) -> Result<()> {
     }
     let (trainer, start) = Trainer::open(config.clone(), &prepared, &out, args.resume).map_err(with_flags)?;
     dir.record_source(&source.spec())?;
+    if let Some(choice) = &ngram_choice {
+        dir.record_ngram_choice(choice)?;
+    }
     let mut trainer = trainer.on_device(&device)?;
     if let Some(spinner) = fitting {
         spinner.finish_and_clear();

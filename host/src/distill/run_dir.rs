@@ -42,6 +42,8 @@ pub mod files {
     pub const FINAL: &str = "final.json";
     /// Where the pairs came from ([`crate::data::SourceSpec`]).
     pub const SOURCE: &str = "data.json";
+    /// How the tokenizer's n-gram range was chosen (`--ngrams auto`).
+    pub const NGRAMS: &str = "ngrams.json";
 }
 
 /// Which checkpoint of a run.
@@ -281,6 +283,12 @@ impl RunDir {
             return Ok(());
         }
         write_json(&path, spec)
+    }
+
+    /// Records how `--ngrams auto` chose the tokenizer's n-gram range (the range itself is in
+    /// `config.json`).
+    pub fn record_ngram_choice(&self, choice: &crate::student::ridge::NgramChoice) -> Result<()> {
+        write_json(&self.file(files::NGRAMS), choice)
     }
 
     /// Where the run's pairs came from (`data.json`; Multi30k for a run that records none).
