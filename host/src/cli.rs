@@ -703,7 +703,7 @@ pub struct TrainArgs {
     #[command(flatten)]
     pub source: SourceArgs,
     /// Character n-gram range of the student's tokenizer: auto (the closed-form ridge fit on dev
-    /// chooses among 3-5, 2-4 and 1-3, seconds each; 3-5 unless another is better) or MIN-MAX.
+    /// chooses among 3-5, 2-4 and 1-3, seconds each; 3-5 unless another is a point better) or MIN-MAX.
     #[arg(long, default_value = "auto")]
     pub ngrams: NgramsArg,
     /// Student size: micro (<= 1.5 M parameters, the device preset: 5632 buckets x 192, 1 layer)

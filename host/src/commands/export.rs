@@ -267,7 +267,12 @@ pub fn eval_blob(inputs: &Inputs, args: &EvalBlobArgs) -> Result<()> {
     if args.json {
         return print_json(&evaluation);
     }
-    outln!("{} {}-en: {} queries against {documents} documents", args.split, args.lang, evaluation.queries);
+    outln!(
+        "{} {}-en: {} queries against {documents} documents",
+        data.split_name(args.split),
+        args.lang,
+        evaluation.queries
+    );
     outln!("model        scoring  X->en R@1    R@5   R@10    MRR");
     for r in &evaluation.rows {
         let m = &r.x_to_en;
