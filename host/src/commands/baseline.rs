@@ -55,14 +55,7 @@ pub fn run(inputs: &Inputs, args: &BaselineArgs) -> Result<()> {
                         let lambda = crate::distill::config::DEFAULT_RIDGE_LAMBDA as f32;
                         let choice = choose_ngram_range(lambda, &train, train_en, &val, val_en)?;
                         if !args.json {
-                            let tried: Vec<String> =
-                                choice.val_r1.iter().map(|((a, b), r1)| format!("{a}-{b} {r1:.3}")).collect();
-                            eprintln!(
-                                "{lang}: ridge n-gram range {}-{} (dev R@1: {})",
-                                choice.chosen.0,
-                                choice.chosen.1,
-                                tried.join(", ")
-                            );
+                            eprintln!("{lang}: ridge n-gram range {choice}");
                         }
                         choice.chosen
                     }

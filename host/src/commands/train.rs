@@ -168,14 +168,7 @@ pub fn run(inputs: &Inputs, args: &TrainArgs) -> Result<()> {
                 &val_teacher,
             )?;
             spinner.finish_and_clear();
-            let tried: Vec<String> =
-                choice.val_r1.iter().map(|((a, b), r1)| format!("{a}-{b} {r1:.3}")).collect();
-            eprintln!(
-                "n-gram range {}-{} (ridge dev R@1: {})",
-                choice.chosen.0,
-                choice.chosen.1,
-                tried.join(", ")
-            );
+            eprintln!("n-gram range {choice}");
             (config.student.tokenizer.min_ngram, config.student.tokenizer.max_ngram) = choice.chosen;
             Some(choice)
         }

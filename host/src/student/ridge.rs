@@ -408,6 +408,14 @@ pub struct NgramChoice {
     pub val_r1: Vec<((u8, u8), f64)>,
 }
 
+/// `2-4 (ridge dev R@1: 3-5 0.180, 2-4 0.446, 1-3 0.793)`.
+impl std::fmt::Display for NgramChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let tried: Vec<String> = self.val_r1.iter().map(|((a, b), r1)| format!("{a}-{b} {r1:.3}")).collect();
+        write!(f, "{}-{} (ridge dev R@1: {})", self.chosen.0, self.chosen.1, tried.join(", "))
+    }
+}
+
 /// Chooses the character n-gram range of the tokenizer for a bitext: the closed-form ridge
 /// student ([`RidgeConfig::default`]'s buckets, one `lambda`) is fitted with each of
 /// [`NGRAM_CANDIDATES`] and the best val X -> en R@1 wins if it beats today's 3-5 by
