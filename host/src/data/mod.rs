@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 pub use bitext_file::{BitextFiles, BitextSpec, LangFiles, PairFiles};
 pub use documents::Documents;
-pub use lang::{Lang, ParseLangError};
+pub use lang::{Lang, MAX_TAG_CHARS, ParseLangError};
 pub use multi30k::{CheckReport, Multi30k, TEST_FEATURE_SHAPE, TEST_FEATURES_FILE};
 pub use npy::{ImageFeatures, read_npy_f32};
 pub use source::{Source, SourceSpec};
