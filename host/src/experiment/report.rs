@@ -229,7 +229,7 @@ than teacher-student KD? Answer, per language and start (means ± sd over seeds;
     let _ = writeln!(
         out,
         "\n{} runs, {:.0} s of training{}. Settings shared by every run: micro student, batch {}, lr {}, KD variant {:?}, English weight {}, OT ε {} and λ {} (see summary.json `base`). \
-Curves are dev (val, 1014 pairs) X→en R@1 every `eval_every` steps; \"final\" is the last evaluation, convergence points are the first evaluation at or above the fraction. \
+Curves are dev X→en R@1 (Multi30k: the 1,014 val pairs; a bitext: its dev set) every `eval_every` steps; \"final\" is the last evaluation, convergence points are the first evaluation at or above the fraction. \
 The OT − KD test is a paired bootstrap over test queries ({} resamples, seed {}) of per-query R@1 hits averaged over the seeds the two methods share; \
 p is two-sided. Several tests are read together here, so each also carries a Holm-adjusted p over all {} tests of this report: read the Holm column before calling any single difference real.\n",
         s.runs,
