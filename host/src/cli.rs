@@ -547,7 +547,23 @@ pub struct StudentEmbedArgs {
 pub enum DataCommand {
     /// Validate every file (line counts, UTF-8, image ids, feature header) and print a table
     /// split x language of pairs, skipped pairs and mean words; exits non-zero on any defect.
-    Check(JsonFlag),
+    /// With bitext flags, check those files instead: pairs per language and split, and what
+    /// was dropped.
+    Check(CheckArgs),
+}
+
+/// Flags of `otkd data check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Language of bitext files given without `LANG=`.
+    #[arg(long)]
+    pub lang: Option<Lang>,
+    /// Bitext files to check instead of the Multi30k directory.
+    #[command(flatten)]
+    pub source: SourceArgs,
+    /// Print machine-readable JSON instead of the table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// A `--json` switch.

@@ -91,6 +91,27 @@ fn own_bitext_trains_evaluates_exports_and_answers() {
     let pairs = multi30k_pairs(Split::Train, 160);
     let bitext = dir.join("pairs.tsv");
     tsv(&bitext, &pairs);
+    // `data check` reads and splits the files as training will, and counts.
+    let check = ok(otkd(
+        &[
+            "data",
+            "check",
+            "--bitext",
+            &format!("quy-test={}", bitext.display()),
+            "--dev-size",
+            "30",
+            "--test-size",
+            "30",
+            "--json",
+        ],
+        &cache,
+        None,
+    ));
+    let rows: serde_json::Value = serde_json::from_str(&check).unwrap();
+    assert_eq!(
+        (rows[0]["train"].as_u64(), rows[0]["dev"].as_u64(), rows[0]["test"].as_u64()),
+        (Some(100), Some(30), Some(30))
+    );
     let run = dir.join("run");
     let mut args = vec!["train", "--bitext", bitext.to_str().unwrap(), "--lang", "quy-test"];
     args.extend(["--dev-size", "30", "--test-size", "30", "--out", run.to_str().unwrap(), "--json"]);

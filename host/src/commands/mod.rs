@@ -85,7 +85,7 @@ fn is_closed_pipe(err: &anyhow::Error) -> bool {
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Data(DataCommand::Check(flags)) => data::check(&cli.inputs, flags.json),
+        Command::Data(DataCommand::Check(args)) => data::check(&cli.inputs, &args),
         Command::Teacher(TeacherCommand::Encode(args)) => teacher::encode(&cli.inputs, &args),
         Command::Teacher(TeacherCommand::Embed(args)) => teacher::embed(&cli.inputs, &args),
         Command::Baseline(args) => baseline::run(&cli.inputs, &args),
