@@ -56,7 +56,7 @@ pub fn synthetic(pairs: usize, seed: u64, split: Split) -> (Bitext, TeacherOutpu
     }
     let bitext = Bitext { split, lang: Lang::AY, pairs: list, skipped: vec![], total_lines: pairs };
     let outputs =
-        TeacherOutputs { dim: DIM, embeddings, token_states: Some(TokenStates { offsets, states }) };
+        TeacherOutputs { dim: DIM, embeddings, token_states: Some(TokenStates::new(offsets, states)) };
     (bitext, outputs)
 }
 

@@ -50,11 +50,34 @@ fn miss_hit_corruption_and_keys() {
     let (again, status) = encode(&cache, &teacher, true);
     assert_eq!(status, CacheStatus::Hit);
     assert_eq!(first.embeddings, again.embeddings);
-    let (a, b) = (first.token_states.as_ref().unwrap(), again.token_states.as_ref().unwrap());
-    assert_eq!((&a.offsets, &a.states), (&b.offsets, &b.states));
+    assert_same_states(&first, &again);
+    // Both read their token states from the entry; both equal the teacher's in-memory outputs
+    // bit for bit (the same batches, so the same arithmetic).
+    assert!(
+        first.token_states.as_ref().unwrap().is_on_disk()
+            && again.token_states.as_ref().unwrap().is_on_disk()
+    );
+    let in_memory = teacher.encode(&SENTENCES, 8, true, |_| {}).unwrap();
+    assert!(!in_memory.token_states.as_ref().unwrap().is_on_disk());
+    assert_eq!(bits(&first.embeddings), bits(&in_memory.embeddings));
+    assert_same_states(&first, &in_memory);
+    // Without token states too.
+    let (plain, _) = encode(&cache, &teacher, false);
+    assert!(plain.token_states.is_none());
+    assert_eq!(bits(&plain.embeddings), bits(&in_memory.embeddings));
+    assert_eq!(encode(&cache, &teacher, false).1, CacheStatus::Hit);
+
+    // A flipped bit in the token states is caught too, and the entry is re-encoded.
+    let path = cache.entry_path("test.en", &SENTENCES, true);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let range = tensor_bytes(&bytes, "token_states");
+    bytes[range.start + 100] ^= 1;
+    std::fs::write(&path, &bytes).unwrap();
+    let (repaired, status) = encode(&cache, &teacher, true);
+    assert!(matches!(status, CacheStatus::Encoded { .. }), "corrupted token states were used");
+    assert_same_states(&repaired, &in_memory);
 
     // Flip the lowest mantissa bit of one embedding value: still finite, still the right shape.
-    let path = cache.entry_path("test.en", &SENTENCES, true);
     let mut bytes = std::fs::read(&path).unwrap();
     let range = tensor_bytes(&bytes, "embeddings");
     bytes[range.start + 40] ^= 1;
@@ -94,6 +117,24 @@ fn miss_hit_corruption_and_keys() {
 
     std::fs::remove_dir_all(dir).unwrap();
     std::fs::remove_dir_all(other).unwrap();
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+/// The same token states, bit for bit.
+fn assert_same_states(a: &otkd::teacher::TeacherOutputs, b: &otkd::teacher::TeacherOutputs) {
+    let (x, y) = (a.token_states.as_ref().unwrap(), b.token_states.as_ref().unwrap());
+    assert_eq!(x.offsets, y.offsets);
+    for i in 0..x.len() {
+        let (p, q) = (x.sentence(i, a.dim), y.sentence(i, b.dim));
+        assert_eq!(
+            p.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            q.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            "sentence {i}"
+        );
+    }
 }
 
 fn copy_model(from: &Path, to: &Path) {

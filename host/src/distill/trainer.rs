@@ -460,7 +460,8 @@ impl<'a> Trainer<'a> {
         let longest = lengths.iter().copied().max().unwrap_or(0).max(1);
         let mut padded = vec![0f32; indices.len() * longest * dim];
         for (b, (&i, &len)) in indices.iter().zip(&lengths).enumerate() {
-            let rows = states.sentence(self.data.lines[i], dim);
+            let rows =
+                states.read_sentence(self.data.lines[i], dim).context("reading teacher token states")?;
             let words = rows.get(dim..(len + 1) * dim).unwrap_or(&[]);
             for (dst, src) in padded[b * longest * dim..].iter_mut().zip(words) {
                 *dst = src.to_f32();

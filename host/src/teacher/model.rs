@@ -6,7 +6,10 @@
 //! once over the whole batch with no pad positions, and attention runs per run of equal-length
 //! sentences (sorted by length, a batch holds a few such runs), so no attention mask is needed.
 
+use std::borrow::Cow;
+use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarBuilder;
@@ -385,19 +388,106 @@ impl TeacherOutputs {
     }
 }
 
-/// Variable-length token states of many sentences, concatenated.
+/// Variable-length token states of many sentences, concatenated: in memory (fresh from
+/// [`Teacher::encode`]) or on disk (a teacher cache entry, read a sentence at a time, so a corpus's
+/// states, gigabytes at 200k sentences, are never all resident).
 #[derive(Clone, Debug)]
 pub struct TokenStates {
     /// `offsets[i]..offsets[i + 1]` are the rows of sentence `i`; `offsets.len() == sentences + 1`.
     pub offsets: Vec<usize>,
     /// `[total_tokens, dim]` row-major, stored as f16 (the values reach about ±6; f16 keeps ~3 digits).
-    pub states: Vec<half::f16>,
+    rows: Rows,
+}
+
+#[derive(Clone, Debug)]
+enum Rows {
+    Memory(Vec<half::f16>),
+    File(Arc<StatesFile>),
+}
+
+/// The token states of a cache entry: little-endian f16 rows at `start` in `file`.
+#[derive(Debug)]
+struct StatesFile {
+    file: File,
+    start: u64,
 }
 
 impl TokenStates {
-    /// The `[tokens, dim]` rows of sentence `i`.
-    pub fn sentence(&self, i: usize, dim: usize) -> &[half::f16] {
-        &self.states[self.offsets[i] * dim..self.offsets[i + 1] * dim]
+    /// Token states held in memory: `states` is `[offsets[last], dim]` row-major.
+    pub fn new(offsets: Vec<usize>, states: Vec<half::f16>) -> Self {
+        Self { offsets, rows: Rows::Memory(states) }
+    }
+
+    /// Token states read from `file` on demand: the rows, little-endian f16, start at byte
+    /// `start`. The file must not change while these live (cache entries are replaced by
+    /// rename, never rewritten in place, so an open entry keeps its contents).
+    pub(crate) fn on_disk(offsets: Vec<usize>, file: File, start: u64) -> Self {
+        Self { offsets, rows: Rows::File(Arc::new(StatesFile { file, start })) }
+    }
+
+    /// Number of sentences.
+    pub fn len(&self) -> usize {
+        self.offsets.len().saturating_sub(1)
+    }
+
+    /// Whether there is no sentence.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether the rows are read from a cache entry on disk rather than held in memory.
+    pub fn is_on_disk(&self) -> bool {
+        matches!(self.rows, Rows::File(_))
+    }
+
+    /// The `[tokens, dim]` rows of sentence `i`: borrowed when in memory, read when on disk.
+    ///
+    /// # Panics
+    /// If `i >= self.len()`, or if reading the cache entry fails (see [`TokenStates::read_sentence`]).
+    pub fn sentence(&self, i: usize, dim: usize) -> Cow<'_, [half::f16]> {
+        self.read_sentence(i, dim).unwrap_or_else(|e| {
+            panic!("reading the token states of sentence {i} from the teacher cache: {e}")
+        })
+    }
+
+    /// [`TokenStates::sentence`] with the error of a failed read returned.
+    ///
+    /// # Panics
+    /// If `i >= self.len()`.
+    pub fn read_sentence(&self, i: usize, dim: usize) -> std::io::Result<Cow<'_, [half::f16]>> {
+        let rows = self.offsets[i] * dim..self.offsets[i + 1] * dim;
+        match &self.rows {
+            Rows::Memory(states) => Ok(Cow::Borrowed(&states[rows])),
+            Rows::File(f) => {
+                let mut bytes = vec![0u8; rows.len() * 2];
+                read_exact_at(&f.file, &mut bytes, f.start + rows.start as u64 * 2)?;
+                Ok(Cow::Owned(
+                    bytes
+                        .chunks_exact(2)
+                        .map(|b| half::f16::from_bits(u16::from_le_bytes([b[0], b[1]])))
+                        .collect(),
+                ))
+            }
+        }
+    }
+}
+
+/// Reads `buf.len()` bytes at `pos` without moving a shared cursor (so clones may read at once).
+pub(crate) fn read_exact_at(file: &File, buf: &mut [u8], pos: u64) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::FileExt::read_exact_at(file, buf, pos)
+    }
+    #[cfg(windows)]
+    {
+        let mut done = 0;
+        while done < buf.len() {
+            match std::os::windows::fs::FileExt::seek_read(file, &mut buf[done..], pos + done as u64)? {
+                0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+                n => done += n,
+            }
+        }
+        Ok(())
     }
 }
 
@@ -569,6 +659,22 @@ impl Teacher {
         Ok(x)
     }
 
+    /// The WordPiece ids of sentences (as [`Teacher::tokenize`], without the token strings).
+    pub fn token_ids<S: AsRef<str> + Sync>(&self, sentences: &[S]) -> Result<Vec<Vec<u32>>, TeacherError> {
+        use rayon::prelude::*;
+        sentences
+            .par_iter()
+            .enumerate()
+            .map(|(index, s)| {
+                let enc = self
+                    .tokenizer
+                    .encode(s.as_ref(), true)
+                    .map_err(|e| TeacherError::Tokenize { index, reason: e.to_string() })?;
+                Ok(enc.get_ids().to_vec())
+            })
+            .collect()
+    }
+
     /// Encodes sentences in packed batches of `batch_size` sentences of similar length.
     /// `progress` is called with the number of sentences finished after each batch.
     pub fn encode<S: AsRef<str> + Sync>(
@@ -578,8 +684,8 @@ impl Teacher {
         keep_token_states: bool,
         mut progress: impl FnMut(usize),
     ) -> Result<TeacherOutputs, TeacherError> {
-        let tokens = self.tokenize(sentences)?;
-        let ids: Vec<&[u32]> = tokens.iter().map(|t| t.ids.as_slice()).collect();
+        let ids = self.token_ids(sentences)?;
+        let ids: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
         self.encode_ids(&ids, batch_size, keep_token_states, &mut progress)
     }
 
@@ -593,19 +699,49 @@ impl Teacher {
     ) -> Result<TeacherOutputs, TeacherError> {
         let dim = self.dim();
         let n = ids.len();
-        let mut embeddings = vec![0f32; n * dim];
         let mut offsets = vec![0usize; n + 1];
         for (i, s) in ids.iter().enumerate() {
             offsets[i + 1] = offsets[i] + s.len();
         }
         let mut states = if keep_token_states { vec![half::f16::ZERO; offsets[n] * dim] } else { Vec::new() };
+        let embeddings = self.encode_each(ids, batch_size, progress, |i, sentence| {
+            if keep_token_states {
+                let dst = &mut states[offsets[i] * dim..offsets[i + 1] * dim];
+                for (d, s) in dst.iter_mut().zip(sentence) {
+                    *d = half::f16::from_f32(*s);
+                }
+            }
+            Ok::<(), TeacherError>(())
+        })?;
+        let token_states = keep_token_states.then(|| TokenStates::new(offsets, states));
+        Ok(TeacherOutputs { dim, embeddings, token_states })
+    }
 
+    /// Encodes tokenized sentences batch by batch and returns their embeddings (`[sentences,
+    /// dim]`, in input order). Each sentence's last-layer states (`[tokens, dim]`, f32) go to
+    /// `sink` with the sentence's index as its batch finishes, not in input order (batches group
+    /// sentences of similar length), and are not kept: the caller stores what it needs, so the
+    /// states of a corpus need not be in memory at once.
+    pub(crate) fn encode_each<E: From<TeacherError>>(
+        &self,
+        ids: &[&[u32]],
+        batch_size: usize,
+        progress: &mut dyn FnMut(usize),
+        mut sink: impl FnMut(usize, &[f32]) -> Result<(), E>,
+    ) -> Result<Vec<f32>, E> {
+        let dim = self.dim();
+        let n = ids.len();
+        let mut embeddings = vec![0f32; n * dim];
         let mut order: Vec<usize> = (0..n).collect();
         order.sort_by_key(|&i| (ids[i].len(), i));
         let mut done = 0;
         for batch in order.chunks(batch_size.max(1)) {
             let batch_ids: Vec<&[u32]> = batch.iter().map(|&i| ids[i]).collect();
-            let hidden: Vec<f32> = self.forward_packed(&batch_ids)?.flatten_all()?.to_vec1()?;
+            let hidden: Vec<f32> = self
+                .forward_packed(&batch_ids)?
+                .flatten_all()
+                .and_then(|t| t.to_vec1())
+                .map_err(TeacherError::from)?;
             let mut row = 0;
             for &i in batch {
                 let len = ids[i].len();
@@ -618,18 +754,12 @@ impl Teacher {
                 for (e, p) in embeddings[i * dim..(i + 1) * dim].iter_mut().zip(&pooled) {
                     *e = (p * scale) as f32;
                 }
-                if keep_token_states {
-                    let dst = &mut states[offsets[i] * dim..offsets[i + 1] * dim];
-                    for (d, s) in dst.iter_mut().zip(sentence) {
-                        *d = half::f16::from_f32(*s);
-                    }
-                }
+                sink(i, sentence)?;
             }
             done += batch.len();
             progress(done);
         }
-        let token_states = keep_token_states.then_some(TokenStates { offsets, states });
-        Ok(TeacherOutputs { dim, embeddings, token_states })
+        Ok(embeddings)
     }
 }
 
