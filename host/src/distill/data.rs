@@ -61,7 +61,8 @@ pub struct TrainData {
     pub lines: Vec<usize>,
     /// Student tokens of the X side of each pair.
     pub x: Vec<TokenizedSentence>,
-    /// Student tokens of the English side of each pair.
+    /// Student tokens of the English side of each pair; empty when the English term is off
+    /// (`english_weight` 0, the default).
     pub en: Vec<TokenizedSentence>,
     /// What the tokenizer's caps did to the X side of the training pairs.
     pub tokenizer: TokenizerTotals,
@@ -134,7 +135,12 @@ impl TrainData {
             lines: pairs.iter().map(|p| p.line).collect(),
             tokenizer: TokenizerTotals::of(&x),
             x,
-            en: tokenize(tok, pairs.iter().map(|p| p.en.as_str()).collect()),
+            // Only the English term reads them: at 200k pairs they are ~3 KB a pair of memory.
+            en: if config.loss.english_weight > 0.0 {
+                tokenize(tok, pairs.iter().map(|p| p.en.as_str()).collect())
+            } else {
+                Vec::new()
+            },
             dev: EvalSet::new(tok, dev.0, dev.1),
             test: EvalSet::new(tok, test.0, test.1),
             teacher,
