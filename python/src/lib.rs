@@ -3,8 +3,8 @@
 //! It trades in bytes (little-endian f32, u32, i8 rows) so that it needs no numpy headers; the
 //! Python layer (`python/otkd/__init__.py`) wraps them as numpy arrays without a copy, and owns the
 //! public API and its docs. Every answer is the runtime's, computed by the same calls the host's
-//! `HostRuntime` (`otkd query`, `otkd embed --blob`) makes: a loaded [`Model`], scratch memory for
-//! the tokenizer's `max_words` words, [`Model::encode`], [`otkd_runtime::Index::search`] with the
+//! `HostRuntime` (`otkd query`, `otkd embed --blob`) makes: a loaded [`otkd_runtime::Model`], scratch memory for
+//! the tokenizer's `max_words` words, [`otkd_runtime::Model::encode`], [`otkd_runtime::Index::search`] with the
 //! runtime's streaming top-k. The GIL is released while a batch is encoded and searched.
 //!
 //! Errors are exceptions of the classes below, each carrying the runtime's error name (`name`,
