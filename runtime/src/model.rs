@@ -63,6 +63,12 @@ impl<'a> Model<'a> {
         Ok(Self { payload, index })
     }
 
+    /// The decoded payload, for the writer (re-writing a blob with another index).
+    #[cfg(feature = "std")]
+    pub(crate) fn payload(&self) -> &Payload<'a> {
+        &self.payload
+    }
+
     /// The architecture.
     ///
     /// See the [type's example](Model).

@@ -7,7 +7,7 @@ use crate::blob::{
     Dense, FORMAT_VERSION, HEADER_LEN, HUBNESS_SCALE, IndexBytes, Layer, MAGIC, Matrix, ModelConfig, Norm,
     Payload, Provenance, crc32,
 };
-use crate::quantize_row;
+use crate::{Model, quantize_row};
 
 /// Everything a blob holds, as f32: what the host exports.
 ///
@@ -252,16 +252,62 @@ impl BlobParts {
             projection: projection.borrow(),
             index: index.as_ref().map(OwnedIndex::borrow),
         };
-        let payload = postcard::to_allocvec(&payload).map_err(|_| WriteError::Encode)?;
-        let len = u32::try_from(payload.len()).map_err(|_| WriteError::TooLarge)?;
-        let mut blob = Vec::with_capacity(HEADER_LEN + payload.len());
-        blob.extend_from_slice(&MAGIC);
-        blob.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-        blob.extend_from_slice(&len.to_le_bytes());
-        blob.extend_from_slice(&crc32(&payload).to_le_bytes());
-        blob.extend_from_slice(&payload);
-        Ok(blob)
+        seal(&payload)
     }
+}
+
+impl Model<'_> {
+    /// This blob's student, its int8 weights byte for byte, with `index` instead of the index it
+    /// has (`None`: no index) and `index_source` as the provenance's index source; the language tag
+    /// is kept. For a host that builds a device's index from its own document embeddings without
+    /// the f32 student (the Python package): the weights are not quantized a second time.
+    ///
+    /// ```
+    /// use otkd_runtime::{BlobParts, IndexParts, Model, ModelConfig, TokenizerConfig};
+    ///
+    /// let config = ModelConfig {
+    ///     tokenizer: TokenizerConfig { buckets: 64, max_words: 8, ..TokenizerConfig::DEFAULT },
+    ///     dim: 8, layers: 1, heads: 2, ffn: 16, out_dim: 2, layer_norm_eps: 1e-5,
+    /// };
+    /// let mut parts = BlobParts::new(config);
+    /// parts.lang = "ay".into();
+    /// let blob = parts.to_bytes()?;
+    /// let index = IndexParts { ids: vec![7], embeddings: vec![0.6, 0.8], hubness: vec![0.25] };
+    /// let reindexed = Model::from_bytes(&blob)?.to_bytes_with_index(Some(&index), "mine")?;
+    /// let model = Model::from_bytes(&reindexed)?;
+    /// assert_eq!(model.index().map(|i| i.len()), Some(1));
+    /// assert_eq!((model.provenance().lang, model.provenance().index_source), ("ay", "mine"));
+    /// // The same index as BlobParts would write gives the same bytes.
+    /// parts.index = Some(index);
+    /// parts.index_source = "mine".into();
+    /// assert_eq!(parts.to_bytes()?, reindexed);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn to_bytes_with_index(
+        &self,
+        index: Option<&IndexParts>,
+        index_source: &str,
+    ) -> Result<Vec<u8>, WriteError> {
+        let out = usize::from(self.config().out_dim);
+        let index = index.map(|index| OwnedIndex::new(index, out)).transpose()?;
+        let mut payload = self.payload().clone();
+        payload.provenance.index_source = index_source;
+        payload.index = index.as_ref().map(OwnedIndex::borrow);
+        seal(&payload)
+    }
+}
+
+/// The header and the postcard encoding of `payload`.
+fn seal(payload: &Payload<'_>) -> Result<Vec<u8>, WriteError> {
+    let payload = postcard::to_allocvec(payload).map_err(|_| WriteError::Encode)?;
+    let len = u32::try_from(payload.len()).map_err(|_| WriteError::TooLarge)?;
+    let mut blob = Vec::with_capacity(HEADER_LEN + payload.len());
+    blob.extend_from_slice(&MAGIC);
+    blob.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    blob.extend_from_slice(&len.to_le_bytes());
+    blob.extend_from_slice(&crc32(&payload).to_le_bytes());
+    blob.extend_from_slice(&payload);
+    Ok(blob)
 }
 
 /// A quantized matrix being written: int8 values as bytes, f16 scales as little-endian bytes.
