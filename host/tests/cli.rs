@@ -208,6 +208,32 @@ fn tiny_blob(dir: &Path, name: &str) -> PathBuf {
 }
 
 #[test]
+fn texts_are_found_by_the_position_of_any_id() {
+    let dir = temp_dir("ids");
+    let mut parts = tiny_parts(otkd_runtime::IndexParts {
+        ids: vec![7, 3],
+        embeddings: vec![1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0],
+        hubness: vec![0.0, 0.0],
+    });
+    parts.lang = "ay".into();
+    let blob = dir.join("ids.otkd");
+    std::fs::write(&blob, parts.to_bytes().unwrap()).unwrap();
+    std::fs::write(dir.join("ids.otkd.docs.tsv"), "doc-seven\tfirst text\ndoc-three\tsecond text\n").unwrap();
+    let out = otkd(&["query", "--blob", blob.to_str().unwrap(), "-k", "2", "--json", "jaʼa qhana"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for answer in line["answers"].as_array().unwrap() {
+        let (doc_id, text) = match answer["id"].as_u64() {
+            Some(7) => ("doc-seven", "first text"),
+            Some(3) => ("doc-three", "second text"),
+            other => panic!("id {other:?}"),
+        };
+        assert_eq!((answer["doc_id"].as_str(), answer["text"].as_str()), (Some(doc_id), Some(text)));
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
 fn query_answers_and_refuses_bad_queries_and_blobs() {
     let dir = temp_dir("query");
     let blob = tiny_blob(&dir, "tiny.otkd");

@@ -93,9 +93,8 @@ class Index:
         Args:
             embeddings: ``[n, out_dim]`` document embeddings (need not be normalised; the writer
                 L2-normalises each row in f64, as ``otkd export`` does).
-            ids: ``n`` ids in ``[0, 2**32)`` that ``search`` returns (default ``0..n``).
-                ``otkd query`` shows texts by position, so keep ``0..n`` if the blob's texts
-                file should work with the CLI.
+            ids: ``n`` ids in ``[0, 2**32)`` that ``search`` returns (default ``0..n``);
+                ``otkd query`` finds each hit's text by the position of its id in the index.
             texts: ``n`` document texts, written beside the blob as ``BLOB.docs.tsv`` (the
                 format ``otkd query`` reads: ``id<TAB>text`` per line).
             reference: ``[m, out_dim]`` student embeddings of reference queries in the student's

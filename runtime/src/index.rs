@@ -250,6 +250,26 @@ impl<'a> Index<'a> {
         self.ids.is_empty()
     }
 
+    /// The documents' ids, in index order: the id of the document at each position (what a
+    /// texts file kept in index order is looked up by).
+    ///
+    /// ```
+    /// # use otkd_runtime::{BlobParts, IndexParts, Model, ModelConfig, TokenizerConfig};
+    /// # let config = ModelConfig {
+    /// #     tokenizer: TokenizerConfig { buckets: 64, max_words: 8, ..TokenizerConfig::DEFAULT },
+    /// #     dim: 8, layers: 1, heads: 2, ffn: 16, out_dim: 2, layer_norm_eps: 1e-5,
+    /// # };
+    /// # let mut parts = BlobParts::new(config);
+    /// # parts.index = Some(IndexParts { ids: vec![5, 9], embeddings: vec![1.0, 0.0, 0.0, 1.0], hubness: vec![0.0, 0.0] });
+    /// # let blob = parts.to_bytes()?;
+    /// let index = Model::from_bytes(&blob)?.index().unwrap();
+    /// assert!(index.ids().eq([5, 9]));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn ids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.ids.as_chunks::<4>().0.iter().map(|b| u32::from_le_bytes(*b))
+    }
+
     /// Bytes of the blob the index occupies (values, scales, ids, hubness terms).
     ///
     /// See the [type's example](Index): 2 documents of width 2 take `2·2 + 2·2 + 2·4 + 2·2` bytes.
@@ -358,7 +378,7 @@ impl<'a> Index<'a> {
         if query.len() != self.dim {
             return Err(SearchError::DimensionMismatch);
         }
-        let ids = self.ids.as_chunks::<4>().0.iter().map(|b| u32::from_le_bytes(*b));
+        let ids = self.ids();
         let hubness =
             self.hubness.as_chunks::<2>().0.iter().map(|b| f32::from(i16::from_le_bytes(*b)) / HUBNESS_SCALE);
         let mut documents = f16s(self.scales).zip(ids).zip(hubness);

@@ -179,6 +179,8 @@ fn normalise_rows(mut rows: Vec<f32>, dim: usize) -> Vec<f32> {
 /// tokenizer's `max_words` words (longer ones are cut there, as on a device).
 pub struct HostRuntime<'a> {
     model: Model<'a>,
+    /// Blob id -> position in the index, for texts kept in index order.
+    positions: std::collections::HashMap<u32, usize>,
     features: heapless::Vec<Feature, 8192>,
     floats: Vec<f32>,
     int8s: Vec<i8>,
@@ -190,12 +192,24 @@ impl<'a> HostRuntime<'a> {
         let model = Model::from_bytes(blob)?;
         let config = *model.config();
         let words = usize::from(config.tokenizer.max_words);
+        let mut positions = std::collections::HashMap::new();
+        if let Some(index) = model.index() {
+            for (position, id) in index.ids().enumerate() {
+                positions.entry(id).or_insert(position);
+            }
+        }
         Ok(Self {
+            positions,
             model,
             features: heapless::Vec::new(),
             floats: vec![0.0; Scratch::floats_len(&config, words)],
             int8s: vec![0; Scratch::int8s_len(&config, words)],
         })
+    }
+
+    /// The position in the index of the document with blob id `id` (the first, if ids repeat).
+    pub fn position(&self, id: u32) -> Option<usize> {
+        self.positions.get(&id).copied()
     }
 
     /// The loaded model.
@@ -298,8 +312,9 @@ pub struct Answer {
     pub text: Option<String>,
 }
 
-/// The top `k` documents of `text` through the int8 runtime, with their ids and texts when
-/// given (blob id `i` is document `i`).
+/// The top `k` documents of `text` through the int8 runtime, with their own ids and texts when
+/// given (`texts` in index order, as the texts file keeps them: a hit is looked up by the
+/// position of its blob id in the index, whatever the ids are).
 pub fn answer(
     runtime: &mut HostRuntime<'_>,
     text: &str,
@@ -314,11 +329,14 @@ pub fn answer(
     let hits = runtime.top_k(&embedding, k, scoring)?;
     Ok(hits
         .iter()
-        .map(|h| Answer {
-            id: h.id,
-            score: h.score,
-            doc_id: texts.and_then(|d| d.ids.get(h.id as usize).cloned()),
-            text: texts.and_then(|d| d.texts.get(h.id as usize).cloned()),
+        .map(|h| {
+            let at = texts.and(runtime.position(h.id));
+            Answer {
+                id: h.id,
+                score: h.score,
+                doc_id: at.and_then(|i| texts?.ids.get(i).cloned()),
+                text: at.and_then(|i| texts?.texts.get(i).cloned()),
+            }
         })
         .collect())
 }
