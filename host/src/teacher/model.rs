@@ -627,10 +627,7 @@ impl Teacher {
             .par_iter()
             .enumerate()
             .map(|(index, s)| {
-                let enc = self
-                    .tokenizer
-                    .encode(s.as_ref(), true)
-                    .map_err(|e| TeacherError::Tokenize { index, reason: e.to_string() })?;
+                let enc = self.wordpiece(index, s.as_ref())?;
                 Ok(TeacherTokens { ids: enc.get_ids().to_vec(), tokens: enc.get_tokens().to_vec() })
             })
             .collect()
@@ -665,14 +662,15 @@ impl Teacher {
         sentences
             .par_iter()
             .enumerate()
-            .map(|(index, s)| {
-                let enc = self
-                    .tokenizer
-                    .encode(s.as_ref(), true)
-                    .map_err(|e| TeacherError::Tokenize { index, reason: e.to_string() })?;
-                Ok(enc.get_ids().to_vec())
-            })
+            .map(|(index, s)| Ok(self.wordpiece(index, s.as_ref())?.get_ids().to_vec()))
             .collect()
+    }
+
+    /// The WordPiece encoding of sentence `index` of a list (the index names it in errors).
+    fn wordpiece(&self, index: usize, sentence: &str) -> Result<tokenizers::Encoding, TeacherError> {
+        self.tokenizer
+            .encode(sentence, true)
+            .map_err(|e| TeacherError::Tokenize { index, reason: e.to_string() })
     }
 
     /// Encodes sentences in packed batches of `batch_size` sentences of similar length.
