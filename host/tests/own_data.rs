@@ -121,6 +121,14 @@ fn own_bitext_trains_evaluates_exports_and_answers() {
     assert_eq!(report["config"]["lang"], "quy-test");
     assert_eq!(report["best"]["test"]["x_to_en"]["queries"], 30);
 
+    // A resumed run must read the same pairs: other held-out sizes are refused before any work.
+    let mut resume =
+        vec!["train", "--method", "kd", "--bitext", bitext.to_str().unwrap(), "--lang", "quy-test"];
+    resume.extend(["--dev-size", "31", "--test-size", "30", "--out", run.to_str().unwrap(), "--resume"]);
+    let out = otkd(&resume, &cache, None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.code() == Some(2) && err.contains("trained on other pairs"), "{err}");
+
     // `eval` of the run on its own held-out test lines reproduces final.json.
     let eval: serde_json::Value =
         serde_json::from_str(&ok(otkd(&["eval", "--run", run.to_str().unwrap(), "--json"], &cache, None)))
