@@ -246,10 +246,13 @@ fn render_final(report: &FinalReport) -> String {
     for kind in [CheckpointKind::Last, CheckpointKind::BestDev] {
         let r = report.result(kind);
         for (scoring, m) in [("cosine", &r.test), ("CSLS", &r.test_csls)] {
-            let (a, b) = (&m.x_to_en, &m.en_to_x);
             out.push_str(&format!(
-                "{:<10} {:>5}  {:>7.3}  {:<7} | {:>14.3} {:>5.3} {:>5.3} {:>5.3} | {:>9.3} {:>5.3} {:>5.3} {:>5.3}\n",
-                kind.to_string(), r.step, r.dev_r1, scoring, a.r1, a.r5, a.r10, a.mrr, b.r1, b.r5, b.r10, b.mrr
+                "{:<10} {:>5}  {:>7.3}  {:<7} | {}\n",
+                kind.to_string(),
+                r.step,
+                r.dev_r1,
+                scoring,
+                m.cells(14)
             ));
         }
     }

@@ -34,6 +34,16 @@ pub struct BothDirections {
 }
 
 impl BothDirections {
+    /// The table cells of both directions, `X->en R@1 R@5 R@10 MRR | en->X R@1 R@5 R@10 MRR`,
+    /// the first cell `first_width` wide (under its header's text).
+    pub fn cells(&self, first_width: usize) -> String {
+        let (a, b) = (&self.x_to_en, &self.en_to_x);
+        format!(
+            "{:>first_width$.3} {:>5.3} {:>5.3} {:>5.3} | {:>9.3} {:>5.3} {:>5.3} {:>5.3}",
+            a.r1, a.r5, a.r10, a.mrr, b.r1, b.r5, b.r10, b.mrr
+        )
+    }
+
     /// The mean of several evaluations (each metric averaged, queries summed): a multilingual
     /// set scored per language. The mean of one is itself.
     ///
