@@ -40,7 +40,13 @@ fn trained_student_exported_and_queried_through_the_runtime() {
     let (dev, _) = synthetic(60, 2, Split::Dev);
     let reference: Vec<_> = dev.pairs.iter().map(|p| tokenize(&p.x)).collect();
     let source = "synthetic test en".to_string();
-    let index = IndexInput { documents: documents.clone(), ids, csls_reference: Some(reference), source };
+    let index = IndexInput {
+        documents: documents.clone(),
+        ids,
+        csls_reference: Some(reference),
+        source,
+        lexical: None,
+    };
     let blob = build_blob(student, "ay", Some(index)).unwrap();
     let budget = write_blob(&out.join("model.otkd"), &blob).unwrap();
     assert_eq!((budget.total_bytes, budget.documents), (blob.len(), 60));

@@ -3,7 +3,7 @@
 //! compares the firmware's printed results with it).
 
 use otkd_runtime::testing::OwnedScratch;
-use otkd_runtime::{Embedding, LoadError, Model, Scoring};
+use otkd_runtime::{LoadError, Model, Query, Scoring};
 
 /// One query's outcome: the top-k of both scorings as `(id, score bits)`, or the encode error's
 /// name (`EmptyQuery`, `ScratchTooSmall`).
@@ -35,18 +35,23 @@ pub fn answers(blob: &[u8], queries: &[&str], words: usize, k: usize) -> Result<
     let config = *model.config();
     let index = model.index().expect("the blob has no document index");
     let mut scratch = OwnedScratch::new(&config, words);
-    let bits = |scoring, query: &Embedding| -> Vec<(u32, u32)> {
+    let bits = |scoring, query: Query<'_>| -> Vec<(u32, u32)> {
         let hits = index.search::<MAX_K>(query, k, scoring).expect("the index is the model's own width");
         hits.iter().map(|h| (h.id, h.score.to_bits())).collect()
     };
     Ok(queries
         .iter()
-        .map(|text| match model.encode(text, &mut scratch.scratch()) {
-            Ok(query) => {
-                Answer::Hits { cosine: bits(Scoring::Cosine, &query), csls: bits(Scoring::Csls, &query) }
-            }
-            Err(e) => Answer::Encode(format!("{e:?}")),
+        .map(|text| {
+            // As the firmware: the embedding, then (an index with a lexicon) the text's terms.
+            let embedding = model.encode(text, &mut scratch.scratch())?;
+            let terms = match index.lexical_weight() {
+                Some(_) => Some(model.terms(text, &mut scratch.scratch())?),
+                None => None,
+            };
+            let query = Query { embedding: &embedding, terms: terms.as_ref() };
+            Ok(Answer::Hits { cosine: bits(Scoring::Cosine, query), csls: bits(Scoring::Csls, query) })
         })
+        .map(|answer| answer.unwrap_or_else(|e: otkd_runtime::EncodeError| Answer::Encode(format!("{e:?}"))))
         .collect())
 }
 

@@ -21,7 +21,7 @@
 
 use cortex_m_rt::entry;
 use otkd_firmware::{K, QUERIES, ScratchMemory, Ticks, code, exit};
-use otkd_runtime::Scoring;
+use otkd_runtime::{Query, Scoring};
 
 #[entry]
 fn main() -> ! {
@@ -67,18 +67,23 @@ fn main() -> ! {
     for (i, text) in QUERIES.iter().enumerate() {
         let Some(mut scratch) = memory.scratch_for(model.config()) else { exit(code::WRONG_BLOB) };
         let start = ticks.now();
-        let encoded = model.encode(text, &mut scratch);
+        // The embedding, then (an index with a lexicon: hybrid search) the text's terms.
+        let encoded = model.encode(text, &mut scratch).and_then(|embedding| match index.lexical_weight() {
+            Some(_) => Ok((embedding, Some(model.terms(text, &mut scratch)?))),
+            None => Ok((embedding, None)),
+        });
         let encode = ticks.since(start);
-        let query = match encoded {
-            Ok(query) => query,
+        let (embedding, terms) = match encoded {
+            Ok(encoded) => encoded,
             Err(e) => {
                 defmt::info!("@q {=usize} encode-error {} encode-ticks {=u32}", i, e, encode);
                 continue;
             }
         };
+        let query = Query { embedding: &embedding, terms: terms.as_ref() };
         for (name, scoring) in [("cosine", Scoring::Cosine), ("csls", Scoring::Csls)] {
             let start = ticks.now();
-            let hits = match index.search::<K>(&query, K, scoring) {
+            let hits = match index.search::<K>(query, K, scoring) {
                 Ok(hits) => hits,
                 Err(e) => {
                     defmt::error!("@q {=usize} search-error {}", i, e);

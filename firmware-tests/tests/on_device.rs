@@ -8,7 +8,7 @@ use cortex_m_rt as _;
 use otkd_firmware as _;
 
 use otkd_firmware::{EXPECTED, Expected, K, QUERIES, ScratchMemory};
-use otkd_runtime::{Model, Scoring};
+use otkd_runtime::{Model, Query, Scoring};
 
 /// What `init` makes: the blob loaded in place from its region and the static scratch memory.
 pub struct State {
@@ -25,9 +25,15 @@ fn check(state: &mut State, scoring: Scoring) {
         let Some(mut scratch) = state.memory.scratch_for(state.model.config()) else {
             defmt::panic!("the blob does not fit the scratch memory")
         };
-        match (state.model.encode(text, &mut scratch), expected) {
-            (Ok(query), Expected::Hits { cosine, csls }) => {
-                let hits = match index.search::<K>(&query, K, scoring) {
+        let model = &state.model;
+        let encoded = model.encode(text, &mut scratch).and_then(|embedding| match index.lexical_weight() {
+            Some(_) => Ok((embedding, Some(model.terms(text, &mut scratch)?))),
+            None => Ok((embedding, None)),
+        });
+        match (encoded, expected) {
+            (Ok((embedding, terms)), Expected::Hits { cosine, csls }) => {
+                let query = Query { embedding: &embedding, terms: terms.as_ref() };
+                let hits = match index.search::<K>(query, K, scoring) {
                     Ok(hits) => hits,
                     Err(e) => defmt::panic!("query {}: {}", i, e),
                 };

@@ -450,9 +450,42 @@ pub struct ExportArgs {
     /// csls stores each document's hubness term r(d) for CSLS search; cosine stores zeros.
     #[arg(long, value_enum, default_value_t = ScoringArg::Csls)]
     pub scoring: ScoringArg,
+    /// Hybrid search: a lexicon of the documents' terms whose match adds to the dense score.
+    /// auto: its weight chosen on the run's dev pairs (none when it does not help there); off: no
+    /// lexicon; a number: that weight.
+    #[arg(long, default_value = "auto", value_name = "auto|off|WEIGHT")]
+    pub lexical: LexicalArg,
+    /// Terms kept per document in the lexicon (its heaviest); fewer bytes, a little less recall.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub lexical_terms: Option<u32>,
     /// Print the budget as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `--lexical`: whether and how an exported index gets a lexicon.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum LexicalArg {
+    /// Weight chosen on the run's dev pairs.
+    Auto,
+    /// No lexicon.
+    Off,
+    /// This weight.
+    Weight(f32),
+}
+
+impl std::str::FromStr for LexicalArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "off" => Ok(Self::Off),
+            _ => non_negative_f32(s)
+                .map(Self::Weight)
+                .map_err(|_| format!("{s:?} is neither \"auto\", \"off\" nor a weight >= 0")),
+        }
+    }
 }
 
 /// Flags of `otkd query`.

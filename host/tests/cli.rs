@@ -172,6 +172,11 @@ fn bad_flags_are_usage_errors() {
     assert!(stderr(&out).contains("--pairs"), "{}", stderr(&out));
     let out = otkd(&["baseline", "--langs", "xx"]);
     assert_eq!(out.status.code(), Some(2));
+    for lexical in ["banana", "-1", "NaN"] {
+        let out = otkd(&["export", "--run", "r", "--out", "b", "--lexical", lexical]);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(stderr(&out).contains("--lexical") && stderr(&out).contains("auto"), "{}", stderr(&out));
+    }
 }
 
 /// A small valid model (8-word tokenizer, width 8, 4-d output) with the given index.
@@ -199,6 +204,7 @@ fn tiny_blob(dir: &Path, name: &str) -> PathBuf {
         ids: vec![0, 1],
         embeddings: vec![1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0],
         hubness: vec![0.1, 0.2],
+        lexical: None,
     });
     parts.lang = "ay".into();
     parts.index_source = "multi30k test_2016_flickr en".into();
@@ -214,6 +220,7 @@ fn texts_are_found_by_the_position_of_any_id() {
         ids: vec![7, 3],
         embeddings: vec![1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0],
         hubness: vec![0.0, 0.0],
+        lexical: None,
     });
     parts.lang = "ay".into();
     let blob = dir.join("ids.otkd");
@@ -343,6 +350,7 @@ fn stdin_queries_against_a_5000_document_index() {
         ids: (0..documents as u32).collect(),
         embeddings,
         hubness: vec![0.0; documents],
+        lexical: None,
     };
     let parts = tiny_parts(index);
     let blob = dir.join("big.otkd");

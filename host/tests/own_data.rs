@@ -162,6 +162,26 @@ fn own_bitext_trains_evaluates_exports_and_answers() {
     ));
     let budget: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(budget["documents"], 50);
+    // `--lexical auto` chose the lexicon's weight on the run's 30 dev pairs (0: no lexicon).
+    let choice = &budget["lexical_choice"];
+    assert_eq!(choice["queries"], 30);
+    assert!(choice["hybrid_r1"].as_f64().unwrap() >= choice["dense_r1"].as_f64().unwrap());
+    assert_eq!(budget["lexical_weight"].is_null(), choice["weight"] == 0.0);
+    // A given weight, and at most 8 terms per document: 4 + 51 · 4 + 50 · 2 bytes of framing
+    // and at most 8 postings of 3 bytes per document over the dense index.
+    let export = |lexical: &[&str]| -> serde_json::Value {
+        let other = dir.join("lexical.otkd");
+        let mut args = vec!["export", "--run", run.to_str().unwrap(), "--docs", docs.to_str().unwrap()];
+        args.extend(["--out", other.to_str().unwrap(), "--json"]);
+        args.extend(lexical);
+        serde_json::from_str(&ok(otkd(&args, &cache, None))).unwrap()
+    };
+    let dense = export(&["--lexical", "off"]);
+    assert!(dense["lexical_weight"].is_null() && dense["lexical_choice"].is_null());
+    let hybrid = export(&["--lexical", "0.5", "--lexical-terms", "8"]);
+    assert_eq!(hybrid["lexical_weight"], 0.5);
+    let extra = hybrid["index_bytes"].as_u64().unwrap() - dense["index_bytes"].as_u64().unwrap();
+    assert!(extra > 4 + 51 * 4 + 50 * 2 + 50 * 3 && extra <= 4 + 51 * 4 + 50 * 2 + 50 * 8 * 3, "{extra}");
     let queries = format!("{}\n\n{}\n", pairs[0].0, pairs[1].0);
     let out =
         ok(otkd(&["query", "--blob", blob.to_str().unwrap(), "-k", "2", "--json"], &cache, Some(&queries)));

@@ -14,8 +14,8 @@
 use std::ptr::NonNull;
 
 use otkd_runtime::{
-    Embedding, EncodeError, Feature, IndexParts, LoadError, Model as RuntimeModel, Scoring, Scratch,
-    SearchError, WriteError,
+    Embedding, EncodeError, Feature, IndexParts, LoadError, Model as RuntimeModel, Query, QueryTerms,
+    Scoring, Scratch, SearchError, WriteError,
 };
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -169,6 +169,16 @@ impl OwnedScratch {
         let mut scratch = Scratch::new(self.features.as_mut_view(), &mut self.floats, &mut self.int8s);
         model.encode(text, &mut scratch)
     }
+
+    /// The text's lexical terms when the model's index has a lexicon (hybrid search), as the
+    /// device and `otkd query` compute them.
+    fn terms(&mut self, model: &RuntimeModel<'_>, text: &str) -> Result<Option<QueryTerms>, EncodeError> {
+        if model.index().and_then(|i| i.lexical_weight()).is_none() {
+            return Ok(None);
+        }
+        let mut scratch = Scratch::new(self.features.as_mut_view(), &mut self.floats, &mut self.int8s);
+        model.terms(text, &mut scratch).map(Some)
+    }
 }
 
 /// Encodes every text, stopping at the first that fails (its position and error).
@@ -321,10 +331,16 @@ impl NativeModel {
         let k = k.min(index.len());
         let rows = py
             .detach(|| {
-                encode_all(model, &texts, |e| {
-                    let hits = index.search::<MAX_ANSWERS>(e, k, scoring)?;
-                    Ok(hits.to_vec())
-                })
+                let mut scratch = OwnedScratch::new(model);
+                let mut rows = Vec::with_capacity(texts.len());
+                for (i, text) in texts.iter().enumerate() {
+                    let embedding = scratch.encode(model, text).map_err(|e| (i, Ok(e)))?;
+                    let terms = scratch.terms(model, text).map_err(|e| (i, Ok(e)))?;
+                    let query = Query { embedding: &embedding, terms: terms.as_ref() };
+                    let hits = index.search::<MAX_ANSWERS>(query, k, scoring).map_err(|e| (i, Err(e)))?;
+                    rows.push(hits.to_vec());
+                }
+                Ok(rows)
             })
             .map_err(|f| encode_failure(py, &texts, f))?;
         let ids: Vec<u8> = rows.iter().flatten().flat_map(|h| h.id.to_le_bytes()).collect();
@@ -354,7 +370,7 @@ impl NativeModel {
                 hubness.len()
             )));
         }
-        let index = IndexParts { ids, embeddings: normalise_rows(embeddings, dim), hubness };
+        let index = IndexParts { ids, embeddings: normalise_rows(embeddings, dim), hubness, lexical: None };
         let blob = py
             .detach(|| self.loaded.model.to_bytes_with_index(Some(&index), index_source))
             .map_err(|e| write_error(py, e))?;

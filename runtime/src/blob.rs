@@ -49,7 +49,14 @@
 //! - an *index* is `docs` (`u32`), then four byte strings: `values` (`docs · out_dim` int8, one
 //!   document per row, each the quantized L2-normalised embedding of the document), `scales`
 //!   (`docs` f16), `ids` (`docs` u32, the caller's document ids) and `hubness` (`docs` i16: the CSLS
-//!   term `r(d)`, see below).
+//!   term `r(d)`, see below), then `lexical`: an `Option` of a *lexicon*.
+//! - a *lexicon* (the documents' terms, for [hybrid search](crate::Index#hybrid-search)) is
+//!   `weight` (`f32`, finite and ≥ 0: how much the lexical score adds to the dense one), then four
+//!   byte strings: `offsets` (`docs + 1` u32: document `d`'s postings are `offsets[d]..offsets[d + 1]`,
+//!   starting at 0 and never decreasing), `terms` (u16 per posting: a term id in
+//!   `0..`[`LEXICAL_BUCKETS`](crate::LEXICAL_BUCKETS), strictly increasing within a document),
+//!   `weights` (u8 per posting) and `scales` (`docs` f16, finite and ≥ 0): posting `p` of document
+//!   `d` weighs `weights[p] · scales[d]`.
 //!
 //! Biases and LayerNorm parameters are f32 because the runtime computes with them in f32 exactly
 //! as stored (they are a few KiB); they are bytes, not `f32` sequences, because serde can borrow
@@ -86,11 +93,11 @@ pub const MAGIC: [u8; 4] = *b"OTKD";
 /// The blob format this runtime reads and writes.
 ///
 /// ```
-/// assert_eq!(otkd_runtime::FORMAT_VERSION, 2);
+/// assert_eq!(otkd_runtime::FORMAT_VERSION, 3);
 /// ```
 ///
-/// Version 2 added the [`Provenance`] strings after the config.
-pub const FORMAT_VERSION: u32 = 2;
+/// Version 2 added the [`Provenance`] strings after the config, version 3 the index's lexicon.
+pub const FORMAT_VERSION: u32 = 3;
 
 /// Bytes before the payload: magic, version, payload length, CRC-32.
 ///
@@ -343,6 +350,9 @@ pub enum LoadError {
     ShapeMismatch,
     /// A scale or an f32 parameter is NaN or infinite.
     NonFinite,
+    /// The index's lexicon is inconsistent: offsets that decrease or do not end at the postings'
+    /// count, terms not strictly increasing within a document, or a negative weight or scale.
+    BadLexicon,
 }
 
 impl fmt::Display for LoadError {
@@ -366,6 +376,7 @@ impl fmt::Display for LoadError {
             Self::SizeOverflow => "blob: a tensor size overflows",
             Self::ShapeMismatch => "blob: a tensor does not match the config",
             Self::NonFinite => "blob: a scale or parameter is NaN or infinite",
+            Self::BadLexicon => "blob: the index's lexicon is inconsistent",
         };
         f.write_str(text)
     }
@@ -468,6 +479,63 @@ pub(crate) struct IndexBytes<'a> {
     pub ids: &'a [u8],
     /// `docs` i16: `r(d) · 32767`.
     pub hubness: &'a [u8],
+    #[serde(borrow)]
+    pub lexical: Option<LexiconBytes<'a>>,
+}
+
+/// The documents' terms as stored (see the [module docs](self)).
+#[derive(Clone, Copy, Serialize, Deserialize)]
+pub(crate) struct LexiconBytes<'a> {
+    /// How much the lexical score adds to the dense one.
+    pub weight: f32,
+    /// `docs + 1` u32.
+    pub offsets: &'a [u8],
+    /// One u16 per posting.
+    pub terms: &'a [u8],
+    /// One u8 per posting.
+    pub weights: &'a [u8],
+    /// `docs` f16.
+    pub scales: &'a [u8],
+}
+
+impl LexiconBytes<'_> {
+    /// Checks every length and that each document's postings are a range of sorted unique terms,
+    /// so that search can merge them with a query's without checking again.
+    fn check(&self, docs: usize) -> Result<(), LoadError> {
+        let offsets_len =
+            docs.checked_add(1).and_then(|n| n.checked_mul(4)).ok_or(LoadError::SizeOverflow)?;
+        let postings = self.weights.len();
+        if self.offsets.len() != offsets_len
+            || self.scales.len() != docs.saturating_mul(2)
+            || self.terms.len() != postings.checked_mul(2).ok_or(LoadError::SizeOverflow)?
+        {
+            return Err(LoadError::ShapeMismatch);
+        }
+        finite(f16s(self.scales).chain(core::iter::once(self.weight)))?;
+        if self.weight < 0.0 || f16s(self.scales).any(|s| s < 0.0) {
+            return Err(LoadError::BadLexicon);
+        }
+        let offsets = self.offsets.as_chunks::<4>().0.iter().map(|b| u32::from_le_bytes(*b) as usize);
+        let terms = self.terms.as_chunks::<2>().0;
+        let mut start = 0;
+        for (i, end) in offsets.enumerate() {
+            if (i == 0 && end != 0) || end < start {
+                return Err(LoadError::BadLexicon);
+            }
+            let document = terms.get(start..end).ok_or(LoadError::BadLexicon)?;
+            if document
+                .windows(2)
+                .any(|pair| matches!(pair, [a, b] if u16::from_le_bytes(*a) >= u16::from_le_bytes(*b)))
+            {
+                return Err(LoadError::BadLexicon);
+            }
+            start = end;
+        }
+        if start != postings {
+            return Err(LoadError::BadLexicon);
+        }
+        Ok(())
+    }
 }
 
 /// What a blob says about itself: the language its student reads and the source of its index.
@@ -568,6 +636,9 @@ impl Payload<'_> {
             if index.ids.len() != ids || index.hubness.len() != docs.saturating_mul(2) {
                 return Err(LoadError::ShapeMismatch);
             }
+            if let Some(lexical) = &index.lexical {
+                lexical.check(docs)?;
+            }
         }
         Ok(())
     }
@@ -592,8 +663,16 @@ mod tests {
 
     fn tiny_blob() -> Vec<u8> {
         let mut parts = BlobParts::new(MINIMAL);
-        parts.index =
-            Some(IndexParts { ids: vec![1, 2], embeddings: vec![0.5; 8], hubness: vec![0.1, -0.2] });
+        parts.index = Some(IndexParts {
+            ids: vec![1, 2],
+            embeddings: vec![0.5; 8],
+            hubness: vec![0.1, -0.2],
+            lexical: None,
+        });
+        parts.index.as_mut().unwrap().lexical = Some(crate::LexiconParts {
+            weight: 1.5,
+            documents: vec![vec![(1, 0.5), (7, 0.25), (9, 0.0)], vec![(3, 1.0)]],
+        });
         parts.to_bytes().unwrap()
     }
 
@@ -708,6 +787,35 @@ mod tests {
         assert_eq!(load_changed(|p| p.index.as_mut().unwrap().hubness = &[]), Err(LoadError::ShapeMismatch));
         assert_eq!(load_changed(|p| p.index.as_mut().unwrap().ids = &[0; 4]), Err(LoadError::ShapeMismatch));
         assert_eq!(load_changed(|p| p.index = None), Ok(()));
+    }
+
+    #[test]
+    fn inconsistent_lexicons_are_refused() {
+        fn lexicon<'p>(p: &'p mut Payload<'static>) -> &'p mut LexiconBytes<'static> {
+            p.index.as_mut().unwrap().lexical.as_mut().unwrap()
+        }
+        assert_eq!(load_changed(|p| lexicon(p).weight = -1.0), Err(LoadError::BadLexicon));
+        assert_eq!(load_changed(|p| lexicon(p).weight = f32::NAN), Err(LoadError::NonFinite));
+        // Document 0 holds terms 1, 7, 9: swapped to 7, 1, 9, then a repeated 7.
+        assert_eq!(
+            load_changed(|p| lexicon(p).terms = &[7, 0, 1, 0, 9, 0, 3, 0]),
+            Err(LoadError::BadLexicon)
+        );
+        assert_eq!(
+            load_changed(|p| lexicon(p).terms = &[1, 0, 7, 0, 7, 0, 3, 0]),
+            Err(LoadError::BadLexicon)
+        );
+        // Offsets 0, 3, 4: not starting at 0, decreasing, not ending at the postings' count.
+        let offsets = |o: [u32; 3]| leak(o.iter().flat_map(|x| x.to_le_bytes()).collect());
+        assert_eq!(load_changed(|p| lexicon(p).offsets = offsets([1, 3, 4])), Err(LoadError::BadLexicon));
+        assert_eq!(load_changed(|p| lexicon(p).offsets = offsets([0, 3, 2])), Err(LoadError::BadLexicon));
+        assert_eq!(load_changed(|p| lexicon(p).offsets = offsets([0, 3, 3])), Err(LoadError::BadLexicon));
+        assert_eq!(load_changed(|p| lexicon(p).offsets = offsets([0, 9, 4])), Err(LoadError::BadLexicon));
+        assert_eq!(load_changed(|p| lexicon(p).weights = &[1, 2, 3]), Err(LoadError::ShapeMismatch));
+        assert_eq!(load_changed(|p| lexicon(p).scales = &[0, 0]), Err(LoadError::ShapeMismatch));
+        let negative = leak([half::f16::from_f32(-1.0).to_le_bytes(), [0, 0]].concat());
+        assert_eq!(load_changed(|p| lexicon(p).scales = negative), Err(LoadError::BadLexicon));
+        assert_eq!(load_changed(|p| p.index.as_mut().unwrap().lexical = None), Ok(()));
     }
 
     #[test]

@@ -50,7 +50,7 @@
 //! let mut docs = vec![0.0; 2 * 8];
 //! docs[0] = 1.0;
 //! docs[8 + 1] = 1.0;
-//! parts.index = Some(IndexParts { ids: vec![100, 101], embeddings: docs, hubness: vec![0.1, 0.2] });
+//! parts.index = Some(IndexParts { ids: vec![100, 101], embeddings: docs, hubness: vec![0.1, 0.2], lexical: None });
 //! let blob = parts.to_bytes()?;
 //!
 //! // Query (host or device): load in place, encode, search.
@@ -86,9 +86,12 @@ mod writer;
 pub use blob::{
     FORMAT_VERSION, HEADER_LEN, LoadError, MAGIC, MAX_LAYERS, MAX_OUT_DIM, ModelConfig, Provenance, crc32,
 };
-pub use index::{Embedding, Hit, Index, Scoring, SearchError};
+pub use index::{
+    Embedding, Hit, Index, LEXICAL_BUCKETS, MAX_QUERY_TERMS, Query, QueryTerms, Scoring, SearchError,
+    lexical_config,
+};
 pub use model::{EncodeError, Model, Scratch};
 pub use quant::quantize_row;
 pub use tokenizer::{ConfigError, Feature, TokenizeReport, TokenizerConfig, tokenize};
 #[cfg(feature = "std")]
-pub use writer::{BlobParts, DenseParts, IndexParts, LayerParts, NormParts, WriteError};
+pub use writer::{BlobParts, DenseParts, IndexParts, LayerParts, LexiconParts, NormParts, WriteError};

@@ -7,7 +7,7 @@ use heapless::VecView;
 
 use crate::LoadError;
 use crate::blob::{self, Dense, Layer, ModelConfig, Norm, Payload, Provenance};
-use crate::index::{Embedding, Index};
+use crate::index::{Embedding, Index, QueryTerms, lexical_config};
 use crate::quant::{dot, f16s, f32s, for_each_row_dot, quantize_activations};
 use crate::tokenizer::{Feature, tokenize};
 
@@ -186,6 +186,40 @@ impl<'a> Model<'a> {
             buffers.embedding.iter_mut().for_each(|v| *v /= norm);
         }
         Ok(Embedding::quantize(buffers.embedding))
+    }
+
+    /// The lexical terms of `text` for [hybrid search](Index#hybrid-search): the tokenizer's
+    /// features hashed into [`LEXICAL_BUCKETS`](crate::LEXICAL_BUCKETS), of the words
+    /// [`Model::encode`] reads, computed in `scratch`'s feature buffer. Fails as `encode` does on
+    /// a text without a word and on a scratch too small for the text.
+    ///
+    /// ```
+    /// use otkd_runtime::{BlobParts, Feature, Model, ModelConfig, Scratch, TokenizerConfig};
+    ///
+    /// let config = ModelConfig {
+    ///     tokenizer: TokenizerConfig { buckets: 64, max_words: 8, ..TokenizerConfig::DEFAULT },
+    ///     dim: 8, layers: 1, heads: 2, ffn: 16, out_dim: 4, layer_norm_eps: 1e-5,
+    /// };
+    /// let blob = BlobParts::new(config).to_bytes()?;
+    /// let model = Model::from_bytes(&blob)?;
+    /// let mut features = heapless::Vec::<Feature, 256>::new();
+    /// let (mut floats, mut int8s) = (vec![0f32; 0], vec![0i8; 0]);
+    /// let mut scratch = Scratch::new(features.as_mut_view(), &mut floats, &mut int8s);
+    /// // "Evo" and "evo": one word feature and one of each n-gram, all twice.
+    /// let terms = model.terms("Evo evo", &mut scratch)?;
+    /// assert_eq!(terms.len(), 7);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn terms(&self, text: &str, scratch: &mut Scratch<'_>) -> Result<QueryTerms, EncodeError> {
+        let tokenizer = &self.payload.config.tokenizer;
+        let report = tokenize(&lexical_config(tokenizer, tokenizer.max_words), text, scratch.features);
+        if scratch.features.len() >= scratch.features.capacity() {
+            return Err(EncodeError::ScratchTooSmall);
+        }
+        if report.words == 0 {
+            return Err(EncodeError::EmptyQuery);
+        }
+        Ok(QueryTerms::from_features(scratch.features))
     }
 
     /// Each word's vector: the sum of its features' embedding rows plus its position's vector.

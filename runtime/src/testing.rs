@@ -15,7 +15,8 @@
 //! committed), and a test pins the bytes of [`tiny_blob`] and [`micro_blob`].
 
 use crate::{
-    BlobParts, FORMAT_VERSION, Feature, IndexParts, MAGIC, ModelConfig, Scratch, TokenizerConfig, crc32,
+    BlobParts, FORMAT_VERSION, Feature, IndexParts, LexiconParts, MAGIC, ModelConfig, Scratch,
+    TokenizerConfig, crc32,
 };
 
 /// SplitMix64 (Steele, Lea, Flood 2014): 64-bit integer state, no float in the generator.
@@ -154,7 +155,7 @@ pub fn seeded_index(out_dim: usize, documents: usize, rng: &mut SplitMix64) -> I
     }
     let hubness = (0..documents).map(|_| 0.25 + rng.uniform(0.25)).collect();
     let ids = (0..documents).map(|i| 1000 + u32::try_from(i).unwrap_or(u32::MAX)).collect();
-    IndexParts { ids, embeddings, hubness }
+    IndexParts { ids, embeddings, hubness, lexical: None }
 }
 
 /// The blob of [`seeded_parts`] with a [`seeded_index`] of `documents` documents, both from one
@@ -174,9 +175,65 @@ pub fn seeded_blob(config: ModelConfig, documents: usize, seed: u64) -> Vec<u8> 
     }
 }
 
-/// The firmware's default blob: [`TINY`] with [`TINY_DOCUMENTS`] documents from [`SEED`].
+/// Words of the [`seeded_texts`]: some of the firmware's queries' words (`queries.txt`), in
+/// several scripts, so that hybrid search finds shared terms.
+const LEXICON_WORDS: [&str; 24] = [
+    "anux",
+    "jawira",
+    "wawanakax",
+    "pampan",
+    "warmix",
+    "ch'uqi",
+    "uta",
+    "chachax",
+    "thakhin",
+    "quta",
+    "wallpa",
+    "plazan",
+    "fiestan",
+    "dogs",
+    "snowy",
+    "field",
+    "psi",
+    "pelota",
+    "niño",
+    "llama",
+    "tunka",
+    "kimsa",
+    "野原",
+    "🦙",
+];
+
+/// `documents` texts of 3 to 8 of the [`LEXICON_WORDS`] drawn from `rng`.
+pub fn seeded_texts(documents: usize, rng: &mut SplitMix64) -> Vec<String> {
+    let mut pick = |n: usize| usize::try_from(rng.next_u64() % n as u64).unwrap_or(0);
+    (0..documents)
+        .map(|_| {
+            let words = 3 + pick(6);
+            (0..words)
+                .map(|_| LEXICON_WORDS.get(pick(LEXICON_WORDS.len())).copied().unwrap_or(""))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect()
+}
+
+/// The firmware's default blob: [`TINY`] with [`TINY_DOCUMENTS`] documents from [`SEED`], and
+/// a lexicon of [`seeded_texts`] (weight 0.5, at most 16 terms per document), so that the
+/// firmware's bit-exact tests cover hybrid search.
 pub fn tiny_blob() -> Vec<u8> {
-    seeded_blob(TINY, TINY_DOCUMENTS, SEED)
+    let mut rng = SplitMix64::new(SEED);
+    let mut parts = seeded_parts(TINY, &mut rng);
+    let mut index = seeded_index(usize::from(TINY.out_dim), TINY_DOCUMENTS, &mut rng);
+    let texts = seeded_texts(TINY_DOCUMENTS, &mut rng);
+    let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+    index.lexical = Some(LexiconParts::from_texts(&TINY.tokenizer, &texts, 0.5, Some(16)));
+    parts.index = Some(index);
+    match parts.to_bytes() {
+        Ok(blob) => blob,
+        #[allow(clippy::panic)]
+        Err(e) => panic!("seeded tiny blob: {e}"),
+    }
 }
 
 /// The micro student when no trained export is given: [`MICRO`] with [`MICRO_DOCUMENTS`]
@@ -249,16 +306,41 @@ mod tests {
     /// measured on these two blobs: their bytes must be the same in every process, on every
     /// machine and in every version until a change to the generator, the writer or the format
     /// updates these pins (and the README) on purpose (format 2 added two empty provenance strings:
-    /// +2 bytes).
+    /// +2 bytes; format 3 the index's lexicon: +1 byte without one, and the tiny blob has one).
     #[test]
     fn seeded_blobs_are_pinned() {
         let tiny = tiny_blob();
-        assert_eq!((tiny.len(), crc32(&tiny)), (32_421, 0xd354_eb28));
+        assert_eq!((tiny.len(), crc32(&tiny)), (35_894, 0xccb2_a701));
         let model = Model::from_bytes(&tiny).unwrap();
         assert_eq!(*model.config(), TINY);
         assert_eq!(model.index().map(|i| i.len()), Some(TINY_DOCUMENTS));
         let micro = micro_blob();
-        assert_eq!((micro.len(), crc32(&micro)), (1_879_224, 0x2bec_28a3));
+        assert_eq!((micro.len(), crc32(&micro)), (1_879_225, 0x9eca_ac4b));
+    }
+
+    /// The firmware's bit-exact tests cover hybrid search only if the tiny blob's lexicon changes
+    /// rankings of its queries.
+    #[test]
+    fn the_tiny_lexicon_changes_rankings() {
+        let blob = tiny_blob();
+        let model = Model::from_bytes(&blob).unwrap();
+        let index = model.index().unwrap();
+        assert_eq!(index.lexical_weight(), Some(0.5));
+        let mut scratch = OwnedScratch::new(&TINY, 32);
+        let mut changed = 0;
+        for text in [
+            "Paya wawanakax pampan anatapxi",
+            "Two dogs run across the snowy field.",
+            "Quta patxan mä wallpa",
+        ] {
+            let embedding = model.encode(text, &mut scratch.scratch()).unwrap();
+            let terms = model.terms(text, &mut scratch.scratch()).unwrap();
+            let dense = index.search::<5>(&embedding, 5, crate::Scoring::Csls).unwrap();
+            let query = crate::Query { embedding: &embedding, terms: Some(&terms) };
+            let hybrid = index.search::<5>(query, 5, crate::Scoring::Csls).unwrap();
+            changed += usize::from(dense.iter().map(|h| h.id).ne(hybrid.iter().map(|h| h.id)));
+        }
+        assert_eq!(changed, 3);
     }
 
     #[test]

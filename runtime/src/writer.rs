@@ -3,11 +3,14 @@
 
 use core::fmt;
 
+use std::collections::BTreeMap;
+
 use crate::blob::{
-    Dense, FORMAT_VERSION, HEADER_LEN, HUBNESS_SCALE, IndexBytes, Layer, MAGIC, Matrix, ModelConfig, Norm,
-    Payload, Provenance, crc32,
+    Dense, FORMAT_VERSION, HEADER_LEN, HUBNESS_SCALE, IndexBytes, Layer, LexiconBytes, MAGIC, Matrix,
+    ModelConfig, Norm, Payload, Provenance, crc32,
 };
-use crate::{Model, quantize_row};
+use crate::tokenizer::{Feature, TokenizerConfig, tokenize};
+use crate::{Model, lexical_config, quantize_row};
 
 /// Everything a blob holds, as f32: what the host exports.
 ///
@@ -119,6 +122,7 @@ pub struct LayerParts {
 ///     ids: vec![3, 8],
 ///     embeddings: vec![1.0, 0.0, 0.0, 1.0], // 2 documents x out_dim 2
 ///     hubness: vec![0.31, 0.12],
+///     lexical: None,
 /// };
 /// assert_eq!(index.embeddings.len(), index.ids.len() * 2);
 /// ```
@@ -131,6 +135,107 @@ pub struct IndexParts {
     /// `r(d)` per document: the mean cosine of the document to its K nearest reference queries
     /// (clamped to `[-1, 1]` when stored; see [`blob`](crate::blob)).
     pub hubness: Vec<f32>,
+    /// The documents' lexical terms, for [hybrid search](crate::Index#hybrid-search).
+    pub lexical: Option<LexiconParts>,
+}
+
+/// The documents' lexical terms for [hybrid search](crate::Index#hybrid-search), as f32.
+///
+/// ```
+/// use otkd_runtime::{LexiconParts, TokenizerConfig};
+///
+/// let lexicon = LexiconParts::from_texts(&TokenizerConfig::DEFAULT, &["Evo Morales", "La Paz"], 1.5, None);
+/// assert_eq!(lexicon.documents.len(), 2);
+/// assert!(lexicon.documents[0].windows(2).all(|p| p[0].0 < p[1].0));
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct LexiconParts {
+    /// `α`: how much the lexical score adds to the cosine (finite, ≥ 0).
+    pub weight: f32,
+    /// Per document, in index order: `(term, weight)` with term ids increasing, weights ≥ 0.
+    pub documents: Vec<Vec<(u16, f32)>>,
+}
+
+impl LexiconParts {
+    /// The documents' terms (the tokenizer's features of each text, every word, hashed into
+    /// [`LEXICAL_BUCKETS`](crate::LEXICAL_BUCKETS)) weighted `idf(t) · v_t / |v|` with
+    /// `v_t = (1 + ln tf) · idf(t)` and `idf(t) = ln((1 + N) / (1 + df(t))) + 1` over these
+    /// `N` texts (see [hybrid search](crate::Index#hybrid-search)); with `max_terms`, each
+    /// document keeps its heaviest `max_terms` terms (ties: smaller id).
+    ///
+    /// See the [type's example](LexiconParts).
+    pub fn from_texts(
+        config: &TokenizerConfig,
+        texts: &[&str],
+        weight: f32,
+        max_terms: Option<usize>,
+    ) -> Self {
+        let counts: Vec<BTreeMap<u16, u32>> = texts.iter().map(|text| term_counts(config, text)).collect();
+        let mut df = BTreeMap::<u16, u32>::new();
+        for &term in counts.iter().flat_map(BTreeMap::keys) {
+            *df.entry(term).or_default() += 1;
+        }
+        let n = counts.len() as f64;
+        // libm, not std's ln: the same bits on every machine (seeded test blobs are pinned).
+        let idf =
+            |term: &u16| libm::log((1.0 + n) / (1.0 + f64::from(df.get(term).copied().unwrap_or(0)))) + 1.0;
+        let documents = counts
+            .iter()
+            .map(|counts| {
+                let v: Vec<(u16, f64, f64)> = counts
+                    .iter()
+                    .map(|(term, &tf)| (*term, (1.0 + libm::log(f64::from(tf))) * idf(term), idf(term)))
+                    .collect();
+                let norm = v.iter().map(|(_, x, _)| x * x).sum::<f64>().sqrt().max(f64::MIN_POSITIVE);
+                #[allow(clippy::cast_possible_truncation)]
+                let mut terms: Vec<(u16, f32)> =
+                    v.iter().map(|&(t, x, idf)| (t, (x / norm * idf) as f32)).collect();
+                if let Some(keep) = max_terms.filter(|&keep| keep < terms.len()) {
+                    terms.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+                    terms.truncate(keep);
+                    terms.sort_by_key(|&(t, _)| t);
+                }
+                terms
+            })
+            .collect();
+        Self { weight, documents }
+    }
+}
+
+/// How often each lexical term occurs in `text`, every word of it: tokenized in pieces of at most
+/// `PIECE_CHARS` chars cut at whitespace (features never span whitespace; a longer
+/// whitespace-free run is cut, losing only the n-grams across the cut).
+fn term_counts(config: &TokenizerConfig, text: &str) -> BTreeMap<u16, u32> {
+    const PIECE_CHARS: usize = 2048;
+    // Room for every feature of a piece: at most a window's features per stride of chars.
+    const CAPACITY: usize = PIECE_CHARS * 16;
+    let config = lexical_config(config, u16::MAX);
+    let mut features = Box::new(heapless::Vec::<Feature, CAPACITY>::new());
+    let mut counts = BTreeMap::new();
+    let mut count = |piece: &str| {
+        tokenize(&config, piece, features.as_mut_view());
+        for feature in features.iter() {
+            if let Ok(term) = u16::try_from(feature.id) {
+                *counts.entry(term).or_default() += 1;
+            }
+        }
+    };
+    let (mut piece, mut piece_chars) = (String::new(), 0);
+    for token in text.split_whitespace() {
+        let chars: Vec<char> = token.chars().collect();
+        for chunk in chars.chunks(PIECE_CHARS - 1) {
+            if piece_chars + 1 + chunk.len() > PIECE_CHARS {
+                count(&piece);
+                piece.clear();
+                piece_chars = 0;
+            }
+            piece.push(' ');
+            piece.extend(chunk);
+            piece_chars += 1 + chunk.len();
+        }
+    }
+    count(&piece);
+    counts
 }
 
 /// Why [`BlobParts::to_bytes`] could not write a blob.
@@ -272,7 +377,7 @@ impl Model<'_> {
     /// let mut parts = BlobParts::new(config);
     /// parts.lang = "ay".into();
     /// let blob = parts.to_bytes()?;
-    /// let index = IndexParts { ids: vec![7], embeddings: vec![0.6, 0.8], hubness: vec![0.25] };
+    /// let index = IndexParts { ids: vec![7], embeddings: vec![0.6, 0.8], hubness: vec![0.25], lexical: None };
     /// let reindexed = Model::from_bytes(&blob)?.to_bytes_with_index(Some(&index), "mine")?;
     /// let model = Model::from_bytes(&reindexed)?;
     /// assert_eq!(model.index().map(|i| i.len()), Some(1));
@@ -439,6 +544,68 @@ struct OwnedIndex {
     documents: OwnedMatrix,
     ids: Vec<u8>,
     hubness: Vec<u8>,
+    lexicon: Option<OwnedLexicon>,
+}
+
+struct OwnedLexicon {
+    weight: f32,
+    offsets: Vec<u8>,
+    terms: Vec<u8>,
+    weights: Vec<u8>,
+    scales: Vec<u8>,
+}
+
+impl OwnedLexicon {
+    /// Each document's weights as u8 with one f16 scale (its largest weight / 255).
+    fn new(parts: &LexiconParts, docs: usize) -> Result<Self, WriteError> {
+        if parts.documents.len() != docs {
+            return Err(WriteError::ShapeMismatch);
+        }
+        if !parts.weight.is_finite() || parts.weight < 0.0 {
+            return Err(WriteError::NonFinite);
+        }
+        let mut lexicon = Self {
+            weight: parts.weight,
+            offsets: 0u32.to_le_bytes().to_vec(),
+            terms: vec![],
+            weights: vec![],
+            scales: vec![],
+        };
+        for document in &parts.documents {
+            if document.windows(2).any(|p| matches!(p, [a, b] if a.0 >= b.0)) {
+                return Err(WriteError::ShapeMismatch);
+            }
+            let weights: Vec<f32> = document.iter().map(|&(_, w)| w).collect();
+            check_finite(&weights)?;
+            if weights.iter().any(|&w| w < 0.0) {
+                return Err(WriteError::NonFinite);
+            }
+            let largest = weights.iter().fold(0.0f32, |m, &w| m.max(w));
+            let scale = half::f16::from_f32(largest / 255.0);
+            let step = scale.to_f32();
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            let quantize =
+                |w: f32| if step > 0.0 { libm::roundf(w / step).clamp(0.0, 255.0) as u8 } else { 0 };
+            for &(term, w) in document {
+                lexicon.terms.extend_from_slice(&term.to_le_bytes());
+                lexicon.weights.push(quantize(w));
+            }
+            let end = u32::try_from(lexicon.weights.len()).map_err(|_| WriteError::TooLarge)?;
+            lexicon.offsets.extend_from_slice(&end.to_le_bytes());
+            lexicon.scales.extend_from_slice(&scale.to_le_bytes());
+        }
+        Ok(lexicon)
+    }
+
+    fn borrow(&self) -> LexiconBytes<'_> {
+        LexiconBytes {
+            weight: self.weight,
+            offsets: &self.offsets,
+            terms: &self.terms,
+            weights: &self.weights,
+            scales: &self.scales,
+        }
+    }
 }
 
 impl OwnedIndex {
@@ -456,6 +623,7 @@ impl OwnedIndex {
             documents: OwnedMatrix::from_rows(&parts.embeddings, docs, dim)?,
             ids: parts.ids.iter().flat_map(|id| id.to_le_bytes()).collect(),
             hubness: parts.hubness.iter().flat_map(|&r| quantize(r).to_le_bytes()).collect(),
+            lexicon: parts.lexical.as_ref().map(|l| OwnedLexicon::new(l, docs)).transpose()?,
         })
     }
 
@@ -466,6 +634,7 @@ impl OwnedIndex {
             scales: &self.documents.scales,
             ids: &self.ids,
             hubness: &self.hubness,
+            lexical: self.lexicon.as_ref().map(OwnedLexicon::borrow),
         }
     }
 }

@@ -108,15 +108,23 @@ fn the_writer_refuses_bad_parts() {
     refuse(&|p| p.positions[5] = 1e30, WriteError::ScaleOverflow);
     refuse(
         &|p| {
-            p.index =
-                Some(otkd_runtime::IndexParts { ids: vec![1], embeddings: vec![0.0; 47], hubness: vec![0.0] })
+            p.index = Some(otkd_runtime::IndexParts {
+                ids: vec![1],
+                embeddings: vec![0.0; 47],
+                hubness: vec![0.0],
+                lexical: None,
+            })
         },
         WriteError::ShapeMismatch,
     );
     refuse(
         &|p| {
-            p.index =
-                Some(otkd_runtime::IndexParts { ids: vec![1], embeddings: vec![0.0; 48], hubness: vec![] })
+            p.index = Some(otkd_runtime::IndexParts {
+                ids: vec![1],
+                embeddings: vec![0.0; 48],
+                hubness: vec![],
+                lexical: None,
+            })
         },
         WriteError::ShapeMismatch,
     );
@@ -126,6 +134,7 @@ fn the_writer_refuses_bad_parts() {
                 ids: vec![1],
                 embeddings: vec![0.0; 48],
                 hubness: vec![f32::NAN],
+                lexical: None,
             })
         },
         WriteError::NonFinite,

@@ -1,7 +1,10 @@
 //! Index search: ranking, ties, CSLS, capacities and scores.
 
-use otkd_runtime::testing::{MINIMAL, SplitMix64, seeded_index};
-use otkd_runtime::{BlobParts, Embedding, Hit, IndexParts, Model, ModelConfig, Scoring, SearchError};
+use otkd_runtime::testing::{MINIMAL, OwnedScratch, SplitMix64, seeded_index};
+use otkd_runtime::{
+    BlobParts, Embedding, EncodeError, Hit, IndexParts, LexiconParts, Model, ModelConfig, Query, QueryTerms,
+    Scoring, SearchError,
+};
 
 fn blob_with_index(out_dim: u16, index: IndexParts) -> Vec<u8> {
     // No layer: only the index matters here.
@@ -17,8 +20,12 @@ fn ids<const K: usize>(hits: &heapless::Vec<Hit, K>) -> Vec<u32> {
 
 #[test]
 fn equal_scores_rank_by_id() {
-    let index =
-        IndexParts { ids: vec![30, 10, 20, 5], embeddings: [0.6, 0.8].repeat(4), hubness: vec![0.3; 4] };
+    let index = IndexParts {
+        ids: vec![30, 10, 20, 5],
+        embeddings: [0.6, 0.8].repeat(4),
+        hubness: vec![0.3; 4],
+        lexical: None,
+    };
     let blob = blob_with_index(2, index);
     let index = Model::from_bytes(&blob).unwrap().index().unwrap();
     let query = Embedding::from_f32(&[0.8, 0.6]).unwrap();
@@ -38,6 +45,7 @@ fn csls_demotes_hubs_as_worked_out_by_hand() {
         ids: vec![1, 2, 3],
         embeddings: vec![1.0, 0.0, 0.8, 0.6, 0.6, 0.8],
         hubness: vec![0.9, 0.2, 0.0],
+        lexical: None,
     };
     let blob = blob_with_index(2, index);
     let index = Model::from_bytes(&blob).unwrap().index().unwrap();
@@ -65,7 +73,8 @@ fn capacities_and_empty_cases() {
     let wrong_width = Embedding::from_f32(&[0.5; 7]).unwrap();
     assert_eq!(index.search::<3>(&wrong_width, 3, Scoring::Csls), Err(SearchError::DimensionMismatch));
 
-    let empty = blob_with_index(8, IndexParts { ids: vec![], embeddings: vec![], hubness: vec![] });
+    let empty =
+        blob_with_index(8, IndexParts { ids: vec![], embeddings: vec![], hubness: vec![], lexical: None });
     let index = Model::from_bytes(&empty).unwrap().index().unwrap();
     assert!(index.is_empty());
     assert!(index.search::<3>(&query, 3, Scoring::Csls).unwrap().is_empty());
@@ -103,4 +112,93 @@ fn top_k_equals_a_full_sort_of_the_integer_scores() {
             assert_eq!(hits.as_slice(), &all[..10]);
         }
     }
+}
+
+/// A model of `texts` as documents: one-word-ish student (no layer), the given unit embeddings
+/// and a lexicon of the texts with weight `alpha`.
+fn hybrid_blob(embeddings: Vec<f32>, texts: &[&str], alpha: f32) -> Vec<u8> {
+    let config = ModelConfig { layers: 0, heads: 1, out_dim: 2, ..MINIMAL };
+    let mut parts = BlobParts::new(config);
+    let ids = (0..texts.len() as u32).map(|i| 100 + i).collect();
+    let lexical = Some(LexiconParts::from_texts(&config.tokenizer, texts, alpha, None));
+    parts.index = Some(IndexParts { ids, embeddings, hubness: vec![0.0; texts.len()], lexical });
+    parts.to_bytes().unwrap()
+}
+
+fn terms_of(model: &Model, text: &str) -> QueryTerms {
+    let mut scratch = OwnedScratch::new(model.config(), 16);
+    model.terms(text, &mut scratch.scratch()).unwrap()
+}
+
+#[test]
+fn hybrid_search_adds_the_lexical_match_to_the_dense_score() {
+    // Document 100 is nearest the query's embedding; 101 shares its words.
+    let texts = ["a red bicycle", "Evo Morales en La Paz", "the weather in Oruro"];
+    let blob = hybrid_blob(vec![1.0, 0.0, 0.6, 0.8, 0.0, 1.0], &texts, 1.0);
+    let model = Model::from_bytes(&blob).unwrap();
+    let index = model.index().unwrap();
+    assert_eq!(index.lexical_weight(), Some(1.0));
+    let embedding = Embedding::from_f32(&[1.0, 0.0]).unwrap();
+    let terms = terms_of(&model, "Evo Morales jutawa");
+    let dense = index.search::<3>(&embedding, 3, Scoring::Cosine).unwrap();
+    assert_eq!(ids(&dense), [100, 101, 102]);
+    let query = Query { embedding: &embedding, terms: Some(&terms) };
+    let hybrid = index.search::<3>(query, 3, Scoring::Cosine).unwrap();
+    assert_eq!(hybrid[0].id, 101);
+    // Documents without a shared term keep their dense score bit for bit.
+    let unshared = |hits: &heapless::Vec<Hit, 3>, id| hits.iter().find(|h| h.id == id).unwrap().score;
+    assert_eq!(unshared(&hybrid, 100).to_bits(), unshared(&dense, 100).to_bits());
+    // The lexical part is the TF-IDF cosine with idf on the document side (within u8 steps).
+    let lexical = unshared(&hybrid, 101) - unshared(&dense, 101);
+    let parts = LexiconParts::from_texts(&MINIMAL.tokenizer, &texts, 1.0, None);
+    let expected: f32 = terms
+        .terms()
+        .zip(terms.weights())
+        .filter_map(|(t, w)| parts.documents[1].iter().find(|(d, _)| *d == t).map(|(_, dw)| w * dw))
+        .sum();
+    assert!(expected > 0.1 && (lexical - expected).abs() < 0.01 * expected, "{lexical} vs {expected}");
+    // CSLS ranks 2 · (cosine + α · lexical) - r(d).
+    let csls = index.search::<3>(query, 3, Scoring::Csls).unwrap();
+    assert_eq!((csls[0].id, csls[0].score), (101, 2.0 * hybrid[0].score));
+}
+
+#[test]
+fn hybrid_search_without_terms_or_weight_ranks_as_dense() {
+    let texts = ["uno", "dos", "tres"];
+    let embeddings = vec![1.0, 0.0, 0.6, 0.8, 0.0, 1.0];
+    let blob = hybrid_blob(embeddings.clone(), &texts, 0.0);
+    let model = Model::from_bytes(&blob).unwrap();
+    let index = model.index().unwrap();
+    let embedding = Embedding::from_f32(&[0.6, 0.8]).unwrap();
+    let terms = terms_of(&model, "tres");
+    let dense = index.search::<3>(&embedding, 3, Scoring::Csls).unwrap();
+    let weightless =
+        index.search::<3>(Query { embedding: &embedding, terms: Some(&terms) }, 3, Scoring::Csls).unwrap();
+    assert_eq!(dense, weightless);
+    let empty = QueryTerms::default();
+    let strong = hybrid_blob(embeddings, &texts, 5.0);
+    let index = Model::from_bytes(&strong).unwrap().index().unwrap();
+    let no_terms =
+        index.search::<3>(Query { embedding: &embedding, terms: Some(&empty) }, 3, Scoring::Csls).unwrap();
+    assert_eq!(dense, no_terms);
+    assert_eq!(
+        index.search::<3>(Query { embedding: &embedding, terms: Some(&terms) }, 3, Scoring::Csls).unwrap()[0]
+            .id,
+        102
+    );
+}
+
+#[test]
+fn query_terms_count_repeats_and_an_empty_query_is_refused() {
+    let blob = hybrid_blob(vec![1.0, 0.0], &["x"], 1.0);
+    let model = Model::from_bytes(&blob).unwrap();
+    let once = terms_of(&model, "pelota");
+    let twice = terms_of(&model, "pelota pelota");
+    assert_eq!(once.terms().collect::<Vec<_>>(), twice.terms().collect::<Vec<_>>());
+    // A repeated word scales every weight alike, and the norm removes it.
+    assert!(once.weights().zip(twice.weights()).all(|(a, b)| (a - b).abs() < 1e-6));
+    let norm: f32 = once.weights().map(|w| w * w).sum();
+    assert!((norm - 1.0).abs() < 1e-5 && once.len() == 1 + 6 + 5 + 4 && once.dropped() == 0);
+    let mut scratch = OwnedScratch::new(model.config(), 16);
+    assert_eq!(model.terms(" ¿? ", &mut scratch.scratch()), Err(EncodeError::EmptyQuery));
 }

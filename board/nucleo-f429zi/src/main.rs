@@ -21,7 +21,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use cortex_m::peripheral::DWT;
 use cortex_m_rt::entry;
 use defmt_rtt as _;
-use otkd_runtime::{Feature, Index, Model, ModelConfig, Scoring, Scratch};
+use otkd_runtime::{Feature, Index, Model, ModelConfig, Query, Scoring, Scratch};
 use panic_probe as _;
 use stm32f4xx_hal::{block, pac, prelude::*, rcc, serial};
 
@@ -214,10 +214,14 @@ fn answer(
     };
     let Some(mut scratch) = memory.scratch_for(config, words) else { return };
     let start = DWT::cycle_count();
-    let encoded = model.encode(text, &mut scratch);
+    // The embedding, then (an index with a lexicon: hybrid search) the text's terms.
+    let encoded = model.encode(text, &mut scratch).and_then(|embedding| match index.lexical_weight() {
+        Some(_) => Ok((embedding, Some(model.terms(text, &mut scratch)?))),
+        None => Ok((embedding, None)),
+    });
     let encode = DWT::cycle_count().wrapping_sub(start);
-    let query = match encoded {
-        Ok(query) => query,
+    let (embedding, terms) = match encoded {
+        Ok(encoded) => encoded,
         Err(e) => {
             defmt::info!("encode-error {} cycles {=u32}", e, encode);
             let _ = write!(tx, "error {e} (encode {encode} cycles)\r\n");
@@ -225,7 +229,7 @@ fn answer(
         }
     };
     let start = DWT::cycle_count();
-    let hits = index.search::<K>(&query, K, Scoring::Csls);
+    let hits = index.search::<K>(Query { embedding: &embedding, terms: terms.as_ref() }, K, Scoring::Csls);
     let search = DWT::cycle_count().wrapping_sub(start);
     let Ok(hits) = hits else {
         let _ = write!(tx, "error: the index is not the model's width\r\n");

@@ -46,10 +46,10 @@ pub fn run(inputs: &Inputs, args: &BenchQueryArgs) -> Result<()> {
     let mut runtime_pass = |times: &mut Vec<f64>| -> Result<()> {
         for q in &queries {
             let start = Instant::now();
-            let embedding = runtime.encode(q).map_err(|e| anyhow::anyhow!("{q:?}: {e}"))?;
+            let query = runtime.query(q).map_err(|e| anyhow::anyhow!("{q:?}: {e}"))?;
             let index = runtime.model().index().context("no index")?;
             let hits = index
-                .search::<TOP_K>(&embedding, TOP_K, Scoring::Cosine)
+                .search::<TOP_K>(query.as_query(), TOP_K, Scoring::Cosine)
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             std::hint::black_box(hits);
             times.push(start.elapsed().as_secs_f64());

@@ -9,11 +9,12 @@ use super::{
     Inputs, cached_texts, csls_reference_queries, load_blob, open_cache, open_source, open_teacher,
     print_json, read_blob, run_source, split_index,
 };
-use crate::cli::{EvalBlobArgs, ExportArgs, QueryArgs, SourceArgs};
-use crate::data::{Documents, Lang, Source, SourceSpec};
+use crate::cli::{EvalBlobArgs, ExportArgs, LexicalArg, QueryArgs, SourceArgs};
+use crate::data::{Documents, Lang, Source, SourceSpec, Split};
 use crate::distill::run_dir::RunDir;
 use crate::export::{
-    BlobBudget, F32Side, IndexInput, answer, build_blob, evaluate_blob, read_texts, write_blob, write_texts,
+    BlobBudget, F32Side, IndexInput, LexicalChoice, LexicalInput, answer, build_blob, choose_lexical_weight,
+    evaluate_blob, read_texts, write_blob, write_texts,
 };
 use crate::student::{EMBED_BATCH, Student, tokenize_sentence};
 
@@ -51,9 +52,30 @@ pub fn export(inputs: &Inputs, args: &ExportArgs) -> Result<()> {
         })
     };
     let described = indexed.as_ref().map_or("none".to_string(), |(index, _)| index.source.clone());
-    let (index, documents) = indexed.unzip();
+    let (mut index, documents) = indexed.unzip();
+    let mut choice = None;
+    if let (Some(index), Some(documents)) = (index.as_mut(), documents.as_ref()) {
+        let max_terms = args.lexical_terms.map(|n| n as usize);
+        let weight = match args.lexical {
+            LexicalArg::Off => 0.0,
+            LexicalArg::Weight(weight) => weight,
+            LexicalArg::Auto => {
+                let source = run_source(inputs, &run, &SourceArgs::default())?;
+                let chosen =
+                    lexical_weight_on_dev(inputs, &source, lang, &trained.student, scoring, max_terms)
+                        .context("choosing the lexical weight on the run's dev pairs (--lexical auto)")?;
+                choice = Some(chosen);
+                chosen.weight
+            }
+        };
+        if weight > 0.0 {
+            index.lexical = Some(LexicalInput { texts: documents.texts.clone(), weight, max_terms });
+        }
+    }
     let blob = build_blob(&trained.student, lang.code(), index)?;
     let budget = write_blob(&args.out, &blob)?;
+    let lexical_weight =
+        otkd_runtime::Model::from_bytes(&blob).ok().and_then(|m| m.index().and_then(|i| i.lexical_weight()));
     if let Some(documents) = documents.filter(|_| !args.no_texts) {
         write_texts(&args.out, &documents)?;
     }
@@ -65,7 +87,14 @@ pub fn export(inputs: &Inputs, args: &ExportArgs) -> Result<()> {
         );
     }
     if args.json {
-        return print_json(&budget);
+        #[derive(serde::Serialize)]
+        struct Exported {
+            #[serde(flatten)]
+            budget: BlobBudget,
+            lexical_weight: Option<f32>,
+            lexical_choice: Option<LexicalChoice>,
+        }
+        return print_json(&Exported { budget, lexical_weight, lexical_choice: choice });
     }
     outln!(
         "{} from {} ({:?} {}-en; index: {described})",
@@ -74,7 +103,39 @@ pub fn export(inputs: &Inputs, args: &ExportArgs) -> Result<()> {
         trained.config.method,
         lang
     );
+    if let Some(c) = choice {
+        outln!(
+            "lexical weight {} chosen on {} dev queries (int8 R@1 {:.3} dense, {:.3} with weight {}){}",
+            c.weight,
+            c.queries,
+            c.dense_r1,
+            c.hybrid_r1,
+            c.best_weight,
+            if c.weight == 0.0 {
+                format!(": under {} point(s) gained, no lexicon", crate::export::LEXICAL_MIN_GAIN * 100.0)
+            } else {
+                String::new()
+            }
+        );
+    }
     print_budget(&budget)
+}
+
+/// `--lexical auto`: the weight of the best int8 R@1 on the run's dev pairs, with an index of
+/// the dev split's English sides (see [`choose_lexical_weight`]).
+fn lexical_weight_on_dev(
+    inputs: &Inputs,
+    source: &Source,
+    lang: Lang,
+    student: &Student,
+    scoring: Scoring,
+    max_terms: Option<usize>,
+) -> Result<LexicalChoice> {
+    let (mut dev, texts) = split_index(inputs, source, Split::Dev, lang, student, scoring)?;
+    dev.lexical = Some(LexicalInput { texts: texts.texts, weight: 1.0, max_terms });
+    let bitext = source.bitext(Split::Dev, lang)?;
+    let queries: Vec<(&str, u32)> = bitext.pairs.iter().map(|p| (p.x.as_str(), p.line as u32)).collect();
+    choose_lexical_weight(student, dev, &queries, scoring)
 }
 
 /// An index of the user's documents: English ones encoded by the teacher (the space the student
@@ -112,7 +173,13 @@ fn docs_index(
         .map(|i| u32::try_from(i).context("too many documents"))
         .collect::<Result<_>>()?;
     let what = docs_lang.map_or("en".to_string(), |l| l.to_string());
-    Ok(IndexInput { documents: embeddings, ids, csls_reference, source: format!("documents {what}") })
+    Ok(IndexInput {
+        documents: embeddings,
+        ids,
+        csls_reference,
+        source: format!("documents {what}"),
+        lexical: None,
+    })
 }
 
 /// The budget lines of a blob (weights, index, total, scratch RAM).

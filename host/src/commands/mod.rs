@@ -228,8 +228,13 @@ fn split_index(
         texts: sentences,
         blank_lines: 0,
     };
-    let index =
-        IndexInput { documents: english.embeddings, ids, csls_reference, source: source.index_source(split) };
+    let index = IndexInput {
+        documents: english.embeddings,
+        ids,
+        csls_reference,
+        source: source.index_source(split),
+        lexical: None,
+    };
     Ok((index, documents))
 }
 

@@ -13,8 +13,8 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use otkd_runtime::{
-    BlobParts, DenseParts, Embedding, EncodeError, Feature, Hit, IndexParts, LayerParts, Model, ModelConfig,
-    NormParts, Scoring, Scratch,
+    BlobParts, DenseParts, Embedding, EncodeError, Feature, Hit, IndexParts, LayerParts, LexiconParts, Model,
+    ModelConfig, NormParts, Query, QueryTerms, Scoring, Scratch,
 };
 
 use crate::data::Documents;
@@ -96,20 +96,42 @@ pub struct IndexInput {
     pub csls_reference: Option<Vec<TokenizedSentence>>,
     /// Where the documents come from, recorded in the blob (e.g. `multi30k test_2016_flickr en`).
     pub source: String,
+    /// The documents' texts and the lexicon's weight and size, for hybrid search; `None`: a
+    /// dense index only.
+    pub lexical: Option<LexicalInput>,
+}
+
+/// What an index's lexicon is built from (see `otkd_runtime::Index`, hybrid search).
+pub struct LexicalInput {
+    /// One text per document.
+    pub texts: Vec<String>,
+    /// `α`, the lexical score's weight.
+    pub weight: f32,
+    /// Terms kept per document (the heaviest); `None`: all.
+    pub max_terms: Option<usize>,
 }
 
 fn index_parts(student: &Student, input: IndexInput) -> Result<IndexParts> {
     let dim = student.config().out_dim;
-    let IndexInput { documents, ids, csls_reference, .. } = input;
+    let IndexInput { documents, ids, csls_reference, lexical, .. } = input;
     if documents.len() != ids.len() * dim {
         bail!("index: {} values for {} documents of width {dim}", documents.len(), ids.len());
     }
+    let lexical = lexical
+        .map(|l| -> Result<LexiconParts> {
+            if l.texts.len() != ids.len() {
+                bail!("index: {} texts for {} documents", l.texts.len(), ids.len());
+            }
+            let texts: Vec<&str> = l.texts.iter().map(String::as_str).collect();
+            Ok(LexiconParts::from_texts(&student.config().tokenizer, &texts, l.weight, l.max_terms))
+        })
+        .transpose()?;
     let hubness = match csls_reference {
         Some(reference) => hubness(&documents, &student.embed(&reference, EMBED_BATCH)?, dim, CSLS_K),
         None => vec![0.0; ids.len()],
     };
     let embeddings = normalise_rows(documents, dim);
-    Ok(IndexParts { ids, embeddings, hubness })
+    Ok(IndexParts { ids, embeddings, hubness, lexical })
 }
 
 /// The blob of `student` (int8 weights) for queries in `lang`, with an index of `index` when
@@ -229,9 +251,24 @@ impl<'a> HostRuntime<'a> {
         self.model.encode(text, &mut scratch)
     }
 
+    /// A query as a device searches with it: its embedding and, when the index has a lexicon
+    /// (hybrid search), its terms.
+    pub fn query(&mut self, text: &str) -> Result<RuntimeQuery, EncodeError> {
+        let embedding = self.encode(text)?;
+        let terms = match self.model.index().and_then(|i| i.lexical_weight()) {
+            Some(_) => {
+                let mut scratch =
+                    Scratch::new(self.features.as_mut_view(), &mut self.floats, &mut self.int8s);
+                Some(self.model.terms(text, &mut scratch)?)
+            }
+            None => None,
+        };
+        Ok(RuntimeQuery { embedding, terms })
+    }
+
     /// The best `k` (at most [`MAX_ANSWERS`]) documents, best first (ties by smaller id), as
     /// the device ranks them: the runtime's streaming top-k, so the index may be any size.
-    pub fn top_k(&self, query: &Embedding, k: usize, scoring: Scoring) -> Result<Vec<Hit>> {
+    pub fn top_k<'q>(&self, query: impl Into<Query<'q>>, k: usize, scoring: Scoring) -> Result<Vec<Hit>> {
         let index = self.model.index().context("the blob has no document index")?;
         if k > MAX_ANSWERS {
             bail!("{k} answers asked for; at most {MAX_ANSWERS} are returned");
@@ -242,7 +279,13 @@ impl<'a> HostRuntime<'a> {
 
     /// The 1-based rank of document `target` for `query` (one more than the number of documents
     /// ranked before it) and the id of the top document, streaming over the whole index.
-    pub fn rank_of(&self, query: &Embedding, scoring: Scoring, target: u32) -> Result<(usize, Option<u32>)> {
+    pub fn rank_of<'q>(
+        &self,
+        query: impl Into<Query<'q>>,
+        scoring: Scoring,
+        target: u32,
+    ) -> Result<(usize, Option<u32>)> {
+        let query = query.into();
         let index = self.model.index().context("the blob has no document index")?;
         let mut target_hit = None;
         index
@@ -263,6 +306,99 @@ impl<'a> HostRuntime<'a> {
             })
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         Ok((before + 1, top.map(|t| t.id)))
+    }
+}
+
+/// The lexical weights [`choose_lexical_weight`] tries.
+pub const LEXICAL_WEIGHTS: [f32; 11] = [0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0];
+
+/// The least gain in held-out R@1 for which [`choose_lexical_weight`] keeps a lexicon: it costs
+/// flash (about 700 B per document against the dense index's 392 B), so it must pay. Measured
+/// on Multi30k (micro KD, int8, dev, CSLS) the best weight gained 0.5-0.9 points (ay, gn, qu,
+/// cs: no lexicon); on Aymara news 21.6 points.
+pub const LEXICAL_MIN_GAIN: f64 = 0.01;
+
+/// The lexical weight chosen on held-out pairs, and what it did there.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct LexicalChoice {
+    /// The chosen `α` (0: the lexicon does not gain [`LEXICAL_MIN_GAIN`]).
+    pub weight: f32,
+    /// Held-out queries it was chosen on.
+    pub queries: usize,
+    /// Their R@1 through the int8 runtime with the dense score alone.
+    pub dense_r1: f64,
+    /// Their R@1 with the best weight.
+    pub hybrid_r1: f64,
+    /// The best weight, kept or not.
+    pub best_weight: f32,
+}
+
+/// Chooses the lexical weight on held-out pairs: `dev` (its documents, their texts in
+/// `dev.lexical`) indexed by the int8 runtime with weight 1, each of `queries` (text, document
+/// position) scored densely and with its terms, and the weight of [`LEXICAL_WEIGHTS`] with the
+/// best R@1 under `scoring` (ties: the smaller weight), or 0 when that gains less than
+/// [`LEXICAL_MIN_GAIN`] over the dense score alone. Scores for a weight `α` are
+/// `dense + α · (hybrid − dense)`, the runtime's sum up to float rounding.
+pub fn choose_lexical_weight(
+    student: &Student,
+    mut dev: IndexInput,
+    queries: &[(&str, u32)],
+    scoring: Scoring,
+) -> Result<LexicalChoice> {
+    let Some(lexical) = dev.lexical.as_mut() else {
+        bail!("choosing a lexical weight needs the documents' texts")
+    };
+    lexical.weight = 1.0;
+    let blob = build_blob(student, "", Some(dev))?;
+    let mut runtime = HostRuntime::new(&blob).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let documents = runtime.model().index().map_or(0, |i| i.len());
+    // Per query: the target's position, then every document's dense and lexical parts.
+    let mut scored = Vec::with_capacity(queries.len());
+    for &(text, target) in queries {
+        let query = runtime.query(text).map_err(|e| anyhow::anyhow!("{text:?}: {e}"))?;
+        let index = runtime.model().index().context("the dev blob has an index")?;
+        let mut dense = Vec::with_capacity(documents);
+        index
+            .for_each_hit(&query.embedding, scoring, |hit| dense.push(hit.score))
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut lexical = Vec::with_capacity(documents);
+        index
+            .for_each_hit(query.as_query(), scoring, |hit| lexical.push(hit.score - dense[lexical.len()]))
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        scored.push((target as usize, dense, lexical));
+    }
+    let r1 = |alpha: f32| {
+        let hits = scored
+            .iter()
+            .filter(|(target, dense, lexical)| {
+                let score = |j: usize| dense[j] + alpha * lexical[j];
+                let mine = score(*target);
+                (0..dense.len()).all(|j| j == *target || score(j) < mine || (score(j) == mine && j > *target))
+            })
+            .count();
+        hits as f64 / scored.len().max(1) as f64
+    };
+    let (best_weight, hybrid_r1) = LEXICAL_WEIGHTS
+        .iter()
+        .map(|&alpha| (alpha, r1(alpha)))
+        .fold((0.0, f64::NEG_INFINITY), |best, (alpha, r)| if r > best.1 { (alpha, r) } else { best });
+    let dense_r1 = r1(0.0);
+    let weight = if hybrid_r1 - dense_r1 >= LEXICAL_MIN_GAIN { best_weight } else { 0.0 };
+    Ok(LexicalChoice { weight, queries: scored.len(), dense_r1, hybrid_r1, best_weight })
+}
+
+/// A query encoded by [`HostRuntime::query`].
+pub struct RuntimeQuery {
+    /// Its sentence embedding.
+    pub embedding: Embedding,
+    /// Its lexical terms, when the index has a lexicon.
+    pub terms: Option<QueryTerms>,
+}
+
+impl RuntimeQuery {
+    /// What the runtime's search takes.
+    pub fn as_query(&self) -> Query<'_> {
+        Query { embedding: &self.embedding, terms: self.terms.as_ref() }
     }
 }
 
@@ -322,11 +458,11 @@ pub fn answer(
     scoring: Scoring,
     texts: Option<&Documents>,
 ) -> Result<Vec<Answer>> {
-    let embedding = runtime.encode(text).map_err(|e| match e {
+    let query = runtime.query(text).map_err(|e| match e {
         EncodeError::EmptyQuery => anyhow::anyhow!("the query has no word to encode: {text:?}"),
         other => anyhow::anyhow!("{text:?}: {other}"),
     })?;
-    let hits = runtime.top_k(&embedding, k, scoring)?;
+    let hits = runtime.top_k(query.as_query(), k, scoring)?;
     Ok(hits
         .iter()
         .map(|h| {
@@ -344,7 +480,7 @@ pub fn answer(
 /// One row of a blob evaluation.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct EvalRow {
-    /// "int8 blob" or "f32 student".
+    /// "int8 blob", "int8 hybrid" (the blob with its lexicon) or "f32 student".
     pub model: &'static str,
     /// "cosine" or "CSLS".
     pub scoring: &'static str,
@@ -388,14 +524,19 @@ pub fn evaluate_blob(
     for (name, scoring) in [("cosine", Scoring::Cosine), ("CSLS", Scoring::Csls)] {
         let mut query_ranks = Vec::with_capacity(queries.len());
         for (k, &(text, target)) in queries.iter().enumerate() {
-            let query = runtime.encode(text).map_err(|e| anyhow::anyhow!("query {}: {e}", k + 1))?;
-            let (rank, top) = runtime.rank_of(&query, scoring, target)?;
+            let query = runtime.query(text).map_err(|e| anyhow::anyhow!("query {}: {e}", k + 1))?;
+            let (rank, top) = runtime.rank_of(query.as_query(), scoring, target)?;
             query_ranks.push(rank);
             if scoring == Scoring::Cosine {
                 int8_top1.push(top.map(|id| id as usize));
             }
         }
-        rows.push(EvalRow { model: "int8 blob", scoring: name, x_to_en: metrics_from_ranks(&query_ranks) });
+        let model = if runtime.model().index().and_then(|i| i.lexical_weight()).is_some() {
+            "int8 hybrid"
+        } else {
+            "int8 blob"
+        };
+        rows.push(EvalRow { model, scoring: name, x_to_en: metrics_from_ranks(&query_ranks) });
     }
     let mut top1_agreement = None;
     if let Some(side) = f32_side {
