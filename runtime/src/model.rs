@@ -8,7 +8,7 @@ use heapless::VecView;
 use crate::LoadError;
 use crate::blob::{self, Dense, Layer, ModelConfig, Norm, Payload, Provenance};
 use crate::index::{Embedding, Index};
-use crate::quant::{dot, f16s, f32s, for_each_row_dot, quantize_activations};
+use crate::quant::{WORDS_PER_PASS, dot, f16s, f32s, for_each_row_dots, quantize_activations};
 use crate::tokenizer::{Feature, tokenize};
 
 /// A student loaded from a blob. It borrows the blob (which can sit in flash) and copies no
@@ -179,8 +179,9 @@ impl<'a> Model<'a> {
             mean.iter_mut().zip(x).for_each(|(m, &v)| *m += v);
         }
         mean.iter_mut().for_each(|m| *m /= words as f32);
-        let scale = quantize_activations(mean, buffers.row_q);
-        project(&self.payload.projection, buffers.row_q, scale, buffers.embedding);
+        let mean_q = buffers.block_q.get_mut(..dim).unwrap_or_default();
+        let scale = quantize_activations(mean, mean_q);
+        project(&self.payload.projection, mean_q, &[scale], buffers.embedding);
         let norm = libm::sqrtf(buffers.embedding.iter().fold(0.0, |total, &v| total + v * v));
         if norm > 0.0 {
             buffers.embedding.iter_mut().for_each(|v| *v /= norm);
@@ -256,9 +257,10 @@ impl core::error::Error for EncodeError {}
 /// [`EncodeError::ScratchTooSmall`], never cut short.
 ///
 /// What lives there, for `n` words: the residual stream (`n x dim` f32), every word's keys and
-/// values (int8, one scale per word and head), the attention scores (`n x heads`), and one
-/// word's row at a time for everything else; so memory grows with `n · (dim · 6 + heads · 12)`
-/// bytes plus the features.
+/// values (int8, one scale per word and head), the attention scores (`n x heads`), and the rows
+/// of a block of up to four words for everything else (each weight matrix is multiplied with a
+/// block of words per pass); so memory grows with `n · (dim · 6 + heads · 12)` bytes plus the
+/// features, up to the block's rows.
 ///
 /// ```
 /// use otkd_runtime::{Feature, ModelConfig, Scratch};
@@ -311,12 +313,18 @@ impl<'s> Scratch<'s> {
     ///     tokenizer: TokenizerConfig::DEFAULT,
     ///     dim: 8, layers: 1, heads: 2, ffn: 16, out_dim: 4, layer_norm_eps: 1e-5,
     /// };
-    /// // Per word: 8 residual + 2 key scales + 2 value scales + 2 scores; then 3 x 2 + 8 + 16 + 4.
-    /// assert_eq!(Scratch::floats_len(&config, 3), 3 * 14 + 34);
+    /// // Per word: 8 residual + 2 key scales + 2 value scales + 2 scores; then a block of 3 words
+    /// // (3 x 2 query scales, 3 input scales, 3 x 16 outputs), 2 x 2 softmax terms, 8 + 4.
+    /// assert_eq!(Scratch::floats_len(&config, 3), 3 * 14 + (6 + 3 + 48) + 4 + 12);
+    /// // Blocks have at most four words.
+    /// assert_eq!(Scratch::floats_len(&config, 5), 5 * 14 + (8 + 4 + 64) + 4 + 12);
     /// ```
     pub const fn floats_len(config: &ModelConfig, words: usize) -> usize {
-        let (dim, heads) = (config.dim as usize, config.heads as usize);
-        let per_text = 3 * heads + dim + config.ffn as usize + config.out_dim as usize;
+        let (dim, heads, ffn) = (config.dim as usize, config.heads as usize, config.ffn as usize);
+        let block = block_words(words);
+        let widest = if ffn > dim { ffn } else { dim };
+        let per_block = block * (heads + 1 + widest);
+        let per_text = per_block + 2 * heads + dim + config.out_dim as usize;
         words.saturating_mul(dim + 3 * heads).saturating_add(per_text)
     }
 
@@ -329,12 +337,12 @@ impl<'s> Scratch<'s> {
     ///     tokenizer: TokenizerConfig::DEFAULT,
     ///     dim: 8, layers: 1, heads: 2, ffn: 16, out_dim: 4, layer_norm_eps: 1e-5,
     /// };
-    /// // Per word: keys and values; then one row and one feed-forward row.
-    /// assert_eq!(Scratch::int8s_len(&config, 3), 3 * 16 + 8 + 16);
+    /// // Per word: keys and values; then a block of 3 words' rows and feed-forward rows.
+    /// assert_eq!(Scratch::int8s_len(&config, 3), 3 * 16 + 3 * (8 + 16));
     /// ```
     pub const fn int8s_len(config: &ModelConfig, words: usize) -> usize {
         let dim = config.dim as usize;
-        words.saturating_mul(2 * dim).saturating_add(dim + config.ffn as usize)
+        words.saturating_mul(2 * dim).saturating_add(block_words(words) * (dim + config.ffn as usize))
     }
 
     /// Bytes of all three buffers for texts of up to `words` words: the RAM a query needs besides
@@ -347,7 +355,7 @@ impl<'s> Scratch<'s> {
     ///     tokenizer: TokenizerConfig { buckets: 5632, ..TokenizerConfig::DEFAULT },
     ///     dim: 192, layers: 1, heads: 4, ffn: 384, out_dim: 384, layer_norm_eps: 1e-5,
     /// };
-    /// assert_eq!(Scratch::ram_bytes(&micro, 32), 1473 * 8 + 7500 * 4 + 12864);
+    /// assert_eq!(Scratch::ram_bytes(&micro, 32), 1473 * 8 + 8668 * 4 + 14592);
     /// ```
     pub const fn ram_bytes(config: &ModelConfig, words: usize) -> usize {
         Self::features_len(config, words)
@@ -368,26 +376,28 @@ struct Buffers<'s> {
     value_scales: &'s mut [f32],
     /// `words x heads`: one word's attention scores, then their softmax numerators.
     scores: &'s mut [f32],
-    /// `heads`: the scales of one word's query.
+    /// `block x heads`: the scales of a block's queries.
     query_scales: &'s mut [f32],
     /// `heads`: the softmax maxima.
     score_max: &'s mut [f32],
     /// `heads`: the softmax denominators.
     score_sum: &'s mut [f32],
-    /// `dim`: one row (a LayerNorm output, a key, value or query, an attention context; at the
-    /// end the words' mean).
+    /// `dim`: one row (a LayerNorm output, an attention context; at the end the words' mean).
     row: &'s mut [f32],
-    /// `ffn`: one feed-forward row.
-    hidden: &'s mut [f32],
+    /// `block`: the scales of a block's quantized rows (`block_q` or `hidden_q`).
+    block_scales: &'s mut [f32],
+    /// `block x max(dim, ffn)`: a block's keys, values or queries, or feed-forward rows.
+    block: &'s mut [f32],
     /// `out_dim`: the sentence embedding.
     embedding: &'s mut [f32],
     /// `words x dim`: every word's key, int8.
     keys: &'s mut [i8],
     /// `words x dim`: every word's value, int8.
     values: &'s mut [i8],
-    /// `dim`: one quantized row.
-    row_q: &'s mut [i8],
-    /// `ffn`: one quantized feed-forward row.
+    /// `block x dim`: a block's LayerNorm outputs, queries or attention contexts (at the end the
+    /// words' mean).
+    block_q: &'s mut [i8],
+    /// `block x ffn`: a block's feed-forward rows.
     hidden_q: &'s mut [i8],
 }
 
@@ -398,26 +408,43 @@ impl<'s> Buffers<'s> {
         mut floats: &'s mut [f32],
         mut int8s: &'s mut [i8],
     ) -> Result<Self, EncodeError> {
-        let (dim, heads) = (usize::from(config.dim), usize::from(config.heads));
+        let (dim, heads, ffn) = (usize::from(config.dim), usize::from(config.heads), usize::from(config.ffn));
         let per_word_heads = words.checked_mul(heads).ok_or(EncodeError::ScratchTooSmall)?;
         let per_word_dim = words.checked_mul(dim).ok_or(EncodeError::ScratchTooSmall)?;
+        let block = block_words(words);
         Ok(Self {
             x: take(&mut floats, per_word_dim)?,
             key_scales: take(&mut floats, per_word_heads)?,
             value_scales: take(&mut floats, per_word_heads)?,
             scores: take(&mut floats, per_word_heads)?,
-            query_scales: take(&mut floats, heads)?,
+            query_scales: take(&mut floats, block * heads)?,
             score_max: take(&mut floats, heads)?,
             score_sum: take(&mut floats, heads)?,
             row: take(&mut floats, dim)?,
-            hidden: take(&mut floats, usize::from(config.ffn))?,
+            block_scales: take(&mut floats, block)?,
+            block: take(&mut floats, block * dim.max(ffn))?,
             embedding: take(&mut floats, usize::from(config.out_dim))?,
             keys: take(&mut int8s, per_word_dim)?,
             values: take(&mut int8s, per_word_dim)?,
-            row_q: take(&mut int8s, dim)?,
-            hidden_q: take(&mut int8s, usize::from(config.ffn))?,
+            block_q: take(&mut int8s, block * dim)?,
+            hidden_q: take(&mut int8s, block * ffn)?,
         })
     }
+}
+
+/// Words per block for a text of `words` words: [`WORDS_PER_PASS`], or fewer for a shorter text.
+const fn block_words(words: usize) -> usize {
+    if words < WORDS_PER_PASS { words } else { WORDS_PER_PASS }
+}
+
+/// A text's words cut into blocks of at most [`WORDS_PER_PASS`], as even as they come (six words
+/// are two blocks of three, not four and two): `(first word, words)`.
+fn blocks(words: usize) -> impl Iterator<Item = (usize, usize)> {
+    let count = words.div_ceil(WORDS_PER_PASS);
+    (0..count).map(move |i| {
+        let (start, end) = (i * words / count, (i + 1) * words / count);
+        (start, end - start)
+    })
 }
 
 /// The first `len` elements of `rest`, which keeps the others.
@@ -429,62 +456,115 @@ fn take<'s, T>(rest: &mut &'s mut [T], len: usize) -> Result<&'s mut [T], Encode
 
 /// One pre-LayerNorm transformer layer over every word, in place in `b.x`.
 ///
-/// Keys and values come from the layer's input first; then each word in turn is updated by its
-/// attention and feed-forward branches. A word's update reads only its own row and the keys and
-/// values, so updating in place computes the same as the batched layer.
+/// Keys and values come from the layer's input first; then each block of words in turn is updated
+/// by its attention and feed-forward branches. A word's update reads only its own row and the keys
+/// and values, so updating in place computes the same as the batched layer. Each weight matrix is
+/// multiplied with a block of up to [`WORDS_PER_PASS`] words per pass; every word's values are
+/// those of one word at a time, bit for bit (integer sums are exact in any order, and each float
+/// is computed by the same operations).
 fn run_layer(layer: &Layer, config: &ModelConfig, b: &mut Buffers) {
     // All at least 1: the config was checked on loading (`chunks_exact` needs it).
     let (dim, heads, head_dim) = (usize::from(config.dim), usize::from(config.heads), config.head_dim());
+    let ffn = usize::from(config.ffn);
     let eps = config.layer_norm_eps;
-    let rows = b.x.chunks_exact(dim).zip(b.keys.chunks_exact_mut(dim)).zip(b.values.chunks_exact_mut(dim));
-    let scales = b.key_scales.chunks_exact_mut(heads).zip(b.value_scales.chunks_exact_mut(heads));
-    for (((x, keys), values), (key_scales, value_scales)) in rows.zip(scales) {
-        let scale = layer_norm(x, &layer.attention_norm, eps, b.row, b.row_q);
-        project(&layer.key, b.row_q, scale, b.row);
-        quantize_heads(b.row, head_dim, keys, key_scales);
-        project(&layer.value, b.row_q, scale, b.row);
-        quantize_heads(b.row, head_dim, values, value_scales);
+    let words = b.x.len() / dim;
+    for (start, len) in blocks(words) {
+        let x = b.x.get(start * dim..(start + len) * dim).unwrap_or_default();
+        let inputs = b.block_q.get_mut(..len * dim).unwrap_or_default();
+        let scales = b.block_scales.get_mut(..len).unwrap_or_default();
+        for ((x, input), scale) in
+            x.chunks_exact(dim).zip(inputs.chunks_exact_mut(dim)).zip(scales.iter_mut())
+        {
+            *scale = layer_norm(x, &layer.attention_norm, eps, b.row, input);
+        }
+        let out = b.block.get_mut(..len * dim).unwrap_or_default();
+        let destinations = [
+            (&layer.key, &mut *b.keys, &mut *b.key_scales),
+            (&layer.value, &mut *b.values, &mut *b.value_scales),
+        ];
+        for (dense, quantized, quantized_scales) in destinations {
+            project(dense, inputs, scales, out);
+            let quantized = quantized.get_mut(start * dim..(start + len) * dim).unwrap_or_default();
+            let quantized_scales =
+                quantized_scales.get_mut(start * heads..(start + len) * heads).unwrap_or_default();
+            for ((row, q), s) in out
+                .chunks_exact(dim)
+                .zip(quantized.chunks_exact_mut(dim))
+                .zip(quantized_scales.chunks_exact_mut(heads))
+            {
+                quantize_heads(row, head_dim, q, s);
+            }
+        }
     }
     // The host divides the query by sqrt(head_dim); scaling the score is the same.
     let score_scale = 1.0 / libm::sqrtf(head_dim as f32);
-    for x in b.x.chunks_exact_mut(dim) {
-        // Attention: this word's query against every word's key, per head.
-        let scale = layer_norm(x, &layer.attention_norm, eps, b.row, b.row_q);
-        project(&layer.query, b.row_q, scale, b.row);
-        quantize_heads(b.row, head_dim, b.row_q, b.query_scales);
-        let keys = b.keys.chunks_exact(dim).zip(b.key_scales.chunks_exact(heads));
-        for (scores, (key, key_scales)) in b.scores.chunks_exact_mut(heads).zip(keys) {
-            let per_head =
-                b.row_q.chunks_exact(head_dim).zip(b.query_scales.iter()).zip(key.chunks_exact(head_dim));
-            for ((score, ((query, &query_scale), key)), &key_scale) in
-                scores.iter_mut().zip(per_head).zip(key_scales)
-            {
-                *score = dot(query, key) as f32 * (query_scale * key_scale) * score_scale;
-            }
+    for (start, len) in blocks(words) {
+        let x = b.x.get_mut(start * dim..(start + len) * dim).unwrap_or_default();
+        let inputs = b.block_q.get_mut(..len * dim).unwrap_or_default();
+        let scales = b.block_scales.get_mut(..len).unwrap_or_default();
+        for ((x, input), scale) in
+            x.chunks_exact(dim).zip(inputs.chunks_exact_mut(dim)).zip(scales.iter_mut())
+        {
+            *scale = layer_norm(x, &layer.attention_norm, eps, b.row, input);
         }
-        softmax_numerators(b.scores, b.score_max, b.score_sum);
-        b.row.fill(0.0);
-        let values = b.values.chunks_exact(dim).zip(b.value_scales.chunks_exact(heads));
-        for (numerators, (value, value_scales)) in b.scores.chunks_exact(heads).zip(values) {
-            let per_head = numerators.iter().zip(b.score_sum.iter()).zip(value_scales);
-            for (((&numerator, &sum), &value_scale), (value, context)) in
-                per_head.zip(value.chunks_exact(head_dim).zip(b.row.chunks_exact_mut(head_dim)))
-            {
-                let weight = numerator / sum * value_scale;
-                for (c, &v) in context.iter_mut().zip(value) {
-                    *c += weight * f32::from(v);
+        // Queries, quantized per head in place of the LayerNorm outputs.
+        let out = b.block.get_mut(..len * dim).unwrap_or_default();
+        project(&layer.query, inputs, scales, out);
+        let query_scales = b.query_scales.get_mut(..len * heads).unwrap_or_default();
+        for ((row, q), s) in
+            out.chunks_exact(dim).zip(inputs.chunks_exact_mut(dim)).zip(query_scales.chunks_exact_mut(heads))
+        {
+            quantize_heads(row, head_dim, q, s);
+        }
+        // Attention: each word's query against every word's key, per head; its context replaces
+        // its query.
+        for ((query, query_scales), scale) in
+            inputs.chunks_exact_mut(dim).zip(query_scales.chunks_exact(heads)).zip(scales.iter_mut())
+        {
+            let keys = b.keys.chunks_exact(dim).zip(b.key_scales.chunks_exact(heads));
+            for (scores, (key, key_scales)) in b.scores.chunks_exact_mut(heads).zip(keys) {
+                let per_head =
+                    query.chunks_exact(head_dim).zip(query_scales.iter()).zip(key.chunks_exact(head_dim));
+                for ((score, ((query, &query_scale), key)), &key_scale) in
+                    scores.iter_mut().zip(per_head).zip(key_scales)
+                {
+                    *score = dot(query, key) as f32 * (query_scale * key_scale) * score_scale;
                 }
             }
+            softmax_numerators(b.scores, b.score_max, b.score_sum);
+            b.row.fill(0.0);
+            let values = b.values.chunks_exact(dim).zip(b.value_scales.chunks_exact(heads));
+            for (numerators, (value, value_scales)) in b.scores.chunks_exact(heads).zip(values) {
+                let per_head = numerators.iter().zip(b.score_sum.iter()).zip(value_scales);
+                for (((&numerator, &sum), &value_scale), (value, context)) in
+                    per_head.zip(value.chunks_exact(head_dim).zip(b.row.chunks_exact_mut(head_dim)))
+                {
+                    let weight = numerator / sum * value_scale;
+                    for (c, &v) in context.iter_mut().zip(value) {
+                        *c += weight * f32::from(v);
+                    }
+                }
+            }
+            *scale = quantize_activations(b.row, query);
         }
-        let scale = quantize_activations(b.row, b.row_q);
-        add_dense(&layer.attention_out, b.row_q, scale, x);
+        add_dense(&layer.attention_out, inputs, scales, x);
 
         // Feed-forward.
-        let scale = layer_norm(x, &layer.ffn_norm, eps, b.row, b.row_q);
-        project(&layer.ffn_in, b.row_q, scale, b.hidden);
-        b.hidden.iter_mut().for_each(|h| *h = gelu(*h));
-        let scale = quantize_activations(b.hidden, b.hidden_q);
-        add_dense(&layer.ffn_out, b.hidden_q, scale, x);
+        for ((x, input), scale) in
+            x.chunks_exact(dim).zip(inputs.chunks_exact_mut(dim)).zip(scales.iter_mut())
+        {
+            *scale = layer_norm(x, &layer.ffn_norm, eps, b.row, input);
+        }
+        let hidden = b.block.get_mut(..len * ffn).unwrap_or_default();
+        project(&layer.ffn_in, inputs, scales, hidden);
+        hidden.iter_mut().for_each(|h| *h = gelu(*h));
+        let hidden_q = b.hidden_q.get_mut(..len * ffn).unwrap_or_default();
+        for ((h, q), scale) in
+            hidden.chunks_exact(ffn).zip(hidden_q.chunks_exact_mut(ffn)).zip(scales.iter_mut())
+        {
+            *scale = quantize_activations(h, q);
+        }
+        add_dense(&layer.ffn_out, hidden_q, scales, x);
     }
 }
 
@@ -532,18 +612,25 @@ fn quantize_heads(row: &[f32], head_dim: usize, out: &mut [i8], scales: &mut [f3
     }
 }
 
-/// `out = W · input + bias`.
-fn project(dense: &Dense, input: &[i8], input_scale: f32, out: &mut [f32]) {
+/// `out = W · input + bias` for each of a block's inputs (see [`add_dense`]).
+fn project(dense: &Dense, inputs: &[i8], input_scales: &[f32], out: &mut [f32]) {
     out.fill(0.0);
-    add_dense(dense, input, input_scale, out);
+    add_dense(dense, inputs, input_scales, out);
 }
 
-/// `out += W · input + bias`, each output one `i8 x i8 -> i32` dot product scaled once.
-fn add_dense(dense: &Dense, input: &[i8], input_scale: f32, out: &mut [f32]) {
-    let mut outputs = out.iter_mut().zip(f16s(dense.weight.scales)).zip(f32s(dense.bias));
-    for_each_row_dot(input, dense.weight.values, |dot| {
-        if let Some(((o, scale), bias)) = outputs.next() {
-            *o += dot as f32 * (input_scale * scale) + bias;
+/// `out += W · input + bias`, each output one `i8 x i8 -> i32` dot product scaled once, for each
+/// of a block's inputs: `inputs` holds one row per scale in `input_scales` (at most
+/// [`WORDS_PER_PASS`]) and `out` one output row per input, in the same order.
+fn add_dense(dense: &Dense, inputs: &[i8], input_scales: &[f32], out: &mut [f32]) {
+    let rows = out.len() / input_scales.len().max(1);
+    let mut outputs = f16s(dense.weight.scales).zip(f32s(dense.bias)).enumerate();
+    for_each_row_dots(inputs, input_scales.len(), dense.weight.values, |dots| {
+        if let Some((row, (scale, bias))) = outputs.next() {
+            for ((word, &dot), &input_scale) in dots.iter().enumerate().zip(input_scales) {
+                if let Some(o) = out.get_mut(word * rows + row) {
+                    *o += dot as f32 * (input_scale * scale) + bias;
+                }
+            }
         }
     });
 }
@@ -650,11 +737,11 @@ mod tests {
         let input = [2i8, 1, -1];
         // Dots: 2 - 2 - 3 = -3 and 254 - 127 = 127; -3 · (2 · 0.5) + 0.25 and 127 · (2 · 0.25) - 1.
         let mut out = [7.0f32; 2];
-        project(&dense, &input, 2.0, &mut out);
+        project(&dense, &input, &[2.0], &mut out);
         assert_eq!(out, [-2.75, 62.5]);
         // The residual form adds to what is there.
         let mut out = [1.0f32, 1.0];
-        add_dense(&dense, &input, 2.0, &mut out);
+        add_dense(&dense, &input, &[2.0], &mut out);
         assert_eq!(out, [-1.75, 63.5]);
     }
 
