@@ -147,42 +147,39 @@ pub(crate) fn for_each_row_dot<A: Int8, B: Int8>(input: &[A], values: &[B], mut 
 /// block on the Cortex-M4 (eleven of its twelve).
 pub(crate) const WORDS_PER_PASS: usize = 4;
 
-/// Calls `f` with `[input_t · row]` for the `words` inputs in `inputs` (row-major, `inputs.len() /
-/// words` columns each; at most [`WORDS_PER_PASS`] of them are used) and every row of the
-/// row-major matrix `values` (a trailing partial row is ignored), in row order. Each value is
-/// [`dot`]'s.
+/// Calls `f` with `[input_t · row]` for the `W` inputs in `inputs` (row-major, `inputs.len() / W`
+/// columns each; `1 <= W <= WORDS_PER_PASS`) and every row of the row-major matrix `values` (a
+/// trailing partial row is ignored), in row order. Each value is [`dot`]'s.
 ///
 /// Why several words: each weight row is read once per pass instead of once per word, and on the
 /// DSP path a weight word's two SXTB16 serve every input (one weight row against four words:
-/// 62 instructions per 64 products, against 34 per 24 for three rows against one word).
-pub(crate) fn for_each_row_dots<B: Int8>(
+/// 62 instructions per 64 products, against 34 per 24 for three rows against one word). `W` is a
+/// constant so that the caller's per-output work unrolls over the words.
+pub(crate) fn for_each_row_dots<const W: usize, B: Int8>(
     inputs: &[i8],
-    words: usize,
     values: &[B],
-    mut f: impl FnMut(&[i32]),
+    mut f: impl FnMut([i32; W]),
 ) {
-    let words = words.clamp(1, WORDS_PER_PASS);
-    if words == 1 {
-        for_each_row_dot(inputs, values, |dot| f(&[dot]));
+    if W <= 1 {
+        for_each_row_dot(inputs, values, |dot| f([dot; W]));
         return;
     }
-    let cols = (inputs.len() / words).max(1);
+    let cols = (inputs.len() / W).max(1);
     #[cfg(all(feature = "dsp", target_arch = "arm"))]
-    let mut interleaved = dsp::Interleaved::new(inputs, words, cols);
+    let mut interleaved = dsp::Interleaved::<W>::new(inputs, cols);
     #[cfg(all(feature = "dsp", target_arch = "arm"))]
     interleaved.widen();
     for row in values.chunks_exact(cols) {
         #[cfg(all(feature = "dsp", target_arch = "arm"))]
-        let dots = interleaved.dots(row);
+        f(interleaved.dots(row));
         #[cfg(not(all(feature = "dsp", target_arch = "arm")))]
-        let dots = dots_scalar(inputs, cols, row);
-        f(dots.get(..words).unwrap_or_default());
+        f(dots_scalar(inputs, cols, row));
     }
 }
 
-/// `[input_t · row]` for every `cols`-wide input in `inputs` (at most [`WORDS_PER_PASS`]).
-fn dots_scalar<B: Int8>(inputs: &[i8], cols: usize, row: &[B]) -> [i32; WORDS_PER_PASS] {
-    let mut dots = [0; WORDS_PER_PASS];
+/// `[input_t · row]` for the `W` `cols`-wide inputs in `inputs` (zeros for missing ones).
+fn dots_scalar<const W: usize, B: Int8>(inputs: &[i8], cols: usize, row: &[B]) -> [i32; W] {
+    let mut dots = [0; W];
     for (d, input) in dots.iter_mut().zip(inputs.chunks_exact(cols.max(1))) {
         *d = dot_scalar(input, row);
     }
@@ -378,28 +375,59 @@ mod dsp {
         out
     }
 
-    /// One word (four values) of a weight row against every input of [`Interleaved`] (the
-    /// accumulators' names are the arguments): a load and two SXTB16 for the row, then per input
-    /// one LDRD of its halfword pairs and two SMLAD.
+    /// Columns [`Interleaved::dots`] multiplies per assembly block (eight words of a row).
+    const CHUNK: usize = 32;
+
+    /// One word (four values) of a weight row against two, three or four inputs of
+    /// [`Interleaved`] (the accumulators' names are the arguments): a load and two SXTB16 for the
+    /// row, then the inputs' halfword pairs, two inputs per LDM (into r0-r3, which must be listed
+    /// in order, hence named) or one per LDRD, and two SMLAD per input.
     macro_rules! four_values_of_one_row {
-        ($($acc:literal),+) => {
+        (@row) => {
+            concat!("ldr {w}, [{pw}], #4\n", "sxtb16 {t}, {w}\n", "sxtb16 {w}, {w}, ror #8\n")
+        };
+        (@smlad2 $a:literal, $b:literal) => {
             concat!(
-                "ldr {w}, [{pw}], #4\n",
-                "sxtb16 {t}, {w}\n",
-                "sxtb16 {w}, {w}, ror #8\n",
-                $(
-                    "ldrd {xe}, {xo}, [{px}], #8\n",
-                    "smlad {", $acc, "}, {t}, {xe}, {", $acc, "}\n",
-                    "smlad {", $acc, "}, {w}, {xo}, {", $acc, "}\n",
-                )+
+                "smlad {", $a, "}, {t}, r0, {", $a, "}\n",
+                "smlad {", $a, "}, {w}, r1, {", $a, "}\n",
+                "smlad {", $b, "}, {t}, r2, {", $b, "}\n",
+                "smlad {", $b, "}, {w}, r3, {", $b, "}\n",
+            )
+        };
+        ($a:literal, $b:literal) => {
+            concat!(
+                four_values_of_one_row!(@row),
+                "ldm {px}!, {{r0, r1, r2, r3}}\n",
+                four_values_of_one_row!(@smlad2 $a, $b),
+            )
+        };
+        ($a:literal, $b:literal, $c:literal) => {
+            concat!(
+                four_values_of_one_row!($a, $b),
+                "ldrd r0, r1, [{px}], #8\n",
+                "smlad {", $c, "}, {t}, r0, {", $c, "}\n",
+                "smlad {", $c, "}, {w}, r1, {", $c, "}\n",
+            )
+        };
+        ($a:literal, $b:literal, $c:literal, $d:literal) => {
+            concat!(
+                four_values_of_one_row!($a, $b),
+                "ldm {px}!, {{r0, r1, r2, r3}}\n",
+                four_values_of_one_row!(@smlad2 $c, $d),
             )
         };
     }
 
-    /// Sixteen values of a weight row against every input: [`Interleaved`]'s loop body.
-    macro_rules! sixteen_values_of_one_row {
+    /// [`CHUNK`] values of a weight row against every input: one assembly block of
+    /// [`Interleaved::dots`], without a loop counter (the loop is the caller's), so that four
+    /// accumulators, the two pointers, the row's two registers and r0-r3 fit.
+    macro_rules! chunk_of_one_row {
         ($($acc:literal),+) => {
             concat!(
+                four_values_of_one_row!($($acc),+),
+                four_values_of_one_row!($($acc),+),
+                four_values_of_one_row!($($acc),+),
+                four_values_of_one_row!($($acc),+),
                 four_values_of_one_row!($($acc),+),
                 four_values_of_one_row!($($acc),+),
                 four_values_of_one_row!($($acc),+),
@@ -408,39 +436,36 @@ mod dsp {
         };
     }
 
-    /// Up to [`WORDS_PER_PASS`] int8 inputs widened and interleaved once for a whole matrix: per
-    /// word (four values) of the columns, each input's two halfword pairs (as in [`Widened`]) in
-    /// input order, so that one pointer walks them all in a row's pass.
-    pub(super) struct Interleaved<'a> {
+    /// `W` int8 inputs (`2 <= W <= WORDS_PER_PASS`) widened and interleaved once for a whole
+    /// matrix: per word (four values) of the columns, each input's two halfword pairs (as in
+    /// [`Widened`]) in input order, so that one pointer walks them all in a row's pass.
+    pub(super) struct Interleaved<'a, const W: usize> {
         inputs: &'a [i8],
-        words: usize,
         cols: usize,
         halves: [u32; WORDS_PER_PASS * MAX_WIDENED / 2],
-        /// Groups of sixteen columns widened (0: not widened, every row is multiplied by `dot`).
-        groups: usize,
+        /// Chunks of [`CHUNK`] columns widened (0: not widened, every row is multiplied by
+        /// `dot`).
+        chunks: usize,
     }
 
-    impl<'a> Interleaved<'a> {
-        /// Empty: [`Interleaved::widen`] fills it in place. `inputs` holds `words` inputs of
-        /// `cols` values.
-        pub(super) fn new(inputs: &'a [i8], words: usize, cols: usize) -> Self {
-            Self { inputs, words, cols, halves: [0; WORDS_PER_PASS * MAX_WIDENED / 2], groups: 0 }
+    impl<'a, const W: usize> Interleaved<'a, W> {
+        /// Empty: [`Interleaved::widen`] fills it in place. `inputs` holds `W` inputs of `cols`
+        /// values.
+        pub(super) fn new(inputs: &'a [i8], cols: usize) -> Self {
+            Self { inputs, cols, halves: [0; WORDS_PER_PASS * MAX_WIDENED / 2], chunks: 0 }
         }
 
-        /// Widens the inputs (a no-op for more than [`WORDS_PER_PASS`], fewer than two, inputs
-        /// wider than [`MAX_WIDENED`] or shorter than `inputs` holds).
+        /// Widens the inputs (a no-op for `W` outside `2..=WORDS_PER_PASS`, inputs wider than
+        /// [`MAX_WIDENED`] or fewer values than `W` inputs need).
         pub(super) fn widen(&mut self) {
-            let (words, cols) = (self.words, self.cols);
-            if !(2..=WORDS_PER_PASS).contains(&words)
-                || cols > MAX_WIDENED
-                || self.inputs.len() < words * cols
-            {
+            let cols = self.cols;
+            if !(2..=WORDS_PER_PASS).contains(&W) || cols > MAX_WIDENED || self.inputs.len() < W * cols {
                 return;
             }
-            self.groups = cols / 16;
+            self.chunks = cols / CHUNK;
             let mut halves = self.halves.as_chunks_mut::<2>().0.iter_mut();
-            for column in (0..self.groups * 16).step_by(4) {
-                for input in self.inputs.chunks_exact(cols).take(words) {
+            for column in (0..self.chunks * CHUNK).step_by(4) {
+                for input in self.inputs.chunks_exact(cols).take(W) {
                     let x =
                         input.get(column..).and_then(|x| x.first_chunk::<4>()).copied().unwrap_or_default();
                     if let Some(pair) = halves.next() {
@@ -451,87 +476,85 @@ mod dsp {
             }
         }
 
-        /// `[input_t · row]` for every input (zeros past `words`), `row` at least `cols` long, in
-        /// one assembly loop per row: per sixteen values 4 + 12 · words instructions... see
-        /// [`four_values_of_one_row`]; 62 per 64 products for four inputs.
-        pub(super) fn dots<B: Int8>(&self, row: &[B]) -> [i32; WORDS_PER_PASS] {
-            let (groups, cols) = (self.groups, self.cols);
-            let Some(row) = row.get(..cols).filter(|_| groups > 0) else {
-                return dots_scalar(self.inputs.get(..self.words * cols).unwrap_or_default(), cols, row);
+        /// `[input_t · row]` for every input, `row` at least `cols` long: per [`CHUNK`] values
+        /// one assembly block of `8 · (3 + 2.5 · W)` instructions (see
+        /// [`four_values_of_one_row`]; a half for an LDRD with three inputs), 104 per 128
+        /// products for four inputs.
+        pub(super) fn dots<B: Int8>(&self, row: &[B]) -> [i32; W] {
+            let (chunks, cols) = (self.chunks, self.cols);
+            let Some(row) = row.get(..cols).filter(|_| chunks > 0) else {
+                return dots_scalar(self.inputs, cols, row);
             };
-            let (px, pw) = (self.halves.as_ptr(), row.as_ptr());
+            let (mut px, mut pw) = (self.halves.as_ptr(), row.as_ptr());
             let (mut a0, mut a1, mut a2, mut a3) = (0i32, 0i32, 0i32, 0i32);
-            // SAFETY (all three): the loop runs `groups` times and reads, per pass, four words of
-            // the row (`16 · groups <= cols` bytes in all, which `row` holds: cut above) and
-            // `8 · words` words of `halves` (`widen` filled `2 · words` per four columns, so
-            // `8 · words · groups` of them, within the array: `16 · groups <= cols <=
-            // MAX_WIDENED`). `B` is a one-byte type, ARMv7-M loads words at any alignment, and
-            // `halves` is u32-aligned as LDRD needs. Registers only otherwise; `subs` sets the
-            // flags, so they are not declared preserved.
-            match self.words {
-                2 => unsafe {
-                    core::arch::asm!(
-                        "2:",
-                        sixteen_values_of_one_row!("a0", "a1"),
-                        "subs {n}, {n}, #1",
-                        "bne 2b",
-                        px = inout(reg) px => _,
-                        pw = inout(reg) pw => _,
-                        n = inout(reg) groups => _,
-                        xe = out(reg) _,
-                        xo = out(reg) _,
-                        w = out(reg) _,
-                        t = out(reg) _,
-                        a0 = inout(reg) a0,
-                        a1 = inout(reg) a1,
-                        options(pure, readonly, nostack),
-                    );
-                },
-                3 => unsafe {
-                    core::arch::asm!(
-                        "2:",
-                        sixteen_values_of_one_row!("a0", "a1", "a2"),
-                        "subs {n}, {n}, #1",
-                        "bne 2b",
-                        px = inout(reg) px => _,
-                        pw = inout(reg) pw => _,
-                        n = inout(reg) groups => _,
-                        xe = out(reg) _,
-                        xo = out(reg) _,
-                        w = out(reg) _,
-                        t = out(reg) _,
-                        a0 = inout(reg) a0,
-                        a1 = inout(reg) a1,
-                        a2 = inout(reg) a2,
-                        options(pure, readonly, nostack),
-                    );
-                },
-                _ => unsafe {
-                    core::arch::asm!(
-                        "2:",
-                        sixteen_values_of_one_row!("a0", "a1", "a2", "a3"),
-                        "subs {n}, {n}, #1",
-                        "bne 2b",
-                        px = inout(reg) px => _,
-                        pw = inout(reg) pw => _,
-                        n = inout(reg) groups => _,
-                        xe = out(reg) _,
-                        xo = out(reg) _,
-                        w = out(reg) _,
-                        t = out(reg) _,
-                        a0 = inout(reg) a0,
-                        a1 = inout(reg) a1,
-                        a2 = inout(reg) a2,
-                        a3 = inout(reg) a3,
-                        options(pure, readonly, nostack),
-                    );
-                },
+            for _ in 0..chunks {
+                // SAFETY (all three): each block reads eight words of the row (`CHUNK · chunks
+                // <= cols` bytes in all, which `row` holds: cut above) and `16 · W` words of
+                // `halves` (`widen` filled `2 · W` per four columns, so `8 · W · chunks` blocks'
+                // worth, within the array: `CHUNK · chunks <= cols <= MAX_WIDENED`), advancing
+                // both pointers past them. `B` is a one-byte type, ARMv7-M loads words at any
+                // alignment, and `halves` is u32-aligned as LDM and LDRD need. Registers only
+                // otherwise, flags untouched.
+                match W {
+                    2 => unsafe {
+                        core::arch::asm!(
+                            chunk_of_one_row!("a0", "a1"),
+                            px = inout(reg) px,
+                            pw = inout(reg) pw,
+                            w = out(reg) _,
+                            t = out(reg) _,
+                            a0 = inout(reg) a0,
+                            a1 = inout(reg) a1,
+                            out("r0") _,
+                            out("r1") _,
+                            out("r2") _,
+                            out("r3") _,
+                            options(pure, readonly, nostack, preserves_flags),
+                        );
+                    },
+                    3 => unsafe {
+                        core::arch::asm!(
+                            chunk_of_one_row!("a0", "a1", "a2"),
+                            px = inout(reg) px,
+                            pw = inout(reg) pw,
+                            w = out(reg) _,
+                            t = out(reg) _,
+                            a0 = inout(reg) a0,
+                            a1 = inout(reg) a1,
+                            a2 = inout(reg) a2,
+                            out("r0") _,
+                            out("r1") _,
+                            out("r2") _,
+                            out("r3") _,
+                            options(pure, readonly, nostack, preserves_flags),
+                        );
+                    },
+                    _ => unsafe {
+                        core::arch::asm!(
+                            chunk_of_one_row!("a0", "a1", "a2", "a3"),
+                            px = inout(reg) px,
+                            pw = inout(reg) pw,
+                            w = out(reg) _,
+                            t = out(reg) _,
+                            a0 = inout(reg) a0,
+                            a1 = inout(reg) a1,
+                            a2 = inout(reg) a2,
+                            a3 = inout(reg) a3,
+                            out("r0") _,
+                            out("r1") _,
+                            out("r2") _,
+                            out("r3") _,
+                            options(pure, readonly, nostack, preserves_flags),
+                        );
+                    },
+                }
             }
-            let mut dots = [a0, a1, a2, a3];
-            let tail = groups * 16;
+            let all = [a0, a1, a2, a3];
+            let mut dots: [i32; W] = core::array::from_fn(|i| all.get(i).copied().unwrap_or_default());
+            let tail = chunks * CHUNK;
             if tail < cols {
                 let row = row.get(tail..).unwrap_or_default();
-                for (d, input) in dots.iter_mut().zip(self.inputs.chunks_exact(cols)).take(self.words) {
+                for (d, input) in dots.iter_mut().zip(self.inputs.chunks_exact(cols)) {
                     *d += dot_scalar(input.get(tail..).unwrap_or_default(), row);
                 }
             }
