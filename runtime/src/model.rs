@@ -190,17 +190,39 @@ impl<'a> Model<'a> {
     }
 
     /// Each word's vector: the sum of its features' embedding rows plus its position's vector.
+    ///
+    /// Consecutive features of one word are added four (or two) at a time, each value kept in a
+    /// register across them: the same additions in the same order as one row at a time, with a
+    /// load and a store per value for four rows instead of per row.
     fn embed_words(&self, features: &[Feature], x: &mut [f32]) {
         let dim = usize::from(self.payload.config.dim);
         x.fill(0.0);
-        for feature in features {
-            let row = usize::try_from(feature.id).ok().and_then(|id| self.payload.embeddings.row(id, dim));
-            // Always both: ids are below `buckets` (the tokenizer's contract) and `x` has a row
-            // per word.
-            if let (Some((row, scale)), Some(word)) =
-                (row, x.chunks_exact_mut(dim).nth(usize::from(feature.word)))
-            {
-                add_dequantized(word, row, scale);
+        let mut rest = features;
+        while let Some(first) = rest.first() {
+            let run = rest.iter().take(4).take_while(|f| f.word == first.word).count();
+            let (group, tail) = rest.split_at_checked(run).unwrap_or_default();
+            rest = tail;
+            // Always a row each: ids are below `buckets` (the tokenizer's contract); and `x` has
+            // a row per word.
+            let row =
+                |f: &Feature| usize::try_from(f.id).ok().and_then(|id| self.payload.embeddings.row(id, dim));
+            let Some(word) = x.chunks_exact_mut(dim).nth(usize::from(first.word)) else { continue };
+            let mut rows = [(&[][..], 0.0); 4];
+            let mut count = 0;
+            for (slot, row) in rows.iter_mut().zip(group.iter().filter_map(row)) {
+                *slot = row;
+                count += 1;
+            }
+            match (count, rows) {
+                (4, rows) => add_dequantized4(word, rows),
+                (2 | 3, [a, b, c, _]) => {
+                    add_dequantized2(word, [a, b]);
+                    if count == 3 {
+                        add_dequantized(word, c.0, c.1);
+                    }
+                }
+                (1, [a, ..]) => add_dequantized(word, a.0, a.1),
+                _ => {}
             }
         }
         for (word, (row, scale)) in x.chunks_exact_mut(dim).zip(self.payload.positions.rows(dim)) {
@@ -654,6 +676,22 @@ fn add_dense_words<const W: usize>(dense: &Dense, inputs: &[i8], input_scales: &
 fn add_dequantized(out: &mut [f32], row: &[u8], scale: f32) {
     for (o, &q) in out.iter_mut().zip(row) {
         *o += f32::from(q.cast_signed()) * scale;
+    }
+}
+
+/// [`add_dequantized`] of two rows in turn, in one pass.
+fn add_dequantized2(out: &mut [f32], [(r0, s0), (r1, s1)]: [(&[u8], f32); 2]) {
+    let value = |q: u8| f32::from(q.cast_signed());
+    for ((o, &q0), &q1) in out.iter_mut().zip(r0).zip(r1) {
+        *o = *o + value(q0) * s0 + value(q1) * s1;
+    }
+}
+
+/// [`add_dequantized`] of four rows in turn, in one pass.
+fn add_dequantized4(out: &mut [f32], [(r0, s0), (r1, s1), (r2, s2), (r3, s3)]: [(&[u8], f32); 4]) {
+    let value = |q: u8| f32::from(q.cast_signed());
+    for ((((o, &q0), &q1), &q2), &q3) in out.iter_mut().zip(r0).zip(r1).zip(r2).zip(r3) {
+        *o = *o + value(q0) * s0 + value(q1) * s1 + value(q2) * s2 + value(q3) * s3;
     }
 }
 

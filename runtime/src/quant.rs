@@ -42,14 +42,16 @@ pub(crate) fn quantize_activations(row: &[f32], out: &mut [i8]) -> f32 {
 }
 
 /// `max |v|` over the row, NaNs ignored, from +0: what folding `libm::fmaxf(m, fabsf(v))` gives,
-/// compared as bits (non-negative floats order as their bits do; a NaN's magnitude bits are above
-/// infinity's), which takes a third of `fmaxf`'s instructions on the Cortex-M4.
+/// compared as bits (non-negative floats order as their bits do), which takes a third of
+/// `fmaxf`'s instructions on the Cortex-M4. A NaN's magnitude bits are above infinity's: a row
+/// with one is folded again, skipping them.
 fn max_abs(row: &[f32]) -> f32 {
     const INFINITY_BITS: u32 = 0x7f80_0000;
-    let max = row.iter().fold(0u32, |m, &v| {
-        let magnitude = v.to_bits() & 0x7fff_ffff;
-        if magnitude <= INFINITY_BITS { m.max(magnitude) } else { m }
-    });
+    let magnitude = |v: f32| v.to_bits() & 0x7fff_ffff;
+    let mut max = row.iter().fold(0u32, |m, &v| m.max(magnitude(v)));
+    if max > INFINITY_BITS {
+        max = row.iter().map(|&v| magnitude(v)).filter(|&m| m <= INFINITY_BITS).fold(0, u32::max);
+    }
     f32::from_bits(max)
 }
 
