@@ -652,7 +652,8 @@ fn add_dense(dense: &Dense, inputs: &[i8], input_scales: &[f32], out: &mut [f32]
 
 /// [`add_dense`] for `W` inputs: the per-output work unrolled over the words.
 fn add_dense_words<const W: usize>(dense: &Dense, inputs: &[i8], input_scales: &[f32], out: &mut [f32]) {
-    let Some(input_scales) = input_scales.first_chunk::<W>() else { return };
+    // By value: kept in floating-point registers, which the kernel leaves alone.
+    let Some(&input_scales) = input_scales.first_chunk::<W>() else { return };
     let rows = out.len() / W;
     let mut rest = out;
     let mut outs: [core::slice::IterMut<'_, f32>; W] = core::array::from_fn(|_| {
@@ -663,7 +664,7 @@ fn add_dense_words<const W: usize>(dense: &Dense, inputs: &[i8], input_scales: &
     let mut params = f16s(dense.weight.scales).zip(f32s(dense.bias));
     for_each_row_dots::<W, _>(inputs, dense.weight.values, |dots| {
         if let Some((scale, bias)) = params.next() {
-            for ((out, dot), &input_scale) in outs.iter_mut().zip(dots).zip(input_scales) {
+            for ((out, dot), input_scale) in outs.iter_mut().zip(dots).zip(input_scales) {
                 if let Some(o) = out.next() {
                     *o += dot as f32 * (input_scale * scale) + bias;
                 }

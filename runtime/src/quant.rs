@@ -63,9 +63,10 @@ fn quantize_with(row: &[f32], scale: f32, out: &mut [i8]) {
     for (q, &v) in out.iter_mut().zip(row) {
         // The same value as clamping the float to ±127 and casting to i8 (a NaN gives 0 either
         // way, an infinity the bound), in integers: the float compares took 20 instructions per
-        // value on the Cortex-M4.
+        // value on the Cortex-M4. Clamped to the i8 range first (one SSAT there), then -128 to
+        // -127.
         #[allow(clippy::cast_possible_truncation)]
-        let rounded = (round_ties_even(v / scale) as i32).clamp(-127, 127) as i8;
+        let rounded = (round_ties_even(v / scale) as i32).clamp(-128, 127).max(-127) as i8;
         *q = rounded;
     }
 }
@@ -600,10 +601,11 @@ fn f16_to_f32(bits: u16) -> f32 {
     let exponent = u32::from((bits >> 10) & 0x1f);
     let mantissa = u32::from(bits & 0x3ff);
     let magnitude = match exponent {
+        // A normal number (every scale but zero, in practice) first: the exponent rebiased.
+        1..=30 => (u32::from(bits & 0x7fff) << 13) + (112 << 23),
         // Subnormal: mantissa · 2⁻²⁴, exact in f32.
         0 => (mantissa as f32 * (1.0 / 16_777_216.0)).to_bits(),
-        31 => 0x7f80_0000 | (mantissa << 13),
-        _ => ((exponent + 112) << 23) | (mantissa << 13),
+        _ => 0x7f80_0000 | (mantissa << 13),
     };
     f32::from_bits(sign | magnitude)
 }
