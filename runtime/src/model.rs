@@ -8,7 +8,7 @@ use heapless::VecView;
 use crate::LoadError;
 use crate::blob::{self, Dense, Layer, ModelConfig, Norm, Payload, Provenance};
 use crate::index::{Embedding, Index};
-use crate::quant::{WORDS_PER_PASS, dot, f16s, f32s, for_each_row_dots, quantize_activations};
+use crate::quant::{Int8, WORDS_PER_PASS, dot, f16s, f32s, for_each_row_dots, quantize_activations};
 use crate::tokenizer::{Feature, tokenize};
 
 /// A student loaded from a blob. It borrows the blob (which can sit in flash) and copies no
@@ -207,7 +207,7 @@ impl<'a> Model<'a> {
             let row =
                 |f: &Feature| usize::try_from(f.id).ok().and_then(|id| self.payload.embeddings.row(id, dim));
             let Some(word) = x.chunks_exact_mut(dim).nth(usize::from(first.word)) else { continue };
-            let mut rows = [(&[][..], 0.0); 4];
+            let mut rows: [(&[u8], f32); 4] = [(&[], 0.0); 4];
             let mut count = 0;
             for (slot, row) in rows.iter_mut().zip(group.iter().filter_map(row)) {
                 *slot = row;
@@ -552,18 +552,7 @@ fn run_layer(layer: &Layer, config: &ModelConfig, b: &mut Buffers) {
             }
             softmax_numerators(b.scores, b.score_max, b.score_sum);
             b.row.fill(0.0);
-            let values = b.values.chunks_exact(dim).zip(b.value_scales.chunks_exact(heads));
-            for (numerators, (value, value_scales)) in b.scores.chunks_exact(heads).zip(values) {
-                let per_head = numerators.iter().zip(b.score_sum.iter()).zip(value_scales);
-                for (((&numerator, &sum), &value_scale), (value, context)) in
-                    per_head.zip(value.chunks_exact(head_dim).zip(b.row.chunks_exact_mut(head_dim)))
-                {
-                    let weight = numerator / sum * value_scale;
-                    for (c, &v) in context.iter_mut().zip(value) {
-                        *c += weight * f32::from(v);
-                    }
-                }
-            }
+            add_attention_values(b.scores, b.score_sum, b.values, b.value_scales, head_dim, b.row);
             *scale = quantize_activations(b.row, query);
         }
         add_dense(&layer.attention_out, inputs, scales, x);
@@ -584,6 +573,49 @@ fn run_layer(layer: &Layer, config: &ModelConfig, b: &mut Buffers) {
             *scale = quantize_activations(h, q);
         }
         add_dense(&layer.ffn_out, hidden_q, scales, x);
+    }
+}
+
+/// `context += Σ weight · value` over the words, per head, with the softmax weight
+/// `numerator / sum · value_scale` (`numerators` and `value_scales` are `words x heads`, `values`
+/// `words x dim`). Four (or two) words are added per pass, in word order: the same additions as one
+/// word at a time.
+fn add_attention_values(
+    numerators: &[f32],
+    sums: &[f32],
+    values: &[i8],
+    value_scales: &[f32],
+    head_dim: usize,
+    context: &mut [f32],
+) {
+    let (heads, dim) = (sums.len().max(1), context.len());
+    let words = numerators.len() / heads;
+    let mut word = 0;
+    while word < words {
+        let n = match words - word {
+            4.. => 4,
+            2 | 3 => 2,
+            _ => 1,
+        };
+        for (head, (context, &sum)) in context.chunks_exact_mut(head_dim).zip(sums).enumerate() {
+            // Always there: `word + i < words`, and the buffers are `words` long.
+            let row = |i: usize| {
+                let at = (word + i) * heads + head;
+                let numerator = numerators.get(at).copied().unwrap_or_default();
+                let weight = numerator / sum * value_scales.get(at).copied().unwrap_or_default();
+                let start = (word + i) * dim + head * head_dim;
+                (values.get(start..start + head_dim).unwrap_or_default(), weight)
+            };
+            match n {
+                4 => add_dequantized4(context, [row(0), row(1), row(2), row(3)]),
+                2 => add_dequantized2(context, [row(0), row(1)]),
+                _ => {
+                    let (value, weight) = row(0);
+                    add_dequantized(context, value, weight);
+                }
+            }
+        }
+        word += n;
     }
 }
 
@@ -674,23 +706,23 @@ fn add_dense_words<const W: usize>(dense: &Dense, inputs: &[i8], input_scales: &
 }
 
 /// `out += row · scale` (a dequantized int8 row).
-fn add_dequantized(out: &mut [f32], row: &[u8], scale: f32) {
+fn add_dequantized<T: Int8>(out: &mut [f32], row: &[T], scale: f32) {
     for (o, &q) in out.iter_mut().zip(row) {
-        *o += f32::from(q.cast_signed()) * scale;
+        *o += f32::from(q.byte().cast_signed()) * scale;
     }
 }
 
 /// [`add_dequantized`] of two rows in turn, in one pass.
-fn add_dequantized2(out: &mut [f32], [(r0, s0), (r1, s1)]: [(&[u8], f32); 2]) {
-    let value = |q: u8| f32::from(q.cast_signed());
+fn add_dequantized2<T: Int8>(out: &mut [f32], [(r0, s0), (r1, s1)]: [(&[T], f32); 2]) {
+    let value = |q: T| f32::from(q.byte().cast_signed());
     for ((o, &q0), &q1) in out.iter_mut().zip(r0).zip(r1) {
         *o = *o + value(q0) * s0 + value(q1) * s1;
     }
 }
 
 /// [`add_dequantized`] of four rows in turn, in one pass.
-fn add_dequantized4(out: &mut [f32], [(r0, s0), (r1, s1), (r2, s2), (r3, s3)]: [(&[u8], f32); 4]) {
-    let value = |q: u8| f32::from(q.cast_signed());
+fn add_dequantized4<T: Int8>(out: &mut [f32], [(r0, s0), (r1, s1), (r2, s2), (r3, s3)]: [(&[T], f32); 4]) {
+    let value = |q: T| f32::from(q.byte().cast_signed());
     for ((((o, &q0), &q1), &q2), &q3) in out.iter_mut().zip(r0).zip(r1).zip(r2).zip(r3) {
         *o = *o + value(q0) * s0 + value(q1) * s1 + value(q2) * s2 + value(q3) * s3;
     }
