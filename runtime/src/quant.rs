@@ -117,7 +117,7 @@ pub(crate) fn dot<A: Int8, B: Int8>(a: &[A], b: &[B]) -> i32 {
 }
 
 /// Rows of a matrix that [`for_each_row_dot`] multiplies together.
-const BLOCK: usize = 3;
+const BLOCK: usize = 4;
 
 /// Calls `f` with `input · row` for every row of the row-major matrix `values` (`input.len()`
 /// columns; a trailing partial row is ignored), in row order. Each value is [`dot`]'s.
@@ -133,11 +133,11 @@ pub(crate) fn for_each_row_dot<A: Int8, B: Int8>(input: &[A], values: &[B], mut 
     #[cfg(all(feature = "dsp", target_arch = "arm"))]
     widened.widen();
     for block in blocks.chunks_exact(BLOCK * cols) {
-        let rows: [&[B]; BLOCK] = core::array::from_fn(|r| block.get(r * cols..).unwrap_or_default());
         #[cfg(all(feature = "dsp", target_arch = "arm"))]
-        let dots = widened.dot3(rows);
+        let dots = widened.dot4(block);
         #[cfg(not(all(feature = "dsp", target_arch = "arm")))]
-        let dots = rows.map(|row| dot_scalar(input, row));
+        let dots: [i32; BLOCK] =
+            core::array::from_fn(|r| dot_scalar(input, block.get(r * cols..).unwrap_or_default()));
         dots.into_iter().for_each(&mut f);
     }
     for row in rest.chunks_exact(cols) {
@@ -200,8 +200,8 @@ fn dot_scalar<A: Int8, B: Int8>(a: &[A], b: &[B]) -> i32 {
 /// the packing CMSIS-NN uses for int8. On the emulated Cortex-M4F (`firmware-tests`, a trained
 /// micro blob with 1000 documents) a query's encode and search took 13.7 M instructions with the
 /// scalar loop (about 4 per product), 8.1 M with [`dsp::dot`] on one row at a time (18 per 8
-/// products), 6.3 M with three rows at a time and 5.3 M with [`dsp::Widened::dot3`] (and the
-/// other changes of that commit: see the README's firmware table).
+/// products), 6.3 M with three rows at a time and 5.3 M with the input widened once per matrix
+/// ([`dsp::Widened`]; and the other changes of that commit: see the README's firmware table).
 #[cfg(all(feature = "dsp", target_arch = "arm"))]
 mod dsp {
     use super::{Int8, WORDS_PER_PASS, dot_scalar, dots_scalar};
@@ -231,23 +231,30 @@ mod dsp {
         total + dot_scalar(a_rest, b_rest)
     }
 
-    /// One word (four values) of the input against three rows, for [`Widened::dot3`]'s loop
-    /// (four times per pass): the input's two halfword pairs, then per row a load, two SXTB16 and
-    /// two SMLAD.
-    macro_rules! four_values_of_three_rows {
+    /// One word (four values) of the input against four consecutive rows, for
+    /// [`Widened::dot4`]: the input's two halfword pairs (one LDRD), then per row a load, two
+    /// SXTB16 and two SMLAD. Rows 1 and 3 are read at `stride` past rows 0 and 2 (register-offset
+    /// loads, before the post-incremented loads of rows 0 and 2 move their pointers): three
+    /// registers address four rows.
+    macro_rules! four_values_of_four_rows {
         () => {
             concat!(
                 "ldrd {xe}, {xo}, [{px}], #8\n",
+                "ldr {w}, [{p0}, {stride}]\n",
+                "sxtb16 {t}, {w}\n",
+                "smlad {t1}, {t}, {xe}, {t1}\n",
+                "sxtb16 {w}, {w}, ror #8\n",
+                "smlad {t1}, {w}, {xo}, {t1}\n",
                 "ldr {w}, [{p0}], #4\n",
                 "sxtb16 {t}, {w}\n",
                 "smlad {t0}, {t}, {xe}, {t0}\n",
                 "sxtb16 {w}, {w}, ror #8\n",
                 "smlad {t0}, {w}, {xo}, {t0}\n",
-                "ldr {w}, [{p1}], #4\n",
+                "ldr {w}, [{p2}, {stride}]\n",
                 "sxtb16 {t}, {w}\n",
-                "smlad {t1}, {t}, {xe}, {t1}\n",
+                "smlad {t3}, {t}, {xe}, {t3}\n",
                 "sxtb16 {w}, {w}, ror #8\n",
-                "smlad {t1}, {w}, {xo}, {t1}\n",
+                "smlad {t3}, {w}, {xo}, {t3}\n",
                 "ldr {w}, [{p2}], #4\n",
                 "sxtb16 {t}, {w}\n",
                 "smlad {t2}, {t}, {xe}, {t2}\n",
@@ -268,21 +275,21 @@ mod dsp {
     pub(super) struct Widened<'a, A> {
         input: &'a [A],
         halves: [u32; MAX_WIDENED / 2],
-        /// Groups of sixteen values widened (0 when `input` is too wide).
-        groups: usize,
+        /// Chunks of [`CHUNK`] values widened (0 when `input` is too wide).
+        chunks: usize,
     }
 
     impl<'a, A: Int8> Widened<'a, A> {
         /// Empty: [`Widened::widen`] fills it in place (returning the array by value copied it
         /// through a second stack slot).
         pub(super) fn new(input: &'a [A]) -> Self {
-            Self { input, halves: [0; MAX_WIDENED / 2], groups: 0 }
+            Self { input, halves: [0; MAX_WIDENED / 2], chunks: 0 }
         }
 
         /// Widens the input (a no-op for one wider than [`MAX_WIDENED`]).
         pub(super) fn widen(&mut self) {
             if self.input.len() <= MAX_WIDENED {
-                self.groups = self.input.len() / 16;
+                self.chunks = self.input.len() / CHUNK;
                 for (halves, &x) in
                     self.halves.as_chunks_mut::<2>().0.iter_mut().zip(self.input.as_chunks::<4>().0)
                 {
@@ -292,52 +299,62 @@ mod dsp {
             }
         }
 
-        /// `[input · row]` for three rows, each at least as long as the input, in one assembly
-        /// loop: per word (four values) of each row one load, two SXTB16 and two SMLAD, and the
-        /// input's halfwords loaded once for the three rows (one LDRD); sixteen values per pass:
-        /// 66 instructions per 48 products. Three rows use exactly the twelve registers an `asm!` block can have here;
-        /// the same loop written in Rust left the compiler spilling accumulators to the stack
-        /// (32 instructions per 16 products with two rows, 35 with four).
-        pub(super) fn dot3<B: Int8>(&self, rows: [&[B]; 3]) -> [i32; 3] {
-            let input = self.input;
-            if self.groups == 0 || rows.iter().any(|r| r.len() < input.len()) {
-                return rows.map(|row| dot(input, row));
+        /// `[input · row]` for the four consecutive rows of `block` (`4 · input.len()` values):
+        /// per [`CHUNK`] values one assembly block of eight [`four_values_of_four_rows`], 168
+        /// instructions per 128 products, without a loop counter (the loop is Rust's), so that
+        /// four accumulators, three row registers, the input's pointer and halfwords and the
+        /// row's two registers fit.
+        pub(super) fn dot4<B: Int8>(&self, block: &[B]) -> [i32; 4] {
+            let (input, cols, chunks) = (self.input, self.input.len(), self.chunks);
+            let row = |r: usize| block.get(r * cols..(r + 1) * cols).unwrap_or_default();
+            if chunks == 0 || block.len() < 4 * cols {
+                return core::array::from_fn(|r| dot(input, row(r)));
             }
-            let (mut t0, mut t1, mut t2) = (0i32, 0i32, 0i32);
-            // SAFETY: the loop runs `groups` times and reads, per pass, eight words of `halves`
-            // (`widen` filled two per four input values, so `8 · groups` of them) and four words
-            // of every row (`16 · groups <= input.len()` bytes in all, which every row holds:
-            // checked above). `B` is a one-byte type, ARMv7-M loads words at any alignment, and `halves`
-            // is u32-aligned as LDRD needs. Registers only otherwise; `subs` sets the flags, so
-            // they are not declared preserved.
-            unsafe {
-                core::arch::asm!(
-                    "2:",
-                    four_values_of_three_rows!(),
-                    four_values_of_three_rows!(),
-                    four_values_of_three_rows!(),
-                    four_values_of_three_rows!(),
-                    "subs {n}, {n}, #1",
-                    "bne 2b",
-                    px = inout(reg) self.halves.as_ptr() => _,
-                    p0 = inout(reg) rows[0].as_ptr() => _,
-                    p1 = inout(reg) rows[1].as_ptr() => _,
-                    p2 = inout(reg) rows[2].as_ptr() => _,
-                    n = inout(reg) self.groups => _,
-                    xe = out(reg) _,
-                    xo = out(reg) _,
-                    w = out(reg) _,
-                    t = out(reg) _,
-                    t0 = inout(reg) t0,
-                    t1 = inout(reg) t1,
-                    t2 = inout(reg) t2,
-                    options(pure, readonly, nostack),
-                );
+            let (mut px, mut p0, mut p2) = (self.halves.as_ptr(), block.as_ptr(), row(2).as_ptr());
+            let (mut t0, mut t1, mut t2, mut t3) = (0i32, 0i32, 0i32, 0i32);
+            for _ in 0..chunks {
+                // SAFETY: each block reads eight words of `halves` (`widen` filled two per four
+                // input values, so `8 · chunks` blocks' worth) and eight words of every row from
+                // `p0`, `p0 + cols`, `p2 = p0 + 2 · cols` and `p2 + cols` (`CHUNK · chunks <= cols`
+                // bytes of each of the four rows, which `block` holds: checked above), advancing
+                // `px`, `p0` and `p2` past them. `B` is a one-byte type, ARMv7-M loads words at any
+                // alignment, and `halves` is u32-aligned as LDRD needs. Registers only otherwise,
+                // flags untouched.
+                unsafe {
+                    core::arch::asm!(
+                        four_values_of_four_rows!(),
+                        four_values_of_four_rows!(),
+                        four_values_of_four_rows!(),
+                        four_values_of_four_rows!(),
+                        four_values_of_four_rows!(),
+                        four_values_of_four_rows!(),
+                        four_values_of_four_rows!(),
+                        four_values_of_four_rows!(),
+                        px = inout(reg) px,
+                        p0 = inout(reg) p0,
+                        p2 = inout(reg) p2,
+                        stride = in(reg) cols,
+                        xe = out(reg) _,
+                        xo = out(reg) _,
+                        w = out(reg) _,
+                        t = out(reg) _,
+                        t0 = inout(reg) t0,
+                        t1 = inout(reg) t1,
+                        t2 = inout(reg) t2,
+                        t3 = inout(reg) t3,
+                        options(pure, readonly, nostack, preserves_flags),
+                    );
+                }
             }
-            let tail = self.groups * 16;
+            let tail = chunks * CHUNK;
             let rest = input.get(tail..).unwrap_or_default();
-            let [r0, r1, r2] = rows.map(|r| r.get(tail..).unwrap_or_default());
-            [t0 + dot_scalar(rest, r0), t1 + dot_scalar(rest, r1), t2 + dot_scalar(rest, r2)]
+            let mut dots = [t0, t1, t2, t3];
+            if !rest.is_empty() {
+                for (r, d) in dots.iter_mut().enumerate() {
+                    *d += dot_scalar(rest, row(r).get(tail..).unwrap_or_default());
+                }
+            }
+            dots
         }
     }
 
