@@ -88,6 +88,19 @@ impl<'a> Model<'a> {
         self.index
     }
 
+    /// The first `(words, columns, rows)` for which the encoder's int8 matrix kernels (several
+    /// words per pass, four rows per pass) differ from a scalar loop, or `None`. A self-test for
+    /// devices, where the kernels are assembly (feature `dsp`): `firmware-tests` runs it on the
+    /// emulated Cortex-M4F.
+    ///
+    /// ```
+    /// assert_eq!(otkd_runtime::Model::int8_kernel_mismatch(), None);
+    /// ```
+    #[doc(hidden)]
+    pub fn int8_kernel_mismatch() -> Option<(usize, usize, usize)> {
+        crate::quant::kernel_mismatch()
+    }
+
     /// Bytes of the blob that hold the model's weights: int8 values, their scales, f32 biases and
     /// LayerNorm parameters (the header, config and postcard lengths are the rest, tens of bytes).
     ///
@@ -829,6 +842,124 @@ mod tests {
         let mut out = [1.0f32, 1.0];
         add_dense(&dense, &input, &[2.0], &mut out);
         assert_eq!(out, [-1.75, 63.5]);
+    }
+
+    #[test]
+    fn blocks_cover_every_word_once_in_order_fullest_first() {
+        for words in 0..=13 {
+            let blocks: Vec<_> = blocks(words).collect();
+            let covered: Vec<usize> = blocks.iter().flat_map(|&(start, len)| start..start + len).collect();
+            assert_eq!(covered, (0..words).collect::<Vec<_>>(), "{words} words");
+            assert!(
+                blocks.iter().all(|&(_, len)| (1..=WORDS_PER_PASS).contains(&len)),
+                "{words}: {blocks:?}"
+            );
+            let full = blocks.len().saturating_sub(1);
+            assert!(blocks[..full].iter().all(|&(_, len)| len == WORDS_PER_PASS), "{words}: {blocks:?}");
+            assert!(block_words(words) >= blocks.iter().map(|b| b.1).max().unwrap_or(0));
+        }
+    }
+
+    /// A dense layer of 7 outputs by 13 inputs with awkward values, and four inputs.
+    fn awkward_dense() -> (Vec<u8>, Vec<u8>, Vec<u8>, Vec<i8>) {
+        let value = |i: usize| u8::try_from((i * 37 + 11) % 251).unwrap_or(0).cast_signed();
+        let weights: Vec<i8> = (0..7 * 13).map(value).collect();
+        let scales: Vec<f32> = (0..7).map(|i| 0.013 * (i as f32 + 1.0) / 3.0).collect();
+        let biases: Vec<f32> = (0..7).map(|i| (i as f32 - 3.3) / 7.0).collect();
+        let inputs: Vec<i8> = (0..WORDS_PER_PASS * 13).map(|i| value(i * 5 + 2).max(-127)).collect();
+        (i8_bytes(&weights), f16_bytes(&scales), f32_bytes(&biases), inputs)
+    }
+
+    #[test]
+    fn a_block_of_words_gets_each_words_dense_outputs_bit_for_bit() {
+        let (values, scales, bias, inputs) = awkward_dense();
+        let dense = Dense { weight: Matrix { values: &values, scales: &scales }, bias: &bias };
+        let input_scales = [0.031, 1.7e-3, 0.25, 3.3];
+        for words in 1..=WORDS_PER_PASS {
+            let start: Vec<f32> = (0..words * 7).map(|i| (i as f32 * 0.37).sin()).collect();
+            let mut block = start.clone();
+            add_dense(&dense, &inputs[..words * 13], &input_scales[..words], &mut block);
+            for word in 0..words {
+                let mut one = start[word * 7..(word + 1) * 7].to_vec();
+                add_dense(&dense, &inputs[word * 13..(word + 1) * 13], &input_scales[word..=word], &mut one);
+                let (got, want): (Vec<u32>, Vec<u32>) = block[word * 7..(word + 1) * 7]
+                    .iter()
+                    .zip(&one)
+                    .map(|(g, w)| (g.to_bits(), w.to_bits()))
+                    .unzip();
+                assert_eq!(got, want, "word {word} of {words}");
+            }
+        }
+    }
+
+    #[test]
+    fn rows_added_several_per_pass_are_added_in_turn_bit_for_bit() {
+        let rows: Vec<Vec<u8>> = (0..4)
+            .map(|r| (0..9).map(|i| u8::try_from((i * 53 + r * 29) % 256).unwrap()).collect())
+            .collect();
+        let scales = [0.013f32, -2.7, 1e-3, 0.3337];
+        let start: Vec<f32> = (0..9).map(|i| (i as f32 * 0.71).cos() * 3.0).collect();
+        let mut one_by_one = start.clone();
+        for (row, &scale) in rows.iter().zip(&scales) {
+            add_dequantized(&mut one_by_one, row, scale);
+        }
+        let mut four = start.clone();
+        add_dequantized4(&mut four, [0, 1, 2, 3].map(|r| (&rows[r][..], scales[r])));
+        let mut two_and_two = start;
+        add_dequantized2(&mut two_and_two, [(&rows[0][..], scales[0]), (&rows[1][..], scales[1])]);
+        add_dequantized2(&mut two_and_two, [(&rows[2][..], scales[2]), (&rows[3][..], scales[3])]);
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&four), bits(&one_by_one));
+        assert_eq!(bits(&two_and_two), bits(&one_by_one));
+    }
+
+    #[test]
+    fn attention_values_added_several_words_per_pass_match_one_word_at_a_time() {
+        let (heads, head_dim) = (2, 3);
+        let dim = heads * head_dim;
+        let sums = [1.7f32, 2.9];
+        for words in 1..=9 {
+            let numerators: Vec<f32> = (0..words * heads).map(|i| (i as f32 * 0.61).sin().abs()).collect();
+            let value_scales: Vec<f32> = (0..words * heads).map(|i| 0.01 + i as f32 * 1e-3).collect();
+            let values: Vec<i8> =
+                (0..words * dim).map(|i| u8::try_from(i * 41 % 256).unwrap().cast_signed()).collect();
+            let mut got = vec![0f32; dim];
+            add_attention_values(&numerators, &sums, &values, &value_scales, head_dim, &mut got);
+            let mut want = vec![0f32; dim];
+            for word in 0..words {
+                for head in 0..heads {
+                    let at = word * heads + head;
+                    let weight = numerators[at] / sums[head] * value_scales[at];
+                    for e in 0..head_dim {
+                        want[head * head_dim + e] +=
+                            weight * f32::from(values[word * dim + head * head_dim + e]);
+                    }
+                }
+            }
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "{words} words");
+        }
+    }
+
+    /// The seeded micro student's embeddings of texts of 1, 5, 9 and 7 words (full blocks of four
+    /// words, then one, two or three), pinned as the CRC-32 of their int8 values and scale bits:
+    /// the values the encoder gave one word at a time, before it multiplied blocks of words.
+    #[test]
+    fn blocks_of_words_encode_the_bits_one_word_at_a_time_did() {
+        let blob = crate::testing::micro_blob();
+        let model = Model::from_bytes(&blob).unwrap();
+        let mut owned = crate::testing::OwnedScratch::new(model.config(), 32);
+        for (text, want) in [
+            ("Jaʼa", 0xa350_f788u32),
+            ("Mä anux jawira thiyan tʼijtaski", 0xedf2_bcd9),
+            ("mä paya kimsa pusi phisqa suxta paqallqu kimsaqallqu llätunka", 0x7ef7_477b),
+            ("Two dogs run across the snowy field today", 0x0563_4a62),
+        ] {
+            let embedding = model.encode(text, &mut owned.scratch()).unwrap();
+            let mut bytes: Vec<u8> = embedding.values().iter().map(|v| v.cast_unsigned()).collect();
+            bytes.extend(embedding.scale().to_bits().to_le_bytes());
+            assert_eq!(crate::crc32(&bytes), want, "{text:?}");
+        }
     }
 
     #[test]

@@ -125,6 +125,7 @@ const BLOCK: usize = 4;
 /// Why blocks: on the DSP path `input` is widened to halfwords once per matrix and each pass
 /// reads it once for [`BLOCK`] rows. Why a callback: an iterator over the blocks' products cost
 /// 40 instructions per row on the Cortex-M4, about a tenth of a micro query.
+#[inline(always)]
 pub(crate) fn for_each_row_dot<A: Int8, B: Int8>(input: &[A], values: &[B], mut f: impl FnMut(i32)) {
     let cols = input.len().max(1);
     let (blocks, rest) = values.split_at(values.len() - values.len() % (BLOCK * cols));
@@ -158,6 +159,7 @@ pub(crate) const WORDS_PER_PASS: usize = 4;
 /// DSP path a weight word's two SXTB16 serve every input (one weight row against four words:
 /// 62 instructions per 64 products, against 34 per 24 for three rows against one word). `W` is a
 /// constant so that the caller's per-output work unrolls over the words.
+#[inline(always)]
 pub(crate) fn for_each_row_dots<const W: usize, B: Int8>(
     inputs: &[i8],
     values: &[B],
@@ -194,6 +196,73 @@ fn dot_scalar<A: Int8, B: Int8>(a: &[A], b: &[B]) -> i32 {
         .zip(b)
         .map(|(&x, &y)| i32::from(x.byte().cast_signed()) * i32::from(y.byte().cast_signed()))
         .sum()
+}
+
+/// The first `(words, columns, rows)` for which [`for_each_row_dots`] (or, with one word,
+/// [`for_each_row_dot`]) differs from the scalar reference, over 1 to [`WORDS_PER_PASS`] words,
+/// 0 to 9 rows and widths around every block and chunk size (up to 400, past the widest
+/// input the DSP path widens), with the extreme values -128 and 127 among the weights. `None`
+/// when every product matches. No allocation: the on-device tests run it, since the host only
+/// has the scalar path.
+pub(crate) fn kernel_mismatch() -> Option<(usize, usize, usize)> {
+    const WIDEST: usize = 400;
+    const ROWS: usize = 9;
+    let value = |i: usize| -> i8 {
+        match i % 23 {
+            0 => -128,
+            1 => 127,
+            _ => u8::try_from((i * 37 + 11) % 251).unwrap_or(0).cast_signed(),
+        }
+    };
+    let mut values = [0u8; ROWS * WIDEST];
+    values.iter_mut().enumerate().for_each(|(i, v)| *v = value(i).cast_unsigned());
+    let mut inputs = [0i8; WORDS_PER_PASS * WIDEST];
+    // -128 is never an activation (quantization is symmetric).
+    inputs.iter_mut().enumerate().for_each(|(i, v)| *v = value(i * 7 + 3).max(-127));
+    for cols in [1, 3, 4, 8, 13, 16, 31, 32, 33, 48, 63, 64, 100, 192, 200, 384, 385, WIDEST] {
+        for rows in 0..=ROWS {
+            let values = values.get(..rows * cols).unwrap_or_default();
+            let inputs = |words: usize| inputs.get(..words * cols).unwrap_or_default();
+            let mismatch = |words| Some((words, cols, rows));
+            if !words_match::<1>(inputs(1), cols, values) {
+                return mismatch(1);
+            }
+            let mut row = 0;
+            let mut same = true;
+            for_each_row_dot(inputs(1), values, |dot| {
+                let want = values.chunks_exact(cols).nth(row).map(|r| dot_scalar(inputs(1), r));
+                same &= want == Some(dot);
+                row += 1;
+            });
+            if !same || row != rows {
+                return mismatch(1);
+            }
+            if !words_match::<2>(inputs(2), cols, values) {
+                return mismatch(2);
+            }
+            if !words_match::<3>(inputs(3), cols, values) {
+                return mismatch(3);
+            }
+            if !words_match::<WORDS_PER_PASS>(inputs(WORDS_PER_PASS), cols, values) {
+                return mismatch(WORDS_PER_PASS);
+            }
+        }
+    }
+    None
+}
+
+/// Whether [`for_each_row_dots`] gives the scalar products of every row with each of the `W`
+/// inputs, and a call per row.
+fn words_match<const W: usize>(inputs: &[i8], cols: usize, values: &[u8]) -> bool {
+    let mut rows = values.chunks_exact(cols.max(1));
+    let mut same = true;
+    let mut calls = 0;
+    for_each_row_dots::<W, _>(inputs, values, |dots| {
+        let want = rows.next().map(|row| dots_scalar::<W, _>(inputs, cols, row));
+        same &= want == Some(dots);
+        calls += 1;
+    });
+    same && calls == values.len() / cols.max(1)
 }
 
 /// Two products per SMLAD instruction (ARMv7E-M's DSP extension: Cortex-M4, M7, M33 with DSP),
@@ -681,6 +750,27 @@ mod tests {
         for bits in 0..=u16::MAX {
             let (got, want) = (f16_to_f32(bits), f16::from_bits(bits).to_f32());
             assert!(got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()), "{bits:#06x}");
+        }
+    }
+
+    #[test]
+    fn kernels_match_the_scalar_reference_for_every_word_count_remainder_and_width() {
+        assert_eq!(kernel_mismatch(), None);
+    }
+
+    #[test]
+    fn several_words_per_pass_give_each_words_dots() {
+        let value = |i: usize| u8::try_from((i * 37 + 11) % 251).unwrap_or(0).cast_signed();
+        for cols in [1, 5, 32, 48] {
+            let inputs: Vec<i8> = (0..WORDS_PER_PASS * cols).map(|i| value(i * 3 + 2)).collect();
+            let values: Vec<u8> = (0..7 * cols + 3).map(|i| value(i).cast_unsigned()).collect();
+            let mut got = Vec::new();
+            for_each_row_dots::<3, _>(&inputs[..3 * cols], &values, |dots| got.push(dots));
+            let want: Vec<[i32; 3]> = values
+                .chunks_exact(cols)
+                .map(|row| [0, 1, 2].map(|t| dot(&inputs[t * cols..(t + 1) * cols], row)))
+                .collect();
+            assert_eq!(got, want, "{cols} columns");
         }
     }
 
