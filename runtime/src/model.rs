@@ -287,7 +287,7 @@ impl core::error::Error for EncodeError {}
 ///
 /// How much a text of `words` words needs is a function of the config: at least
 /// [`Scratch::features_len`] features, [`Scratch::floats_len`] f32s and [`Scratch::int8s_len`]
-/// int8s, [`Scratch::ram_bytes`] in all (53.9 KiB for 32 words of the micro student). Larger
+/// int8s, [`Scratch::ram_bytes`] in all (59.6 KiB for 32 words of the micro student). Larger
 /// buffers are fine; a text with more words than they allow is refused with
 /// [`EncodeError::ScratchTooSmall`], never cut short.
 ///
