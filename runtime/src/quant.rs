@@ -147,8 +147,8 @@ pub(crate) fn for_each_row_dot<A: Int8, B: Int8>(input: &[A], values: &[B], mut 
 }
 
 /// Words of a text that [`for_each_row_dots`] multiplies with each weight row per pass: the most
-/// whose accumulators, with the loop's pointers and temporaries, fit the registers of an `asm!`
-/// block on the Cortex-M4 (eleven of its twelve).
+/// whose accumulators, with the pointers, the weight word's two registers and r0-r3 for LDM, fit
+/// the twelve registers an `asm!` block gets on the Cortex-M4.
 pub(crate) const WORDS_PER_PASS: usize = 4;
 
 /// Calls `f` with `[input_t · row]` for the `W` inputs in `inputs` (row-major, `inputs.len() / W`
@@ -157,8 +157,8 @@ pub(crate) const WORDS_PER_PASS: usize = 4;
 ///
 /// Why several words: each weight row is read once per pass instead of once per word, and on the
 /// DSP path a weight word's two SXTB16 serve every input (one weight row against four words:
-/// 62 instructions per 64 products, against 34 per 24 for three rows against one word). `W` is a
-/// constant so that the caller's per-output work unrolls over the words.
+/// 104 instructions per 128 products, against 168 per 128 for four rows against one word). `W`
+/// is a constant so that the caller's per-output work unrolls over the words.
 #[inline(always)]
 pub(crate) fn for_each_row_dots<const W: usize, B: Int8>(
     inputs: &[i8],
@@ -464,7 +464,8 @@ mod dsp {
         out
     }
 
-    /// Columns [`Interleaved::dots`] multiplies per assembly block (eight words of a row).
+    /// Columns [`Interleaved::dots`] and [`Widened::dot4`] multiply per assembly block (eight words
+    /// of a row).
     const CHUNK: usize = 32;
 
     /// One word (four values) of a weight row against two, three or four inputs of
