@@ -85,6 +85,14 @@ mod tests {
         check(state, Scoring::Csls);
     }
 
+    /// The assembly kernels (several words per pass, four rows per pass) against a scalar loop,
+    /// for every word count, row remainder and width around their block sizes: the host tests
+    /// only have the scalar path.
+    #[test]
+    fn int8_kernels_match_the_scalar_reference() {
+        defmt::assert_eq!(Model::int8_kernel_mismatch(), None);
+    }
+
     #[test]
     fn text_without_a_word_is_an_empty_query(state: &mut State) {
         let config = *state.model.config();

@@ -8,7 +8,7 @@ use heapless::VecView;
 use crate::LoadError;
 use crate::blob::{self, Dense, Layer, ModelConfig, Norm, Payload, Provenance};
 use crate::index::{Embedding, Index, QueryTerms, lexical_config};
-use crate::quant::{dot, f16s, f32s, for_each_row_dot, quantize_activations};
+use crate::quant::{Int8, WORDS_PER_PASS, dot, f16s, f32s, for_each_row_dots, quantize_activations};
 use crate::tokenizer::{Feature, tokenize};
 
 /// A student loaded from a blob. It borrows the blob (which can sit in flash) and copies no
@@ -86,6 +86,19 @@ impl<'a> Model<'a> {
     /// See [`Index`].
     pub fn index(&self) -> Option<Index<'a>> {
         self.index
+    }
+
+    /// The first `(words, columns, rows)` for which the encoder's int8 matrix kernels (several
+    /// words per pass, four rows per pass) differ from a scalar loop, or `None`. A self-test for
+    /// devices, where the kernels are assembly (feature `dsp`): `firmware-tests` runs it on the
+    /// emulated Cortex-M4F.
+    ///
+    /// ```
+    /// assert_eq!(otkd_runtime::Model::int8_kernel_mismatch(), None);
+    /// ```
+    #[doc(hidden)]
+    pub fn int8_kernel_mismatch() -> Option<(usize, usize, usize)> {
+        crate::quant::kernel_mismatch()
     }
 
     /// Bytes of the blob that hold the model's weights: int8 values, their scales, f32 biases and
@@ -179,8 +192,9 @@ impl<'a> Model<'a> {
             mean.iter_mut().zip(x).for_each(|(m, &v)| *m += v);
         }
         mean.iter_mut().for_each(|m| *m /= words as f32);
-        let scale = quantize_activations(mean, buffers.row_q);
-        project(&self.payload.projection, buffers.row_q, scale, buffers.embedding);
+        let mean_q = buffers.block_q.get_mut(..dim).unwrap_or_default();
+        let scale = quantize_activations(mean, mean_q);
+        project(&self.payload.projection, mean_q, &[scale], buffers.embedding);
         let norm = libm::sqrtf(buffers.embedding.iter().fold(0.0, |total, &v| total + v * v));
         if norm > 0.0 {
             buffers.embedding.iter_mut().for_each(|v| *v /= norm);
@@ -223,17 +237,39 @@ impl<'a> Model<'a> {
     }
 
     /// Each word's vector: the sum of its features' embedding rows plus its position's vector.
+    ///
+    /// Consecutive features of one word are added four (or two) at a time, each value kept in a
+    /// register across them: the same additions in the same order as one row at a time, with a
+    /// load and a store per value for four rows instead of per row.
     fn embed_words(&self, features: &[Feature], x: &mut [f32]) {
         let dim = usize::from(self.payload.config.dim);
         x.fill(0.0);
-        for feature in features {
-            let row = usize::try_from(feature.id).ok().and_then(|id| self.payload.embeddings.row(id, dim));
-            // Always both: ids are below `buckets` (the tokenizer's contract) and `x` has a row
-            // per word.
-            if let (Some((row, scale)), Some(word)) =
-                (row, x.chunks_exact_mut(dim).nth(usize::from(feature.word)))
-            {
-                add_dequantized(word, row, scale);
+        let mut rest = features;
+        while let Some(first) = rest.first() {
+            let run = rest.iter().take(4).take_while(|f| f.word == first.word).count();
+            let (group, tail) = rest.split_at_checked(run).unwrap_or_default();
+            rest = tail;
+            // Always a row each: ids are below `buckets` (the tokenizer's contract); and `x` has
+            // a row per word.
+            let row =
+                |f: &Feature| usize::try_from(f.id).ok().and_then(|id| self.payload.embeddings.row(id, dim));
+            let Some(word) = x.chunks_exact_mut(dim).nth(usize::from(first.word)) else { continue };
+            let mut rows: [(&[u8], f32); 4] = [(&[], 0.0); 4];
+            let mut count = 0;
+            for (slot, row) in rows.iter_mut().zip(group.iter().filter_map(row)) {
+                *slot = row;
+                count += 1;
+            }
+            match (count, rows) {
+                (4, rows) => add_dequantized4(word, rows),
+                (2 | 3, [a, b, c, _]) => {
+                    add_dequantized2(word, [a, b]);
+                    if count == 3 {
+                        add_dequantized(word, c.0, c.1);
+                    }
+                }
+                (1, [a, ..]) => add_dequantized(word, a.0, a.1),
+                _ => {}
             }
         }
         for (word, (row, scale)) in x.chunks_exact_mut(dim).zip(self.payload.positions.rows(dim)) {
@@ -285,14 +321,15 @@ impl core::error::Error for EncodeError {}
 ///
 /// How much a text of `words` words needs is a function of the config: at least
 /// [`Scratch::features_len`] features, [`Scratch::floats_len`] f32s and [`Scratch::int8s_len`]
-/// int8s, [`Scratch::ram_bytes`] in all (53.9 KiB for 32 words of the micro student). Larger
+/// int8s, [`Scratch::ram_bytes`] in all (59.6 KiB for 32 words of the micro student). Larger
 /// buffers are fine; a text with more words than they allow is refused with
 /// [`EncodeError::ScratchTooSmall`], never cut short.
 ///
 /// What lives there, for `n` words: the residual stream (`n x dim` f32), every word's keys and
-/// values (int8, one scale per word and head), the attention scores (`n x heads`), and one
-/// word's row at a time for everything else; so memory grows with `n · (dim · 6 + heads · 12)`
-/// bytes plus the features.
+/// values (int8, one scale per word and head), the attention scores (`n x heads`), and the rows
+/// of a block of up to four words for everything else (each weight matrix is multiplied with a
+/// block of words per pass); so memory grows with `n · (dim · 6 + heads · 12)` bytes plus the
+/// features, up to the block's rows.
 ///
 /// ```
 /// use otkd_runtime::{Feature, ModelConfig, Scratch};
@@ -345,12 +382,18 @@ impl<'s> Scratch<'s> {
     ///     tokenizer: TokenizerConfig::DEFAULT,
     ///     dim: 8, layers: 1, heads: 2, ffn: 16, out_dim: 4, layer_norm_eps: 1e-5,
     /// };
-    /// // Per word: 8 residual + 2 key scales + 2 value scales + 2 scores; then 3 x 2 + 8 + 16 + 4.
-    /// assert_eq!(Scratch::floats_len(&config, 3), 3 * 14 + 34);
+    /// // Per word: 8 residual + 2 key scales + 2 value scales + 2 scores; then a block of 3 words
+    /// // (3 x 2 query scales, 3 input scales, 3 x 16 outputs), 2 x 2 softmax terms, 8 + 4.
+    /// assert_eq!(Scratch::floats_len(&config, 3), 3 * 14 + (6 + 3 + 48) + 4 + 12);
+    /// // Blocks have at most four words.
+    /// assert_eq!(Scratch::floats_len(&config, 5), 5 * 14 + (8 + 4 + 64) + 4 + 12);
     /// ```
     pub const fn floats_len(config: &ModelConfig, words: usize) -> usize {
-        let (dim, heads) = (config.dim as usize, config.heads as usize);
-        let per_text = 3 * heads + dim + config.ffn as usize + config.out_dim as usize;
+        let (dim, heads, ffn) = (config.dim as usize, config.heads as usize, config.ffn as usize);
+        let block = block_words(words);
+        let widest = if ffn > dim { ffn } else { dim };
+        let per_block = block * (heads + 1 + widest);
+        let per_text = per_block + 2 * heads + dim + config.out_dim as usize;
         words.saturating_mul(dim + 3 * heads).saturating_add(per_text)
     }
 
@@ -363,12 +406,12 @@ impl<'s> Scratch<'s> {
     ///     tokenizer: TokenizerConfig::DEFAULT,
     ///     dim: 8, layers: 1, heads: 2, ffn: 16, out_dim: 4, layer_norm_eps: 1e-5,
     /// };
-    /// // Per word: keys and values; then one row and one feed-forward row.
-    /// assert_eq!(Scratch::int8s_len(&config, 3), 3 * 16 + 8 + 16);
+    /// // Per word: keys and values; then a block of 3 words' rows and feed-forward rows.
+    /// assert_eq!(Scratch::int8s_len(&config, 3), 3 * 16 + 3 * (8 + 16));
     /// ```
     pub const fn int8s_len(config: &ModelConfig, words: usize) -> usize {
         let dim = config.dim as usize;
-        words.saturating_mul(2 * dim).saturating_add(dim + config.ffn as usize)
+        words.saturating_mul(2 * dim).saturating_add(block_words(words) * (dim + config.ffn as usize))
     }
 
     /// Bytes of all three buffers for texts of up to `words` words: the RAM a query needs besides
@@ -381,7 +424,7 @@ impl<'s> Scratch<'s> {
     ///     tokenizer: TokenizerConfig { buckets: 5632, ..TokenizerConfig::DEFAULT },
     ///     dim: 192, layers: 1, heads: 4, ffn: 384, out_dim: 384, layer_norm_eps: 1e-5,
     /// };
-    /// assert_eq!(Scratch::ram_bytes(&micro, 32), 1473 * 8 + 7500 * 4 + 12864);
+    /// assert_eq!(Scratch::ram_bytes(&micro, 32), 1473 * 8 + 8668 * 4 + 14592);
     /// ```
     pub const fn ram_bytes(config: &ModelConfig, words: usize) -> usize {
         Self::features_len(config, words)
@@ -402,26 +445,28 @@ struct Buffers<'s> {
     value_scales: &'s mut [f32],
     /// `words x heads`: one word's attention scores, then their softmax numerators.
     scores: &'s mut [f32],
-    /// `heads`: the scales of one word's query.
+    /// `block x heads`: the scales of a block's queries.
     query_scales: &'s mut [f32],
     /// `heads`: the softmax maxima.
     score_max: &'s mut [f32],
     /// `heads`: the softmax denominators.
     score_sum: &'s mut [f32],
-    /// `dim`: one row (a LayerNorm output, a key, value or query, an attention context; at the
-    /// end the words' mean).
+    /// `dim`: one row (a LayerNorm output, an attention context; at the end the words' mean).
     row: &'s mut [f32],
-    /// `ffn`: one feed-forward row.
-    hidden: &'s mut [f32],
+    /// `block`: the scales of a block's quantized rows (`block_q` or `hidden_q`).
+    block_scales: &'s mut [f32],
+    /// `block x max(dim, ffn)`: a block's keys, values or queries, or feed-forward rows.
+    block: &'s mut [f32],
     /// `out_dim`: the sentence embedding.
     embedding: &'s mut [f32],
     /// `words x dim`: every word's key, int8.
     keys: &'s mut [i8],
     /// `words x dim`: every word's value, int8.
     values: &'s mut [i8],
-    /// `dim`: one quantized row.
-    row_q: &'s mut [i8],
-    /// `ffn`: one quantized feed-forward row.
+    /// `block x dim`: a block's LayerNorm outputs, queries or attention contexts (at the end the
+    /// words' mean).
+    block_q: &'s mut [i8],
+    /// `block x ffn`: a block's feed-forward rows.
     hidden_q: &'s mut [i8],
 }
 
@@ -432,26 +477,40 @@ impl<'s> Buffers<'s> {
         mut floats: &'s mut [f32],
         mut int8s: &'s mut [i8],
     ) -> Result<Self, EncodeError> {
-        let (dim, heads) = (usize::from(config.dim), usize::from(config.heads));
+        let (dim, heads, ffn) = (usize::from(config.dim), usize::from(config.heads), usize::from(config.ffn));
         let per_word_heads = words.checked_mul(heads).ok_or(EncodeError::ScratchTooSmall)?;
         let per_word_dim = words.checked_mul(dim).ok_or(EncodeError::ScratchTooSmall)?;
+        let block = block_words(words);
         Ok(Self {
             x: take(&mut floats, per_word_dim)?,
             key_scales: take(&mut floats, per_word_heads)?,
             value_scales: take(&mut floats, per_word_heads)?,
             scores: take(&mut floats, per_word_heads)?,
-            query_scales: take(&mut floats, heads)?,
+            query_scales: take(&mut floats, block * heads)?,
             score_max: take(&mut floats, heads)?,
             score_sum: take(&mut floats, heads)?,
             row: take(&mut floats, dim)?,
-            hidden: take(&mut floats, usize::from(config.ffn))?,
+            block_scales: take(&mut floats, block)?,
+            block: take(&mut floats, block * dim.max(ffn))?,
             embedding: take(&mut floats, usize::from(config.out_dim))?,
             keys: take(&mut int8s, per_word_dim)?,
             values: take(&mut int8s, per_word_dim)?,
-            row_q: take(&mut int8s, dim)?,
-            hidden_q: take(&mut int8s, usize::from(config.ffn))?,
+            block_q: take(&mut int8s, block * dim)?,
+            hidden_q: take(&mut int8s, block * ffn)?,
         })
     }
+}
+
+/// Words per block for a text of `words` words: [`WORDS_PER_PASS`], or fewer for a shorter text.
+const fn block_words(words: usize) -> usize {
+    if words < WORDS_PER_PASS { words } else { WORDS_PER_PASS }
+}
+
+/// A text's words cut into blocks of [`WORDS_PER_PASS`] and a last, shorter one: `(first word,
+/// words)`. Fuller blocks cost fewer instructions per product, so six words are four and two
+/// (0.81 and 1.0 instructions per product on the Cortex-M4), not three and three (0.92).
+fn blocks(words: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..words).step_by(WORDS_PER_PASS).map(move |start| (start, (words - start).min(WORDS_PER_PASS)))
 }
 
 /// The first `len` elements of `rest`, which keeps the others.
@@ -463,62 +522,147 @@ fn take<'s, T>(rest: &mut &'s mut [T], len: usize) -> Result<&'s mut [T], Encode
 
 /// One pre-LayerNorm transformer layer over every word, in place in `b.x`.
 ///
-/// Keys and values come from the layer's input first; then each word in turn is updated by its
-/// attention and feed-forward branches. A word's update reads only its own row and the keys and
-/// values, so updating in place computes the same as the batched layer.
+/// Keys and values come from the layer's input first; then each block of words in turn is updated
+/// by its attention and feed-forward branches. A word's update reads only its own row and the keys
+/// and values, so updating in place computes the same as the batched layer. Each weight matrix is
+/// multiplied with a block of up to [`WORDS_PER_PASS`] words per pass; every word's values are
+/// those of one word at a time, bit for bit (integer sums are exact in any order, and each float
+/// is computed by the same operations).
 fn run_layer(layer: &Layer, config: &ModelConfig, b: &mut Buffers) {
     // All at least 1: the config was checked on loading (`chunks_exact` needs it).
     let (dim, heads, head_dim) = (usize::from(config.dim), usize::from(config.heads), config.head_dim());
+    let ffn = usize::from(config.ffn);
     let eps = config.layer_norm_eps;
-    let rows = b.x.chunks_exact(dim).zip(b.keys.chunks_exact_mut(dim)).zip(b.values.chunks_exact_mut(dim));
-    let scales = b.key_scales.chunks_exact_mut(heads).zip(b.value_scales.chunks_exact_mut(heads));
-    for (((x, keys), values), (key_scales, value_scales)) in rows.zip(scales) {
-        let scale = layer_norm(x, &layer.attention_norm, eps, b.row, b.row_q);
-        project(&layer.key, b.row_q, scale, b.row);
-        quantize_heads(b.row, head_dim, keys, key_scales);
-        project(&layer.value, b.row_q, scale, b.row);
-        quantize_heads(b.row, head_dim, values, value_scales);
+    let words = b.x.len() / dim;
+    for (start, len) in blocks(words) {
+        let x = b.x.get(start * dim..(start + len) * dim).unwrap_or_default();
+        let inputs = b.block_q.get_mut(..len * dim).unwrap_or_default();
+        let scales = b.block_scales.get_mut(..len).unwrap_or_default();
+        for ((x, input), scale) in
+            x.chunks_exact(dim).zip(inputs.chunks_exact_mut(dim)).zip(scales.iter_mut())
+        {
+            *scale = layer_norm(x, &layer.attention_norm, eps, b.row, input);
+        }
+        let out = b.block.get_mut(..len * dim).unwrap_or_default();
+        let destinations = [
+            (&layer.key, &mut *b.keys, &mut *b.key_scales),
+            (&layer.value, &mut *b.values, &mut *b.value_scales),
+        ];
+        for (dense, quantized, quantized_scales) in destinations {
+            project(dense, inputs, scales, out);
+            let quantized = quantized.get_mut(start * dim..(start + len) * dim).unwrap_or_default();
+            let quantized_scales =
+                quantized_scales.get_mut(start * heads..(start + len) * heads).unwrap_or_default();
+            for ((row, q), s) in out
+                .chunks_exact(dim)
+                .zip(quantized.chunks_exact_mut(dim))
+                .zip(quantized_scales.chunks_exact_mut(heads))
+            {
+                quantize_heads(row, head_dim, q, s);
+            }
+        }
     }
     // The host divides the query by sqrt(head_dim); scaling the score is the same.
     let score_scale = 1.0 / libm::sqrtf(head_dim as f32);
-    for x in b.x.chunks_exact_mut(dim) {
-        // Attention: this word's query against every word's key, per head.
-        let scale = layer_norm(x, &layer.attention_norm, eps, b.row, b.row_q);
-        project(&layer.query, b.row_q, scale, b.row);
-        quantize_heads(b.row, head_dim, b.row_q, b.query_scales);
-        let keys = b.keys.chunks_exact(dim).zip(b.key_scales.chunks_exact(heads));
-        for (scores, (key, key_scales)) in b.scores.chunks_exact_mut(heads).zip(keys) {
-            let per_head =
-                b.row_q.chunks_exact(head_dim).zip(b.query_scales.iter()).zip(key.chunks_exact(head_dim));
-            for ((score, ((query, &query_scale), key)), &key_scale) in
-                scores.iter_mut().zip(per_head).zip(key_scales)
-            {
-                *score = dot(query, key) as f32 * (query_scale * key_scale) * score_scale;
-            }
+    for (start, len) in blocks(words) {
+        let x = b.x.get_mut(start * dim..(start + len) * dim).unwrap_or_default();
+        let inputs = b.block_q.get_mut(..len * dim).unwrap_or_default();
+        let scales = b.block_scales.get_mut(..len).unwrap_or_default();
+        for ((x, input), scale) in
+            x.chunks_exact(dim).zip(inputs.chunks_exact_mut(dim)).zip(scales.iter_mut())
+        {
+            *scale = layer_norm(x, &layer.attention_norm, eps, b.row, input);
         }
-        softmax_numerators(b.scores, b.score_max, b.score_sum);
-        b.row.fill(0.0);
-        let values = b.values.chunks_exact(dim).zip(b.value_scales.chunks_exact(heads));
-        for (numerators, (value, value_scales)) in b.scores.chunks_exact(heads).zip(values) {
-            let per_head = numerators.iter().zip(b.score_sum.iter()).zip(value_scales);
-            for (((&numerator, &sum), &value_scale), (value, context)) in
-                per_head.zip(value.chunks_exact(head_dim).zip(b.row.chunks_exact_mut(head_dim)))
-            {
-                let weight = numerator / sum * value_scale;
-                for (c, &v) in context.iter_mut().zip(value) {
-                    *c += weight * f32::from(v);
+        // Queries, quantized per head in place of the LayerNorm outputs.
+        let out = b.block.get_mut(..len * dim).unwrap_or_default();
+        project(&layer.query, inputs, scales, out);
+        let query_scales = b.query_scales.get_mut(..len * heads).unwrap_or_default();
+        for ((row, q), s) in
+            out.chunks_exact(dim).zip(inputs.chunks_exact_mut(dim)).zip(query_scales.chunks_exact_mut(heads))
+        {
+            quantize_heads(row, head_dim, q, s);
+        }
+        // Attention: each word's query against every word's key, per head; its context replaces
+        // its query.
+        for ((query, query_scales), scale) in
+            inputs.chunks_exact_mut(dim).zip(query_scales.chunks_exact(heads)).zip(scales.iter_mut())
+        {
+            let keys = b.keys.chunks_exact(dim).zip(b.key_scales.chunks_exact(heads));
+            for (scores, (key, key_scales)) in b.scores.chunks_exact_mut(heads).zip(keys) {
+                let per_head =
+                    query.chunks_exact(head_dim).zip(query_scales.iter()).zip(key.chunks_exact(head_dim));
+                for ((score, ((query, &query_scale), key)), &key_scale) in
+                    scores.iter_mut().zip(per_head).zip(key_scales)
+                {
+                    *score = dot(query, key) as f32 * (query_scale * key_scale) * score_scale;
+                }
+            }
+            softmax_numerators(b.scores, b.score_max, b.score_sum);
+            b.row.fill(0.0);
+            add_attention_values(b.scores, b.score_sum, b.values, b.value_scales, head_dim, b.row);
+            *scale = quantize_activations(b.row, query);
+        }
+        add_dense(&layer.attention_out, inputs, scales, x);
+
+        // Feed-forward.
+        for ((x, input), scale) in
+            x.chunks_exact(dim).zip(inputs.chunks_exact_mut(dim)).zip(scales.iter_mut())
+        {
+            *scale = layer_norm(x, &layer.ffn_norm, eps, b.row, input);
+        }
+        let hidden = b.block.get_mut(..len * ffn).unwrap_or_default();
+        project(&layer.ffn_in, inputs, scales, hidden);
+        hidden.iter_mut().for_each(|h| *h = gelu(*h));
+        let hidden_q = b.hidden_q.get_mut(..len * ffn).unwrap_or_default();
+        for ((h, q), scale) in
+            hidden.chunks_exact(ffn).zip(hidden_q.chunks_exact_mut(ffn)).zip(scales.iter_mut())
+        {
+            *scale = quantize_activations(h, q);
+        }
+        add_dense(&layer.ffn_out, hidden_q, scales, x);
+    }
+}
+
+/// `context += Σ weight · value` over the words, per head, with the softmax weight
+/// `numerator / sum · value_scale` (`numerators` and `value_scales` are `words x heads`, `values`
+/// `words x dim`). Four (or two) words are added per pass, in word order: the same additions as one
+/// word at a time.
+fn add_attention_values(
+    numerators: &[f32],
+    sums: &[f32],
+    values: &[i8],
+    value_scales: &[f32],
+    head_dim: usize,
+    context: &mut [f32],
+) {
+    let (heads, dim) = (sums.len().max(1), context.len());
+    let words = numerators.len() / heads;
+    let mut word = 0;
+    while word < words {
+        let n = match words - word {
+            4.. => 4,
+            2 | 3 => 2,
+            _ => 1,
+        };
+        for (head, (context, &sum)) in context.chunks_exact_mut(head_dim).zip(sums).enumerate() {
+            // Always there: `word + i < words`, and the buffers are `words` long.
+            let row = |i: usize| {
+                let at = (word + i) * heads + head;
+                let numerator = numerators.get(at).copied().unwrap_or_default();
+                let weight = numerator / sum * value_scales.get(at).copied().unwrap_or_default();
+                let start = (word + i) * dim + head * head_dim;
+                (values.get(start..start + head_dim).unwrap_or_default(), weight)
+            };
+            match n {
+                4 => add_dequantized4(context, [row(0), row(1), row(2), row(3)]),
+                2 => add_dequantized2(context, [row(0), row(1)]),
+                _ => {
+                    let (value, weight) = row(0);
+                    add_dequantized(context, value, weight);
                 }
             }
         }
-        let scale = quantize_activations(b.row, b.row_q);
-        add_dense(&layer.attention_out, b.row_q, scale, x);
-
-        // Feed-forward.
-        let scale = layer_norm(x, &layer.ffn_norm, eps, b.row, b.row_q);
-        project(&layer.ffn_in, b.row_q, scale, b.hidden);
-        b.hidden.iter_mut().for_each(|h| *h = gelu(*h));
-        let scale = quantize_activations(b.hidden, b.hidden_q);
-        add_dense(&layer.ffn_out, b.hidden_q, scale, x);
+        word += n;
     }
 }
 
@@ -566,26 +710,95 @@ fn quantize_heads(row: &[f32], head_dim: usize, out: &mut [i8], scales: &mut [f3
     }
 }
 
-/// `out = W · input + bias`.
-fn project(dense: &Dense, input: &[i8], input_scale: f32, out: &mut [f32]) {
+/// `out = W · input + bias` for each of a block's inputs (see [`add_dense`]).
+fn project(dense: &Dense, inputs: &[i8], input_scales: &[f32], out: &mut [f32]) {
     out.fill(0.0);
-    add_dense(dense, input, input_scale, out);
+    add_dense(dense, inputs, input_scales, out);
 }
 
-/// `out += W · input + bias`, each output one `i8 x i8 -> i32` dot product scaled once.
-fn add_dense(dense: &Dense, input: &[i8], input_scale: f32, out: &mut [f32]) {
-    let mut outputs = out.iter_mut().zip(f16s(dense.weight.scales)).zip(f32s(dense.bias));
-    for_each_row_dot(input, dense.weight.values, |dot| {
-        if let Some(((o, scale), bias)) = outputs.next() {
-            *o += dot as f32 * (input_scale * scale) + bias;
+/// `out += W · input + bias`, each output one `i8 x i8 -> i32` dot product scaled once, for each
+/// of a block's inputs: `inputs` holds one row per scale in `input_scales` (at most
+/// [`WORDS_PER_PASS`]) and `out` one output row per input, in the same order.
+fn add_dense(dense: &Dense, inputs: &[i8], input_scales: &[f32], out: &mut [f32]) {
+    let (values, scales, biases) = (dense.weight.values, dense.weight.scales, dense.bias);
+    // The block's output rows are zipped with the weight rows' scales and biases: one bound
+    // checks them all, per weight row (one iterator per word cost 20 instructions per row more
+    // on the Cortex-M4).
+    let params = f16s(scales).zip(f32s(biases));
+    let rows = out.len() / input_scales.len().max(1);
+    let mut outs = out.chunks_exact_mut(rows.max(1)).map(<[f32]>::iter_mut);
+    let mut next = || outs.next().unwrap_or_default();
+    match *input_scales {
+        [] => {}
+        [s0] => {
+            let mut outputs = params.zip(next());
+            for_each_row_dots::<1, _>(inputs, values, |[d0]| {
+                if let Some(((scale, bias), o0)) = outputs.next() {
+                    add_output(o0, d0, s0 * scale, bias);
+                }
+            });
         }
-    });
+        [s0, s1] => {
+            let mut outputs = params.zip(next().zip(next()));
+            for_each_row_dots::<2, _>(inputs, values, |[d0, d1]| {
+                if let Some(((scale, bias), (o0, o1))) = outputs.next() {
+                    add_output(o0, d0, s0 * scale, bias);
+                    add_output(o1, d1, s1 * scale, bias);
+                }
+            });
+        }
+        [s0, s1, s2] => {
+            let mut outputs = params.zip(next().zip(next()).zip(next()));
+            for_each_row_dots::<3, _>(inputs, values, |[d0, d1, d2]| {
+                if let Some(((scale, bias), ((o0, o1), o2))) = outputs.next() {
+                    add_output(o0, d0, s0 * scale, bias);
+                    add_output(o1, d1, s1 * scale, bias);
+                    add_output(o2, d2, s2 * scale, bias);
+                }
+            });
+        }
+        [s0, s1, s2, s3, ref more @ ..] => {
+            // Never more than four (the blocks' size); the others would be ignored.
+            let inputs = inputs.get(..inputs.len() / (4 + more.len()) * 4).unwrap_or_default();
+            let mut outputs = params.zip(next().zip(next()).zip(next()).zip(next()));
+            for_each_row_dots::<WORDS_PER_PASS, _>(inputs, values, |[d0, d1, d2, d3]| {
+                if let Some(((scale, bias), (((o0, o1), o2), o3))) = outputs.next() {
+                    add_output(o0, d0, s0 * scale, bias);
+                    add_output(o1, d1, s1 * scale, bias);
+                    add_output(o2, d2, s2 * scale, bias);
+                    add_output(o3, d3, s3 * scale, bias);
+                }
+            });
+        }
+    }
+}
+
+/// `o += dot · scale + bias`: one output of [`add_dense`], `scale` the input's times the row's.
+#[inline(always)]
+fn add_output(o: &mut f32, dot: i32, scale: f32, bias: f32) {
+    *o += dot as f32 * scale + bias;
 }
 
 /// `out += row · scale` (a dequantized int8 row).
-fn add_dequantized(out: &mut [f32], row: &[u8], scale: f32) {
+fn add_dequantized<T: Int8>(out: &mut [f32], row: &[T], scale: f32) {
     for (o, &q) in out.iter_mut().zip(row) {
-        *o += f32::from(q.cast_signed()) * scale;
+        *o += f32::from(q.byte().cast_signed()) * scale;
+    }
+}
+
+/// [`add_dequantized`] of two rows in turn, in one pass.
+fn add_dequantized2<T: Int8>(out: &mut [f32], [(r0, s0), (r1, s1)]: [(&[T], f32); 2]) {
+    let value = |q: T| f32::from(q.byte().cast_signed());
+    for ((o, &q0), &q1) in out.iter_mut().zip(r0).zip(r1) {
+        *o = *o + value(q0) * s0 + value(q1) * s1;
+    }
+}
+
+/// [`add_dequantized`] of four rows in turn, in one pass.
+fn add_dequantized4<T: Int8>(out: &mut [f32], [(r0, s0), (r1, s1), (r2, s2), (r3, s3)]: [(&[T], f32); 4]) {
+    let value = |q: T| f32::from(q.byte().cast_signed());
+    for ((((o, &q0), &q1), &q2), &q3) in out.iter_mut().zip(r0).zip(r1).zip(r2).zip(r3) {
+        *o = *o + value(q0) * s0 + value(q1) * s1 + value(q2) * s2 + value(q3) * s3;
     }
 }
 
@@ -684,12 +897,130 @@ mod tests {
         let input = [2i8, 1, -1];
         // Dots: 2 - 2 - 3 = -3 and 254 - 127 = 127; -3 · (2 · 0.5) + 0.25 and 127 · (2 · 0.25) - 1.
         let mut out = [7.0f32; 2];
-        project(&dense, &input, 2.0, &mut out);
+        project(&dense, &input, &[2.0], &mut out);
         assert_eq!(out, [-2.75, 62.5]);
         // The residual form adds to what is there.
         let mut out = [1.0f32, 1.0];
-        add_dense(&dense, &input, 2.0, &mut out);
+        add_dense(&dense, &input, &[2.0], &mut out);
         assert_eq!(out, [-1.75, 63.5]);
+    }
+
+    #[test]
+    fn blocks_cover_every_word_once_in_order_fullest_first() {
+        for words in 0..=13 {
+            let blocks: Vec<_> = blocks(words).collect();
+            let covered: Vec<usize> = blocks.iter().flat_map(|&(start, len)| start..start + len).collect();
+            assert_eq!(covered, (0..words).collect::<Vec<_>>(), "{words} words");
+            assert!(
+                blocks.iter().all(|&(_, len)| (1..=WORDS_PER_PASS).contains(&len)),
+                "{words}: {blocks:?}"
+            );
+            let full = blocks.len().saturating_sub(1);
+            assert!(blocks[..full].iter().all(|&(_, len)| len == WORDS_PER_PASS), "{words}: {blocks:?}");
+            assert!(block_words(words) >= blocks.iter().map(|b| b.1).max().unwrap_or(0));
+        }
+    }
+
+    /// A dense layer of 7 outputs by 13 inputs with awkward values, and four inputs.
+    fn awkward_dense() -> (Vec<u8>, Vec<u8>, Vec<u8>, Vec<i8>) {
+        let value = |i: usize| u8::try_from((i * 37 + 11) % 251).unwrap_or(0).cast_signed();
+        let weights: Vec<i8> = (0..7 * 13).map(value).collect();
+        let scales: Vec<f32> = (0..7).map(|i| 0.013 * (i as f32 + 1.0) / 3.0).collect();
+        let biases: Vec<f32> = (0..7).map(|i| (i as f32 - 3.3) / 7.0).collect();
+        let inputs: Vec<i8> = (0..WORDS_PER_PASS * 13).map(|i| value(i * 5 + 2).max(-127)).collect();
+        (i8_bytes(&weights), f16_bytes(&scales), f32_bytes(&biases), inputs)
+    }
+
+    #[test]
+    fn a_block_of_words_gets_each_words_dense_outputs_bit_for_bit() {
+        let (values, scales, bias, inputs) = awkward_dense();
+        let dense = Dense { weight: Matrix { values: &values, scales: &scales }, bias: &bias };
+        let input_scales = [0.031, 1.7e-3, 0.25, 3.3];
+        for words in 1..=WORDS_PER_PASS {
+            let start: Vec<f32> = (0..words * 7).map(|i| (i as f32 * 0.37).sin()).collect();
+            let mut block = start.clone();
+            add_dense(&dense, &inputs[..words * 13], &input_scales[..words], &mut block);
+            for word in 0..words {
+                let mut one = start[word * 7..(word + 1) * 7].to_vec();
+                add_dense(&dense, &inputs[word * 13..(word + 1) * 13], &input_scales[word..=word], &mut one);
+                let (got, want): (Vec<u32>, Vec<u32>) = block[word * 7..(word + 1) * 7]
+                    .iter()
+                    .zip(&one)
+                    .map(|(g, w)| (g.to_bits(), w.to_bits()))
+                    .unzip();
+                assert_eq!(got, want, "word {word} of {words}");
+            }
+        }
+    }
+
+    #[test]
+    fn rows_added_several_per_pass_are_added_in_turn_bit_for_bit() {
+        let rows: Vec<Vec<u8>> = (0..4)
+            .map(|r| (0..9).map(|i| u8::try_from((i * 53 + r * 29) % 256).unwrap()).collect())
+            .collect();
+        let scales = [0.013f32, -2.7, 1e-3, 0.3337];
+        let start: Vec<f32> = (0..9).map(|i| (i as f32 * 0.71).cos() * 3.0).collect();
+        let mut one_by_one = start.clone();
+        for (row, &scale) in rows.iter().zip(&scales) {
+            add_dequantized(&mut one_by_one, row, scale);
+        }
+        let mut four = start.clone();
+        add_dequantized4(&mut four, [0, 1, 2, 3].map(|r| (&rows[r][..], scales[r])));
+        let mut two_and_two = start;
+        add_dequantized2(&mut two_and_two, [(&rows[0][..], scales[0]), (&rows[1][..], scales[1])]);
+        add_dequantized2(&mut two_and_two, [(&rows[2][..], scales[2]), (&rows[3][..], scales[3])]);
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&four), bits(&one_by_one));
+        assert_eq!(bits(&two_and_two), bits(&one_by_one));
+    }
+
+    #[test]
+    fn attention_values_added_several_words_per_pass_match_one_word_at_a_time() {
+        let (heads, head_dim) = (2, 3);
+        let dim = heads * head_dim;
+        let sums = [1.7f32, 2.9];
+        for words in 1..=9 {
+            let numerators: Vec<f32> = (0..words * heads).map(|i| (i as f32 * 0.61).sin().abs()).collect();
+            let value_scales: Vec<f32> = (0..words * heads).map(|i| 0.01 + i as f32 * 1e-3).collect();
+            let values: Vec<i8> =
+                (0..words * dim).map(|i| u8::try_from(i * 41 % 256).unwrap().cast_signed()).collect();
+            let mut got = vec![0f32; dim];
+            add_attention_values(&numerators, &sums, &values, &value_scales, head_dim, &mut got);
+            let mut want = vec![0f32; dim];
+            for word in 0..words {
+                for head in 0..heads {
+                    let at = word * heads + head;
+                    let weight = numerators[at] / sums[head] * value_scales[at];
+                    for e in 0..head_dim {
+                        want[head * head_dim + e] +=
+                            weight * f32::from(values[word * dim + head * head_dim + e]);
+                    }
+                }
+            }
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "{words} words");
+        }
+    }
+
+    /// The seeded micro student's embeddings of texts of 1, 5, 9 and 7 words (full blocks of four
+    /// words, then one, two or three), pinned as the CRC-32 of their int8 values and scale bits:
+    /// the values the encoder gave one word at a time, before it multiplied blocks of words.
+    #[test]
+    fn blocks_of_words_encode_the_bits_one_word_at_a_time_did() {
+        let blob = crate::testing::micro_blob();
+        let model = Model::from_bytes(&blob).unwrap();
+        let mut owned = crate::testing::OwnedScratch::new(model.config(), 32);
+        for (text, want) in [
+            ("Jaʼa", 0xa350_f788u32),
+            ("Mä anux jawira thiyan tʼijtaski", 0xedf2_bcd9),
+            ("mä paya kimsa pusi phisqa suxta paqallqu kimsaqallqu llätunka", 0x7ef7_477b),
+            ("Two dogs run across the snowy field today", 0x0563_4a62),
+        ] {
+            let embedding = model.encode(text, &mut owned.scratch()).unwrap();
+            let mut bytes: Vec<u8> = embedding.values().iter().map(|v| v.cast_unsigned()).collect();
+            bytes.extend(embedding.scale().to_bits().to_le_bytes());
+            assert_eq!(crate::crc32(&bytes), want, "{text:?}");
+        }
     }
 
     #[test]

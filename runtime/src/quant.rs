@@ -41,17 +41,33 @@ pub(crate) fn quantize_activations(row: &[f32], out: &mut [i8]) -> f32 {
     scale
 }
 
+/// `max |v|` over the row, NaNs ignored, from +0: what folding `libm::fmaxf(m, fabsf(v))` gives,
+/// compared as bits (non-negative floats order as their bits do), which takes a third of
+/// `fmaxf`'s instructions on the Cortex-M4. A NaN's magnitude bits are above infinity's: a row
+/// with one is folded again, skipping them.
 fn max_abs(row: &[f32]) -> f32 {
-    row.iter().fold(0.0, |m, &v| libm::fmaxf(m, libm::fabsf(v)))
+    const INFINITY_BITS: u32 = 0x7f80_0000;
+    let magnitude = |v: f32| v.to_bits() & 0x7fff_ffff;
+    let mut max = row.iter().fold(0u32, |m, &v| m.max(magnitude(v)));
+    if max > INFINITY_BITS {
+        max = row.iter().map(|&v| magnitude(v)).filter(|&m| m <= INFINITY_BITS).fold(0, u32::max);
+    }
+    f32::from_bits(max)
 }
 
 fn quantize_with(row: &[f32], scale: f32, out: &mut [i8]) {
-    let usable = scale > 0.0 && scale.is_finite();
+    if !(scale > 0.0 && scale.is_finite()) {
+        out.iter_mut().zip(row).for_each(|(q, _)| *q = 0);
+        return;
+    }
     for (q, &v) in out.iter_mut().zip(row) {
-        // Clamped to ±127 first, and a NaN casts to 0: the cast never truncates.
+        // The same value as clamping the float to ±127 and casting to i8 (a NaN gives 0 either
+        // way, an infinity the bound), in integers: the float compares took 20 instructions per
+        // value on the Cortex-M4. Clamped to the i8 range first (one SSAT there), then -128 to
+        // -127.
         #[allow(clippy::cast_possible_truncation)]
-        let rounded = round_ties_even(v / scale).clamp(-Q_MAX, Q_MAX) as i8;
-        *q = if usable { rounded } else { 0 };
+        let rounded = (round_ties_even(v / scale) as i32).clamp(-128, 127).max(-127) as i8;
+        *q = rounded;
     }
 }
 
@@ -101,7 +117,7 @@ pub(crate) fn dot<A: Int8, B: Int8>(a: &[A], b: &[B]) -> i32 {
 }
 
 /// Rows of a matrix that [`for_each_row_dot`] multiplies together.
-const BLOCK: usize = 3;
+const BLOCK: usize = 4;
 
 /// Calls `f` with `input · row` for every row of the row-major matrix `values` (`input.len()`
 /// columns; a trailing partial row is ignored), in row order. Each value is [`dot`]'s.
@@ -109,6 +125,7 @@ const BLOCK: usize = 3;
 /// Why blocks: on the DSP path `input` is widened to halfwords once per matrix and each pass
 /// reads it once for [`BLOCK`] rows. Why a callback: an iterator over the blocks' products cost
 /// 40 instructions per row on the Cortex-M4, about a tenth of a micro query.
+#[inline(always)]
 pub(crate) fn for_each_row_dot<A: Int8, B: Int8>(input: &[A], values: &[B], mut f: impl FnMut(i32)) {
     let cols = input.len().max(1);
     let (blocks, rest) = values.split_at(values.len() - values.len() % (BLOCK * cols));
@@ -117,16 +134,61 @@ pub(crate) fn for_each_row_dot<A: Int8, B: Int8>(input: &[A], values: &[B], mut 
     #[cfg(all(feature = "dsp", target_arch = "arm"))]
     widened.widen();
     for block in blocks.chunks_exact(BLOCK * cols) {
-        let rows: [&[B]; BLOCK] = core::array::from_fn(|r| block.get(r * cols..).unwrap_or_default());
         #[cfg(all(feature = "dsp", target_arch = "arm"))]
-        let dots = widened.dot3(rows);
+        let dots = widened.dot4(block);
         #[cfg(not(all(feature = "dsp", target_arch = "arm")))]
-        let dots = rows.map(|row| dot_scalar(input, row));
+        let dots: [i32; BLOCK] =
+            core::array::from_fn(|r| dot_scalar(input, block.get(r * cols..).unwrap_or_default()));
         dots.into_iter().for_each(&mut f);
     }
     for row in rest.chunks_exact(cols) {
         f(dot(input, row));
     }
+}
+
+/// Words of a text that [`for_each_row_dots`] multiplies with each weight row per pass: the most
+/// whose accumulators, with the pointers, the weight word's two registers and r0-r3 for LDM, fit
+/// the twelve registers an `asm!` block gets on the Cortex-M4.
+pub(crate) const WORDS_PER_PASS: usize = 4;
+
+/// Calls `f` with `[input_t · row]` for the `W` inputs in `inputs` (row-major, `inputs.len() / W`
+/// columns each; `1 <= W <= WORDS_PER_PASS`) and every row of the row-major matrix `values` (a
+/// trailing partial row is ignored), in row order. Each value is [`dot`]'s.
+///
+/// Why several words: each weight row is read once per pass instead of once per word, and on the
+/// DSP path a weight word's two SXTB16 serve every input (one weight row against four words:
+/// 104 instructions per 128 products, against 168 per 128 for four rows against one word). `W`
+/// is a constant so that the caller's per-output work unrolls over the words.
+#[inline(always)]
+pub(crate) fn for_each_row_dots<const W: usize, B: Int8>(
+    inputs: &[i8],
+    values: &[B],
+    mut f: impl FnMut([i32; W]),
+) {
+    if W <= 1 {
+        for_each_row_dot(inputs, values, |dot| f([dot; W]));
+        return;
+    }
+    let cols = (inputs.len() / W).max(1);
+    #[cfg(all(feature = "dsp", target_arch = "arm"))]
+    let mut interleaved = dsp::Interleaved::<W>::new(inputs, cols);
+    #[cfg(all(feature = "dsp", target_arch = "arm"))]
+    interleaved.widen();
+    for row in values.chunks_exact(cols) {
+        #[cfg(all(feature = "dsp", target_arch = "arm"))]
+        f(interleaved.dots(row));
+        #[cfg(not(all(feature = "dsp", target_arch = "arm")))]
+        f(dots_scalar(inputs, cols, row));
+    }
+}
+
+/// `[input_t · row]` for the `W` `cols`-wide inputs in `inputs` (zeros for missing ones).
+fn dots_scalar<const W: usize, B: Int8>(inputs: &[i8], cols: usize, row: &[B]) -> [i32; W] {
+    let mut dots = [0; W];
+    for (d, input) in dots.iter_mut().zip(inputs.chunks_exact(cols.max(1))) {
+        *d = dot_scalar(input, row);
+    }
+    dots
 }
 
 fn dot_scalar<A: Int8, B: Int8>(a: &[A], b: &[B]) -> i32 {
@@ -136,15 +198,82 @@ fn dot_scalar<A: Int8, B: Int8>(a: &[A], b: &[B]) -> i32 {
         .sum()
 }
 
+/// The first `(words, columns, rows)` for which [`for_each_row_dots`] (or, with one word,
+/// [`for_each_row_dot`]) differs from the scalar reference, over 1 to [`WORDS_PER_PASS`] words,
+/// 0 to 9 rows and widths around every block and chunk size (up to 400, past the widest
+/// input the DSP path widens), with the extreme values -128 and 127 among the weights. `None`
+/// when every product matches. No allocation: the on-device tests run it, since the host only
+/// has the scalar path.
+pub(crate) fn kernel_mismatch() -> Option<(usize, usize, usize)> {
+    const WIDEST: usize = 400;
+    const ROWS: usize = 9;
+    let value = |i: usize| -> i8 {
+        match i % 23 {
+            0 => -128,
+            1 => 127,
+            _ => u8::try_from((i * 37 + 11) % 251).unwrap_or(0).cast_signed(),
+        }
+    };
+    let mut values = [0u8; ROWS * WIDEST];
+    values.iter_mut().enumerate().for_each(|(i, v)| *v = value(i).cast_unsigned());
+    let mut inputs = [0i8; WORDS_PER_PASS * WIDEST];
+    // -128 is never an activation (quantization is symmetric).
+    inputs.iter_mut().enumerate().for_each(|(i, v)| *v = value(i * 7 + 3).max(-127));
+    for cols in [1, 3, 4, 8, 13, 16, 31, 32, 33, 48, 63, 64, 100, 192, 200, 384, 385, WIDEST] {
+        for rows in 0..=ROWS {
+            let values = values.get(..rows * cols).unwrap_or_default();
+            let inputs = |words: usize| inputs.get(..words * cols).unwrap_or_default();
+            let mismatch = |words| Some((words, cols, rows));
+            if !words_match::<1>(inputs(1), cols, values) {
+                return mismatch(1);
+            }
+            let mut row = 0;
+            let mut same = true;
+            for_each_row_dot(inputs(1), values, |dot| {
+                let want = values.chunks_exact(cols).nth(row).map(|r| dot_scalar(inputs(1), r));
+                same &= want == Some(dot);
+                row += 1;
+            });
+            if !same || row != rows {
+                return mismatch(1);
+            }
+            if !words_match::<2>(inputs(2), cols, values) {
+                return mismatch(2);
+            }
+            if !words_match::<3>(inputs(3), cols, values) {
+                return mismatch(3);
+            }
+            if !words_match::<WORDS_PER_PASS>(inputs(WORDS_PER_PASS), cols, values) {
+                return mismatch(WORDS_PER_PASS);
+            }
+        }
+    }
+    None
+}
+
+/// Whether [`for_each_row_dots`] gives the scalar products of every row with each of the `W`
+/// inputs, and a call per row.
+fn words_match<const W: usize>(inputs: &[i8], cols: usize, values: &[u8]) -> bool {
+    let mut rows = values.chunks_exact(cols.max(1));
+    let mut same = true;
+    let mut calls = 0;
+    for_each_row_dots::<W, _>(inputs, values, |dots| {
+        let want = rows.next().map(|row| dots_scalar::<W, _>(inputs, cols, row));
+        same &= want == Some(dots);
+        calls += 1;
+    });
+    same && calls == values.len() / cols.max(1)
+}
+
 /// Two products per SMLAD instruction (ARMv7E-M's DSP extension: Cortex-M4, M7, M33 with DSP),
 /// the packing CMSIS-NN uses for int8. On the emulated Cortex-M4F (`firmware-tests`, a trained
 /// micro blob with 1000 documents) a query's encode and search took 13.7 M instructions with the
 /// scalar loop (about 4 per product), 8.1 M with [`dsp::dot`] on one row at a time (18 per 8
-/// products), 6.3 M with three rows at a time and 5.3 M with [`dsp::Widened::dot3`] (and the
-/// other changes of that commit: see the README's firmware table).
+/// products), 6.3 M with three rows at a time and 5.3 M with the input widened once per matrix
+/// ([`dsp::Widened`]; and the other changes of that commit: see the README's firmware table).
 #[cfg(all(feature = "dsp", target_arch = "arm"))]
 mod dsp {
-    use super::{Int8, dot_scalar};
+    use super::{Int8, WORDS_PER_PASS, dot_scalar, dots_scalar};
 
     /// Both slices have the same length (the caller cut them). Eight values per iteration:
     /// the loop's own instructions (pointer updates, compare, branch) are paid once per two
@@ -171,23 +300,30 @@ mod dsp {
         total + dot_scalar(a_rest, b_rest)
     }
 
-    /// One word (four values) of the input against three rows, for [`Widened::dot3`]'s loop
-    /// (twice per pass): the input's two halfword pairs, then per row a load, two SXTB16 and
-    /// two SMLAD.
-    macro_rules! four_values_of_three_rows {
+    /// One word (four values) of the input against four consecutive rows, for
+    /// [`Widened::dot4`]: the input's two halfword pairs (one LDRD), then per row a load, two
+    /// SXTB16 and two SMLAD. Rows 1 and 3 are read at `stride` past rows 0 and 2 (register-offset
+    /// loads, before the post-incremented loads of rows 0 and 2 move their pointers): three
+    /// registers address four rows.
+    macro_rules! four_values_of_four_rows {
         () => {
             concat!(
                 "ldrd {xe}, {xo}, [{px}], #8\n",
+                "ldr {w}, [{p0}, {stride}]\n",
+                "sxtb16 {t}, {w}\n",
+                "smlad {t1}, {t}, {xe}, {t1}\n",
+                "sxtb16 {w}, {w}, ror #8\n",
+                "smlad {t1}, {w}, {xo}, {t1}\n",
                 "ldr {w}, [{p0}], #4\n",
                 "sxtb16 {t}, {w}\n",
                 "smlad {t0}, {t}, {xe}, {t0}\n",
                 "sxtb16 {w}, {w}, ror #8\n",
                 "smlad {t0}, {w}, {xo}, {t0}\n",
-                "ldr {w}, [{p1}], #4\n",
+                "ldr {w}, [{p2}, {stride}]\n",
                 "sxtb16 {t}, {w}\n",
-                "smlad {t1}, {t}, {xe}, {t1}\n",
+                "smlad {t3}, {t}, {xe}, {t3}\n",
                 "sxtb16 {w}, {w}, ror #8\n",
-                "smlad {t1}, {w}, {xo}, {t1}\n",
+                "smlad {t3}, {w}, {xo}, {t3}\n",
                 "ldr {w}, [{p2}], #4\n",
                 "sxtb16 {t}, {w}\n",
                 "smlad {t2}, {t}, {xe}, {t2}\n",
@@ -208,21 +344,21 @@ mod dsp {
     pub(super) struct Widened<'a, A> {
         input: &'a [A],
         halves: [u32; MAX_WIDENED / 2],
-        /// Groups of eight values widened (0 when `input` is too wide).
-        groups: usize,
+        /// Chunks of [`CHUNK`] values widened (0 when `input` is too wide).
+        chunks: usize,
     }
 
     impl<'a, A: Int8> Widened<'a, A> {
         /// Empty: [`Widened::widen`] fills it in place (returning the array by value copied it
         /// through a second stack slot).
         pub(super) fn new(input: &'a [A]) -> Self {
-            Self { input, halves: [0; MAX_WIDENED / 2], groups: 0 }
+            Self { input, halves: [0; MAX_WIDENED / 2], chunks: 0 }
         }
 
         /// Widens the input (a no-op for one wider than [`MAX_WIDENED`]).
         pub(super) fn widen(&mut self) {
             if self.input.len() <= MAX_WIDENED {
-                self.groups = self.input.len() / 8;
+                self.chunks = self.input.len() / CHUNK;
                 for (halves, &x) in
                     self.halves.as_chunks_mut::<2>().0.iter_mut().zip(self.input.as_chunks::<4>().0)
                 {
@@ -232,50 +368,62 @@ mod dsp {
             }
         }
 
-        /// `[input · row]` for three rows, each at least as long as the input, in one assembly
-        /// loop: per eight values of each row one load, two SXTB16 and two SMLAD per word, and the
-        /// input's halfwords loaded once for the three rows (two LDRD): 34 instructions per 24
-        /// products. Three rows use exactly the twelve registers an `asm!` block can have here;
-        /// the same loop written in Rust left the compiler spilling accumulators to the stack
-        /// (32 instructions per 16 products with two rows, 35 with four).
-        pub(super) fn dot3<B: Int8>(&self, rows: [&[B]; 3]) -> [i32; 3] {
-            let input = self.input;
-            if self.groups == 0 || rows.iter().any(|r| r.len() < input.len()) {
-                return rows.map(|row| dot(input, row));
+        /// `[input · row]` for the four consecutive rows of `block` (`4 · input.len()` values):
+        /// per [`CHUNK`] values one assembly block of eight [`four_values_of_four_rows`], 168
+        /// instructions per 128 products, without a loop counter (the loop is Rust's), so that
+        /// four accumulators, three row registers, the input's pointer and halfwords and the
+        /// row's two registers fit.
+        pub(super) fn dot4<B: Int8>(&self, block: &[B]) -> [i32; 4] {
+            let (input, cols, chunks) = (self.input, self.input.len(), self.chunks);
+            let row = |r: usize| block.get(r * cols..(r + 1) * cols).unwrap_or_default();
+            if chunks == 0 || block.len() < 4 * cols {
+                return core::array::from_fn(|r| dot(input, row(r)));
             }
-            let (mut t0, mut t1, mut t2) = (0i32, 0i32, 0i32);
-            // SAFETY: the loop runs `groups` times and reads, per pass, four words of `halves`
-            // (`widen` filled two per four input values, so `4 · groups` of them) and two words of
-            // every row (`8 · groups <= input.len()` bytes in all, which every row holds: checked
-            // above). `B` is a one-byte type, ARMv7-M loads words at any alignment, and `halves`
-            // is u32-aligned as LDRD needs. Registers only otherwise; `subs` sets the flags, so
-            // they are not declared preserved.
-            unsafe {
-                core::arch::asm!(
-                    "2:",
-                    four_values_of_three_rows!(),
-                    four_values_of_three_rows!(),
-                    "subs {n}, {n}, #1",
-                    "bne 2b",
-                    px = inout(reg) self.halves.as_ptr() => _,
-                    p0 = inout(reg) rows[0].as_ptr() => _,
-                    p1 = inout(reg) rows[1].as_ptr() => _,
-                    p2 = inout(reg) rows[2].as_ptr() => _,
-                    n = inout(reg) self.groups => _,
-                    xe = out(reg) _,
-                    xo = out(reg) _,
-                    w = out(reg) _,
-                    t = out(reg) _,
-                    t0 = inout(reg) t0,
-                    t1 = inout(reg) t1,
-                    t2 = inout(reg) t2,
-                    options(pure, readonly, nostack),
-                );
+            let (mut px, mut p0, mut p2) = (self.halves.as_ptr(), block.as_ptr(), row(2).as_ptr());
+            let (mut t0, mut t1, mut t2, mut t3) = (0i32, 0i32, 0i32, 0i32);
+            for _ in 0..chunks {
+                // SAFETY: each block reads eight words of `halves` (`widen` filled two per four
+                // input values, so `8 · chunks` blocks' worth) and eight words of every row from
+                // `p0`, `p0 + cols`, `p2 = p0 + 2 · cols` and `p2 + cols` (`CHUNK · chunks <= cols`
+                // bytes of each of the four rows, which `block` holds: checked above), advancing
+                // `px`, `p0` and `p2` past them. `B` is a one-byte type, ARMv7-M loads words at any
+                // alignment, and `halves` is u32-aligned as LDRD needs. Registers only otherwise,
+                // flags untouched.
+                unsafe {
+                    core::arch::asm!(
+                        four_values_of_four_rows!(),
+                        four_values_of_four_rows!(),
+                        four_values_of_four_rows!(),
+                        four_values_of_four_rows!(),
+                        four_values_of_four_rows!(),
+                        four_values_of_four_rows!(),
+                        four_values_of_four_rows!(),
+                        four_values_of_four_rows!(),
+                        px = inout(reg) px,
+                        p0 = inout(reg) p0,
+                        p2 = inout(reg) p2,
+                        stride = in(reg) cols,
+                        xe = out(reg) _,
+                        xo = out(reg) _,
+                        w = out(reg) _,
+                        t = out(reg) _,
+                        t0 = inout(reg) t0,
+                        t1 = inout(reg) t1,
+                        t2 = inout(reg) t2,
+                        t3 = inout(reg) t3,
+                        options(pure, readonly, nostack, preserves_flags),
+                    );
+                }
             }
-            let tail = self.groups * 8;
+            let tail = chunks * CHUNK;
             let rest = input.get(tail..).unwrap_or_default();
-            let [r0, r1, r2] = rows.map(|r| r.get(tail..).unwrap_or_default());
-            [t0 + dot_scalar(rest, r0), t1 + dot_scalar(rest, r1), t2 + dot_scalar(rest, r2)]
+            let mut dots = [t0, t1, t2, t3];
+            if !rest.is_empty() {
+                for (r, d) in dots.iter_mut().enumerate() {
+                    *d += dot_scalar(rest, row(r).get(tail..).unwrap_or_default());
+                }
+            }
+            dots
         }
     }
 
@@ -316,6 +464,194 @@ mod dsp {
         out
     }
 
+    /// Columns [`Interleaved::dots`] and [`Widened::dot4`] multiply per assembly block (eight words
+    /// of a row).
+    const CHUNK: usize = 32;
+
+    /// One word (four values) of a weight row against two, three or four inputs of
+    /// [`Interleaved`] (the accumulators' names are the arguments): a load and two SXTB16 for the
+    /// row, then the inputs' halfword pairs, two inputs per LDM (into r0-r3, which must be listed
+    /// in order, hence named) or one per LDRD, and two SMLAD per input.
+    macro_rules! four_values_of_one_row {
+        (@row) => {
+            concat!("ldr {w}, [{pw}], #4\n", "sxtb16 {t}, {w}\n", "sxtb16 {w}, {w}, ror #8\n")
+        };
+        (@smlad2 $a:literal, $b:literal) => {
+            concat!(
+                "smlad {", $a, "}, {t}, r0, {", $a, "}\n",
+                "smlad {", $a, "}, {w}, r1, {", $a, "}\n",
+                "smlad {", $b, "}, {t}, r2, {", $b, "}\n",
+                "smlad {", $b, "}, {w}, r3, {", $b, "}\n",
+            )
+        };
+        ($a:literal, $b:literal) => {
+            concat!(
+                four_values_of_one_row!(@row),
+                "ldm {px}!, {{r0, r1, r2, r3}}\n",
+                four_values_of_one_row!(@smlad2 $a, $b),
+            )
+        };
+        ($a:literal, $b:literal, $c:literal) => {
+            concat!(
+                four_values_of_one_row!($a, $b),
+                "ldrd r0, r1, [{px}], #8\n",
+                "smlad {", $c, "}, {t}, r0, {", $c, "}\n",
+                "smlad {", $c, "}, {w}, r1, {", $c, "}\n",
+            )
+        };
+        ($a:literal, $b:literal, $c:literal, $d:literal) => {
+            concat!(
+                four_values_of_one_row!($a, $b),
+                "ldm {px}!, {{r0, r1, r2, r3}}\n",
+                four_values_of_one_row!(@smlad2 $c, $d),
+            )
+        };
+    }
+
+    /// [`CHUNK`] values of a weight row against every input: one assembly block of
+    /// [`Interleaved::dots`], without a loop counter (the loop is the caller's), so that four
+    /// accumulators, the two pointers, the row's two registers and r0-r3 fit.
+    macro_rules! chunk_of_one_row {
+        ($($acc:literal),+) => {
+            concat!(
+                four_values_of_one_row!($($acc),+),
+                four_values_of_one_row!($($acc),+),
+                four_values_of_one_row!($($acc),+),
+                four_values_of_one_row!($($acc),+),
+                four_values_of_one_row!($($acc),+),
+                four_values_of_one_row!($($acc),+),
+                four_values_of_one_row!($($acc),+),
+                four_values_of_one_row!($($acc),+),
+            )
+        };
+    }
+
+    /// `W` int8 inputs (`2 <= W <= WORDS_PER_PASS`) widened and interleaved once for a whole
+    /// matrix: per word (four values) of the columns, each input's two halfword pairs (as in
+    /// [`Widened`]) in input order, so that one pointer walks them all in a row's pass.
+    pub(super) struct Interleaved<'a, const W: usize> {
+        inputs: &'a [i8],
+        cols: usize,
+        halves: [u32; WORDS_PER_PASS * MAX_WIDENED / 2],
+        /// Chunks of [`CHUNK`] columns widened (0: not widened, every row is multiplied by
+        /// `dot`).
+        chunks: usize,
+    }
+
+    impl<'a, const W: usize> Interleaved<'a, W> {
+        /// Empty: [`Interleaved::widen`] fills it in place. `inputs` holds `W` inputs of `cols`
+        /// values.
+        pub(super) fn new(inputs: &'a [i8], cols: usize) -> Self {
+            Self { inputs, cols, halves: [0; WORDS_PER_PASS * MAX_WIDENED / 2], chunks: 0 }
+        }
+
+        /// Widens the inputs (a no-op for `W` outside `2..=WORDS_PER_PASS`, inputs wider than
+        /// [`MAX_WIDENED`] or fewer values than `W` inputs need).
+        pub(super) fn widen(&mut self) {
+            let cols = self.cols;
+            if !(2..=WORDS_PER_PASS).contains(&W) || cols > MAX_WIDENED || self.inputs.len() < W * cols {
+                return;
+            }
+            self.chunks = cols / CHUNK;
+            let mut halves = self.halves.as_chunks_mut::<2>().0.iter_mut();
+            for column in (0..self.chunks * CHUNK).step_by(4) {
+                for input in self.inputs.chunks_exact(cols).take(W) {
+                    let x =
+                        input.get(column..).and_then(|x| x.first_chunk::<4>()).copied().unwrap_or_default();
+                    if let Some(pair) = halves.next() {
+                        let x = word(x);
+                        *pair = [sxtb16(x), sxtb16_ror8(x)];
+                    }
+                }
+            }
+        }
+
+        /// `[input_t · row]` for every input, `row` at least `cols` long: per [`CHUNK`] values
+        /// one assembly block of `8 · (3 + 2.5 · W)` instructions (see
+        /// [`four_values_of_one_row`]; a half for an LDRD with three inputs), 104 per 128
+        /// products for four inputs.
+        pub(super) fn dots<B: Int8>(&self, row: &[B]) -> [i32; W] {
+            let (chunks, cols) = (self.chunks, self.cols);
+            let Some(row) = row.get(..cols).filter(|_| chunks > 0) else {
+                return dots_scalar(self.inputs, cols, row);
+            };
+            let (mut px, mut pw) = (self.halves.as_ptr(), row.as_ptr());
+            let (mut a0, mut a1, mut a2, mut a3) = (0i32, 0i32, 0i32, 0i32);
+            for _ in 0..chunks {
+                // SAFETY (all three): each block reads eight words of the row (`CHUNK · chunks
+                // <= cols` bytes in all, which `row` holds: cut above) and `16 · W` words of
+                // `halves` (`widen` filled `2 · W` per four columns, so `8 · W · chunks` blocks'
+                // worth, within the array: `CHUNK · chunks <= cols <= MAX_WIDENED`), advancing
+                // both pointers past them. `B` is a one-byte type, ARMv7-M loads words at any
+                // alignment, and `halves` is u32-aligned as LDM and LDRD need. Registers only
+                // otherwise, flags untouched.
+                match W {
+                    2 => unsafe {
+                        core::arch::asm!(
+                            chunk_of_one_row!("a0", "a1"),
+                            px = inout(reg) px,
+                            pw = inout(reg) pw,
+                            w = out(reg) _,
+                            t = out(reg) _,
+                            a0 = inout(reg) a0,
+                            a1 = inout(reg) a1,
+                            out("r0") _,
+                            out("r1") _,
+                            out("r2") _,
+                            out("r3") _,
+                            options(pure, readonly, nostack, preserves_flags),
+                        );
+                    },
+                    3 => unsafe {
+                        core::arch::asm!(
+                            chunk_of_one_row!("a0", "a1", "a2"),
+                            px = inout(reg) px,
+                            pw = inout(reg) pw,
+                            w = out(reg) _,
+                            t = out(reg) _,
+                            a0 = inout(reg) a0,
+                            a1 = inout(reg) a1,
+                            a2 = inout(reg) a2,
+                            out("r0") _,
+                            out("r1") _,
+                            out("r2") _,
+                            out("r3") _,
+                            options(pure, readonly, nostack, preserves_flags),
+                        );
+                    },
+                    _ => unsafe {
+                        core::arch::asm!(
+                            chunk_of_one_row!("a0", "a1", "a2", "a3"),
+                            px = inout(reg) px,
+                            pw = inout(reg) pw,
+                            w = out(reg) _,
+                            t = out(reg) _,
+                            a0 = inout(reg) a0,
+                            a1 = inout(reg) a1,
+                            a2 = inout(reg) a2,
+                            a3 = inout(reg) a3,
+                            out("r0") _,
+                            out("r1") _,
+                            out("r2") _,
+                            out("r3") _,
+                            options(pure, readonly, nostack, preserves_flags),
+                        );
+                    },
+                }
+            }
+            let all = [a0, a1, a2, a3];
+            let mut dots: [i32; W] = core::array::from_fn(|i| all.get(i).copied().unwrap_or_default());
+            let tail = chunks * CHUNK;
+            if tail < cols {
+                let row = row.get(tail..).unwrap_or_default();
+                for (d, input) in dots.iter_mut().zip(self.inputs.chunks_exact(cols)) {
+                    *d += dot_scalar(input.get(tail..).unwrap_or_default(), row);
+                }
+            }
+            dots
+        }
+    }
+
     /// `total +` both halfword products of `a` and `b`.
     #[inline(always)]
     fn smlad(total: i32, a: u32, b: u32) -> i32 {
@@ -352,10 +688,11 @@ fn f16_to_f32(bits: u16) -> f32 {
     let exponent = u32::from((bits >> 10) & 0x1f);
     let mantissa = u32::from(bits & 0x3ff);
     let magnitude = match exponent {
+        // A normal number (every scale but zero, in practice) first: the exponent rebiased.
+        1..=30 => (u32::from(bits & 0x7fff) << 13) + (112 << 23),
         // Subnormal: mantissa · 2⁻²⁴, exact in f32.
         0 => (mantissa as f32 * (1.0 / 16_777_216.0)).to_bits(),
-        31 => 0x7f80_0000 | (mantissa << 13),
-        _ => ((exponent + 112) << 23) | (mantissa << 13),
+        _ => 0x7f80_0000 | (mantissa << 13),
     };
     f32::from_bits(sign | magnitude)
 }
@@ -414,6 +751,27 @@ mod tests {
         for bits in 0..=u16::MAX {
             let (got, want) = (f16_to_f32(bits), f16::from_bits(bits).to_f32());
             assert!(got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()), "{bits:#06x}");
+        }
+    }
+
+    #[test]
+    fn kernels_match_the_scalar_reference_for_every_word_count_remainder_and_width() {
+        assert_eq!(kernel_mismatch(), None);
+    }
+
+    #[test]
+    fn several_words_per_pass_give_each_words_dots() {
+        let value = |i: usize| u8::try_from((i * 37 + 11) % 251).unwrap_or(0).cast_signed();
+        for cols in [1, 5, 32, 48] {
+            let inputs: Vec<i8> = (0..WORDS_PER_PASS * cols).map(|i| value(i * 3 + 2)).collect();
+            let values: Vec<u8> = (0..7 * cols + 3).map(|i| value(i).cast_unsigned()).collect();
+            let mut got = Vec::new();
+            for_each_row_dots::<3, _>(&inputs[..3 * cols], &values, |dots| got.push(dots));
+            let want: Vec<[i32; 3]> = values
+                .chunks_exact(cols)
+                .map(|row| [0, 1, 2].map(|t| dot(&inputs[t * cols..(t + 1) * cols], row)))
+                .collect();
+            assert_eq!(got, want, "{cols} columns");
         }
     }
 
