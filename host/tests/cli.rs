@@ -173,7 +173,7 @@ fn bad_flags_are_usage_errors() {
     let out = otkd(&["baseline", "--langs", "xx"]);
     assert_eq!(out.status.code(), Some(2));
     for lexical in ["banana", "-1", "NaN"] {
-        let out = otkd(&["export", "--run", "r", "--out", "b", "--lexical", lexical]);
+        let out = otkd(&["export", "--run", "r", "--out", "b", &format!("--lexical={lexical}")]);
         assert_eq!(out.status.code(), Some(2));
         assert!(stderr(&out).contains("--lexical") && stderr(&out).contains("auto"), "{}", stderr(&out));
     }
