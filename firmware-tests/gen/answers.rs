@@ -45,7 +45,11 @@ pub fn answers(blob: &[u8], queries: &[&str], words: usize, k: usize) -> Result<
             // As the firmware: the embedding, then (an index with a lexicon) the text's terms.
             let embedding = model.encode(text, &mut scratch.scratch())?;
             let terms = match index.lexical_weight() {
-                Some(_) => Some(model.terms(text, &mut scratch.scratch())?),
+                Some(_) => {
+                    let mut terms = otkd_runtime::QueryTerms::new();
+                    model.terms(text, &mut scratch.scratch(), &mut terms)?;
+                    Some(terms)
+                }
                 None => None,
             };
             let query = Query { embedding: &embedding, terms: terms.as_ref() };

@@ -28,7 +28,7 @@ use cortex_m::peripheral::SYST;
 use cortex_m::peripheral::syst::SystClkSource;
 use cortex_m_rt::{ExceptionFrame, exception};
 use defmt_semihosting as _;
-use otkd_runtime::{EncodeError, Feature, LoadError, Model, ModelConfig, Scratch};
+use otkd_runtime::{EncodeError, Feature, LoadError, Model, ModelConfig, QueryTerms, Scratch};
 
 include!(concat!(env!("OUT_DIR"), "/otkd_generated.rs"));
 
@@ -109,6 +109,20 @@ pub struct ScratchMemory {
 static mut SCRATCH: ScratchMemory =
     ScratchMemory { features: heapless::Vec::new(), floats: [0.0; FLOATS_LEN], int8s: [0; INT8S_LEN] };
 static SCRATCH_TAKEN: AtomicBool = AtomicBool::new(false);
+
+/// A query's lexical terms for hybrid search (2 KiB): static, as the scratch memory is, so that
+/// they take no stack.
+static mut TERMS: QueryTerms = QueryTerms::new();
+static TERMS_TAKEN: AtomicBool = AtomicBool::new(false);
+
+/// The one static [`QueryTerms`]; `None` after the first call.
+pub fn take_query_terms() -> Option<&'static mut QueryTerms> {
+    if TERMS_TAKEN.swap(true, Ordering::AcqRel) {
+        return None;
+    }
+    // SAFETY: the flag above hands out this one `&mut` at most once.
+    unsafe { (&raw mut TERMS).as_mut() }
+}
 
 impl ScratchMemory {
     /// The one static scratch memory; `None` after the first call.

@@ -57,6 +57,8 @@ fn main() -> ! {
         exit(code::WRONG_BLOB)
     };
     let Some(memory) = ScratchMemory::take() else { exit(code::PANIC) };
+    let Some(terms) = otkd_firmware::take_query_terms() else { exit(code::PANIC) };
+    let hybrid = index.lexical_weight().is_some();
     if memory.scratch_for(model.config()).is_none() {
         defmt::error!(
             "@wrong-blob its model needs more scratch memory than this firmware has (sized for otkd_firmware::CAPACITY)"
@@ -68,19 +70,21 @@ fn main() -> ! {
         let Some(mut scratch) = memory.scratch_for(model.config()) else { exit(code::WRONG_BLOB) };
         let start = ticks.now();
         // The embedding, then (an index with a lexicon: hybrid search) the text's terms.
-        let encoded = model.encode(text, &mut scratch).and_then(|embedding| match index.lexical_weight() {
-            Some(_) => Ok((embedding, Some(model.terms(text, &mut scratch)?))),
-            None => Ok((embedding, None)),
+        let encoded = model.encode(text, &mut scratch).and_then(|embedding| {
+            if hybrid {
+                model.terms(text, &mut scratch, terms)?;
+            }
+            Ok(embedding)
         });
         let encode = ticks.since(start);
-        let (embedding, terms) = match encoded {
+        let embedding = match encoded {
             Ok(encoded) => encoded,
             Err(e) => {
                 defmt::info!("@q {=usize} encode-error {} encode-ticks {=u32}", i, e, encode);
                 continue;
             }
         };
-        let query = Query { embedding: &embedding, terms: terms.as_ref() };
+        let query = Query { embedding: &embedding, terms: hybrid.then_some(&*terms) };
         for (name, scoring) in [("cosine", Scoring::Cosine), ("csls", Scoring::Csls)] {
             let start = ticks.now();
             let hits = match index.search::<K>(query, K, scoring) {

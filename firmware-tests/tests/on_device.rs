@@ -8,13 +8,14 @@ use cortex_m_rt as _;
 use otkd_firmware as _;
 
 use otkd_firmware::{EXPECTED, Expected, K, QUERIES, ScratchMemory};
-use otkd_runtime::{Model, Query, Scoring};
+use otkd_runtime::{Model, Query, QueryTerms, Scoring};
 
 /// What `init` makes: the blob loaded in place from its region and the static scratch memory.
 pub struct State {
     model: Model<'static>,
     blob: &'static [u8],
     memory: &'static mut ScratchMemory,
+    terms: &'static mut QueryTerms,
 }
 
 /// Every query: the same outcome, ids and score bits as the host runtime, for both scorings.
@@ -25,14 +26,17 @@ fn check(state: &mut State, scoring: Scoring) {
         let Some(mut scratch) = state.memory.scratch_for(state.model.config()) else {
             defmt::panic!("the blob does not fit the scratch memory")
         };
-        let model = &state.model;
-        let encoded = model.encode(text, &mut scratch).and_then(|embedding| match index.lexical_weight() {
-            Some(_) => Ok((embedding, Some(model.terms(text, &mut scratch)?))),
-            None => Ok((embedding, None)),
+        let (model, terms) = (&state.model, &mut *state.terms);
+        let hybrid = index.lexical_weight().is_some();
+        let encoded = model.encode(text, &mut scratch).and_then(|embedding| {
+            if hybrid {
+                model.terms(text, &mut scratch, terms)?;
+            }
+            Ok(embedding)
         });
         match (encoded, expected) {
-            (Ok((embedding, terms)), Expected::Hits { cosine, csls }) => {
-                let query = Query { embedding: &embedding, terms: terms.as_ref() };
+            (Ok(embedding), Expected::Hits { cosine, csls }) => {
+                let query = Query { embedding: &embedding, terms: hybrid.then_some(&*terms) };
                 let hits = match index.search::<K>(query, K, scoring) {
                     Ok(hits) => hits,
                     Err(e) => defmt::panic!("query {}: {}", i, e),
@@ -63,7 +67,8 @@ mod tests {
             Err(e) => defmt::panic!("the blob region holds no loadable blob: {}", e),
         };
         let Some(memory) = ScratchMemory::take() else { defmt::panic!("scratch memory taken twice") };
-        State { model, blob, memory }
+        let Some(terms) = otkd_firmware::take_query_terms() else { defmt::panic!("query terms taken twice") };
+        State { model, blob, memory, terms }
     }
 
     #[test]

@@ -177,7 +177,9 @@ impl OwnedScratch {
             return Ok(None);
         }
         let mut scratch = Scratch::new(self.features.as_mut_view(), &mut self.floats, &mut self.int8s);
-        model.terms(text, &mut scratch).map(Some)
+        let mut terms = QueryTerms::new();
+        model.terms(text, &mut scratch, &mut terms)?;
+        Ok(Some(terms))
     }
 }
 

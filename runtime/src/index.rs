@@ -19,12 +19,13 @@ use crate::tokenizer::{Feature, TokenizerConfig};
 pub const LEXICAL_BUCKETS: u32 = 1 << 16;
 
 /// The most distinct terms a [`QueryTerms`] keeps; the rest are counted in
-/// [`QueryTerms::dropped`] (a 32-word query has about 400).
+/// [`QueryTerms::dropped`] (a 16-word query has at most about 200, a 32-word one about 400: the
+/// terms take 2 KiB of a device's RAM, so they are capped where short queries fit whole).
 ///
 /// ```
-/// assert!(otkd_runtime::MAX_QUERY_TERMS >= 400);
+/// assert!(otkd_runtime::MAX_QUERY_TERMS >= 200);
 /// ```
-pub const MAX_QUERY_TERMS: usize = 512;
+pub const MAX_QUERY_TERMS: usize = 256;
 
 /// Bits of the query-term filter (a power of two): a document's term is looked up among the
 /// query's terms only when its bit is set, so most postings cost one bit test.
@@ -173,13 +174,15 @@ impl Embedding {
 
 /// A query's lexical terms for [hybrid search](Index#hybrid-search): its distinct term ids in
 /// increasing order, each weighted `1 + ln(tf)` (`tf`: how often the query has it), the weights
-/// divided by their L2 norm. Made by [`Model::terms`](crate::Model::terms) from the query's text.
+/// divided by their L2 norm. Filled by [`Model::terms`](crate::Model::terms) from the query's
+/// text; 2 KiB, so a device keeps one in static memory ([`QueryTerms::new`] is `const`).
 ///
 /// ```
 /// use otkd_runtime::{Feature, QueryTerms};
 ///
 /// let mut features = [3, 9, 3].map(|id| Feature { word: 0, id });
-/// let terms = QueryTerms::from_features(&mut features);
+/// let mut terms = QueryTerms::new();
+/// terms.set(&mut features);
 /// assert!(terms.terms().eq([3, 9]));
 /// let w: Vec<f32> = terms.weights().collect();
 /// assert!(w[0] > w[1] && (w[0] * w[0] + w[1] * w[1] - 1.0).abs() < 1e-6);
@@ -193,8 +196,19 @@ pub struct QueryTerms {
 }
 
 impl Default for QueryTerms {
-    /// No term.
     fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl QueryTerms {
+    /// No term.
+    ///
+    /// ```
+    /// static TERMS: otkd_runtime::QueryTerms = otkd_runtime::QueryTerms::new();
+    /// assert!(TERMS.is_empty());
+    /// ```
+    pub const fn new() -> Self {
         Self {
             terms: heapless::Vec::new(),
             weights: heapless::Vec::new(),
@@ -202,17 +216,17 @@ impl Default for QueryTerms {
             dropped: 0,
         }
     }
-}
 
-impl QueryTerms {
-    /// The terms of hashed features whose ids are below [`LEXICAL_BUCKETS`] (others are
-    /// counted as dropped); `features` is sorted by id in place. Past [`MAX_QUERY_TERMS`]
-    /// distinct terms, the largest ids are dropped, but still count in the norm.
+    /// Replaces the terms with those of hashed features whose ids are below [`LEXICAL_BUCKETS`]
+    /// (others are counted as dropped); `features` is sorted by id in place. Past
+    /// [`MAX_QUERY_TERMS`] distinct terms, the largest ids are dropped, but still count in the
+    /// norm.
     ///
     /// See the [type's example](QueryTerms).
-    pub fn from_features(features: &mut [Feature]) -> Self {
+    pub fn set(&mut self, features: &mut [Feature]) {
         features.sort_unstable_by_key(|f| f.id);
-        let mut out = Self::default();
+        *self = Self::new();
+        let out = self;
         let runs = || {
             features.chunk_by(|a, b| a.id == b.id).filter_map(|run| {
                 let tf = run.len() as f32;
@@ -234,7 +248,6 @@ impl QueryTerms {
                 *word |= 1 << (bit % 32);
             }
         }
-        out
     }
 
     /// The term ids, increasing.
@@ -273,8 +286,9 @@ impl QueryTerms {
     ///
     /// ```
     /// use otkd_runtime::{Feature, QueryTerms};
-    /// let mut features = [Feature { word: 0, id: 70_000 }];
-    /// assert_eq!(QueryTerms::from_features(&mut features).dropped(), 1);
+    /// let mut terms = QueryTerms::new();
+    /// terms.set(&mut [Feature { word: 0, id: 70_000 }]);
+    /// assert_eq!(terms.dropped(), 1);
     /// ```
     pub fn dropped(&self) -> u32 {
         self.dropped

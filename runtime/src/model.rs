@@ -202,10 +202,11 @@ impl<'a> Model<'a> {
         Ok(Embedding::quantize(buffers.embedding))
     }
 
-    /// The lexical terms of `text` for [hybrid search](Index#hybrid-search): the tokenizer's
-    /// features hashed into [`LEXICAL_BUCKETS`](crate::LEXICAL_BUCKETS), of the words
-    /// [`Model::encode`] reads, computed in `scratch`'s feature buffer. Fails as `encode` does on
-    /// a text without a word and on a scratch too small for the text.
+    /// The lexical terms of `text` for [hybrid search](Index#hybrid-search), into `out`: the
+    /// tokenizer's features hashed into [`LEXICAL_BUCKETS`](crate::LEXICAL_BUCKETS), of the
+    /// words [`Model::encode`] reads, computed in `scratch`'s feature buffer. Fails as `encode`
+    /// does on a text without a word and on a scratch too small for the text (`out` then holds
+    /// no term).
     ///
     /// ```
     /// use otkd_runtime::{BlobParts, Feature, Model, ModelConfig, Scratch, TokenizerConfig};
@@ -220,11 +221,18 @@ impl<'a> Model<'a> {
     /// let (mut floats, mut int8s) = (vec![0f32; 0], vec![0i8; 0]);
     /// let mut scratch = Scratch::new(features.as_mut_view(), &mut floats, &mut int8s);
     /// // "Evo" and "evo": one word feature and one of each n-gram, all twice.
-    /// let terms = model.terms("Evo evo", &mut scratch)?;
+    /// let mut terms = otkd_runtime::QueryTerms::new();
+    /// model.terms("Evo evo", &mut scratch, &mut terms)?;
     /// assert_eq!(terms.len(), 7);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn terms(&self, text: &str, scratch: &mut Scratch<'_>) -> Result<QueryTerms, EncodeError> {
+    pub fn terms(
+        &self,
+        text: &str,
+        scratch: &mut Scratch<'_>,
+        out: &mut QueryTerms,
+    ) -> Result<(), EncodeError> {
+        *out = QueryTerms::new();
         let tokenizer = &self.payload.config.tokenizer;
         let report = tokenize(&lexical_config(tokenizer, tokenizer.max_words), text, scratch.features);
         if scratch.features.len() >= scratch.features.capacity() {
@@ -233,7 +241,8 @@ impl<'a> Model<'a> {
         if report.words == 0 {
             return Err(EncodeError::EmptyQuery);
         }
-        Ok(QueryTerms::from_features(scratch.features))
+        out.set(scratch.features);
+        Ok(())
     }
 
     /// Each word's vector: the sum of its features' embedding rows plus its position's vector.

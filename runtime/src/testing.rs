@@ -334,7 +334,8 @@ mod tests {
             "Quta patxan mä wallpa",
         ] {
             let embedding = model.encode(text, &mut scratch.scratch()).unwrap();
-            let terms = model.terms(text, &mut scratch.scratch()).unwrap();
+            let mut terms = crate::QueryTerms::new();
+            model.terms(text, &mut scratch.scratch(), &mut terms).unwrap();
             let dense = index.search::<5>(&embedding, 5, crate::Scoring::Csls).unwrap();
             let query = crate::Query { embedding: &embedding, terms: Some(&terms) };
             let hybrid = index.search::<5>(query, 5, crate::Scoring::Csls).unwrap();

@@ -127,7 +127,9 @@ fn hybrid_blob(embeddings: Vec<f32>, texts: &[&str], alpha: f32) -> Vec<u8> {
 
 fn terms_of(model: &Model, text: &str) -> QueryTerms {
     let mut scratch = OwnedScratch::new(model.config(), 16);
-    model.terms(text, &mut scratch.scratch()).unwrap()
+    let mut terms = QueryTerms::new();
+    model.terms(text, &mut scratch.scratch(), &mut terms).unwrap();
+    terms
 }
 
 #[test]
@@ -200,5 +202,7 @@ fn query_terms_count_repeats_and_an_empty_query_is_refused() {
     let norm: f32 = once.weights().map(|w| w * w).sum();
     assert!((norm - 1.0).abs() < 1e-5 && once.len() == 1 + 6 + 5 + 4 && once.dropped() == 0);
     let mut scratch = OwnedScratch::new(model.config(), 16);
-    assert_eq!(model.terms(" ¿? ", &mut scratch.scratch()), Err(EncodeError::EmptyQuery));
+    let mut terms = twice;
+    assert_eq!(model.terms(" ¿? ", &mut scratch.scratch(), &mut terms), Err(EncodeError::EmptyQuery));
+    assert!(terms.is_empty());
 }

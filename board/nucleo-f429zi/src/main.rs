@@ -21,7 +21,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use cortex_m::peripheral::DWT;
 use cortex_m_rt::entry;
 use defmt_rtt as _;
-use otkd_runtime::{Feature, Index, Model, ModelConfig, Query, Scoring, Scratch};
+use otkd_runtime::{Feature, Index, Model, ModelConfig, Query, QueryTerms, Scoring, Scratch};
 use panic_probe as _;
 use stm32f4xx_hal::{block, pac, prelude::*, rcc, serial};
 
@@ -41,15 +41,21 @@ const FEATURES_LEN: usize = Scratch::features_len(&CAPACITY, WORDS);
 const FLOATS_LEN: usize = Scratch::floats_len(&CAPACITY, WORDS);
 const INT8S_LEN: usize = Scratch::int8s_len(&CAPACITY, WORDS);
 
-/// The encoder's working memory, a `static` in `.bss` (no heap).
+/// The encoder's working memory and a query's lexical terms (hybrid search), a `static` in
+/// `.bss` (no heap, no stack).
 struct ScratchMemory {
     features: heapless::Vec<Feature, FEATURES_LEN>,
     floats: [f32; FLOATS_LEN],
     int8s: [i8; INT8S_LEN],
+    terms: QueryTerms,
 }
 
-static mut SCRATCH: ScratchMemory =
-    ScratchMemory { features: heapless::Vec::new(), floats: [0.0; FLOATS_LEN], int8s: [0; INT8S_LEN] };
+static mut SCRATCH: ScratchMemory = ScratchMemory {
+    features: heapless::Vec::new(),
+    floats: [0.0; FLOATS_LEN],
+    int8s: [0; INT8S_LEN],
+    terms: QueryTerms::new(),
+};
 static SCRATCH_TAKEN: AtomicBool = AtomicBool::new(false);
 
 impl ScratchMemory {
@@ -62,16 +68,16 @@ impl ScratchMemory {
         unsafe { (&raw mut SCRATCH).as_mut() }
     }
 
-    /// Its buffers cut to what `words` words of a model of `config` need; `None` when that is
-    /// more than this firmware has.
-    fn scratch_for(&mut self, config: &ModelConfig, words: usize) -> Option<Scratch<'_>> {
+    /// Its buffers cut to what `words` words of a model of `config` need, and the query terms;
+    /// `None` when that is more than this firmware has.
+    fn scratch_for(&mut self, config: &ModelConfig, words: usize) -> Option<(Scratch<'_>, &mut QueryTerms)> {
         if Scratch::features_len(config, words) > FEATURES_LEN {
             return None;
         }
         self.features.clear();
         let floats = self.floats.get_mut(..Scratch::floats_len(config, words))?;
         let int8s = self.int8s.get_mut(..Scratch::int8s_len(config, words))?;
-        Some(Scratch::new(self.features.as_mut_view(), floats, int8s))
+        Some((Scratch::new(self.features.as_mut_view(), floats, int8s), &mut self.terms))
     }
 }
 
@@ -212,16 +218,19 @@ fn answer(
         let _ = write!(tx, "error: the line is not UTF-8\r\n");
         return;
     };
-    let Some(mut scratch) = memory.scratch_for(config, words) else { return };
+    let Some((mut scratch, terms)) = memory.scratch_for(config, words) else { return };
+    let hybrid = index.lexical_weight().is_some();
     let start = DWT::cycle_count();
     // The embedding, then (an index with a lexicon: hybrid search) the text's terms.
-    let encoded = model.encode(text, &mut scratch).and_then(|embedding| match index.lexical_weight() {
-        Some(_) => Ok((embedding, Some(model.terms(text, &mut scratch)?))),
-        None => Ok((embedding, None)),
+    let encoded = model.encode(text, &mut scratch).and_then(|embedding| {
+        if hybrid {
+            model.terms(text, &mut scratch, terms)?;
+        }
+        Ok(embedding)
     });
     let encode = DWT::cycle_count().wrapping_sub(start);
-    let (embedding, terms) = match encoded {
-        Ok(encoded) => encoded,
+    let embedding = match encoded {
+        Ok(embedding) => embedding,
         Err(e) => {
             defmt::info!("encode-error {} cycles {=u32}", e, encode);
             let _ = write!(tx, "error {e} (encode {encode} cycles)\r\n");
@@ -229,7 +238,11 @@ fn answer(
         }
     };
     let start = DWT::cycle_count();
-    let hits = index.search::<K>(Query { embedding: &embedding, terms: terms.as_ref() }, K, Scoring::Csls);
+    let hits = index.search::<K>(
+        Query { embedding: &embedding, terms: hybrid.then_some(&*terms) },
+        K,
+        Scoring::Csls,
+    );
     let search = DWT::cycle_count().wrapping_sub(start);
     let Ok(hits) = hits else {
         let _ = write!(tx, "error: the index is not the model's width\r\n");

@@ -259,7 +259,9 @@ impl<'a> HostRuntime<'a> {
             Some(_) => {
                 let mut scratch =
                     Scratch::new(self.features.as_mut_view(), &mut self.floats, &mut self.int8s);
-                Some(self.model.terms(text, &mut scratch)?)
+                let mut terms = QueryTerms::new();
+                self.model.terms(text, &mut scratch, &mut terms)?;
+                Some(terms)
             }
             None => None,
         };
