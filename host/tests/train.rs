@@ -433,6 +433,6 @@ fn a_narrower_student_learns_through_a_projection_of_the_teacher() {
     std::fs::remove_dir_all(resumed).unwrap();
 
     // The teacher's own width: no projection, the targets are the teacher's outputs.
-    let data = otkd::testing::data(&config(Method::Kd, 10));
+    let data = otkd::testing::data(&otkd::testing::config(Method::Kd, 10));
     assert!(data.projection.is_none() && std::sync::Arc::ptr_eq(&data.targets, &data.teacher));
 }
