@@ -59,8 +59,7 @@ fn main() -> Result<()> {
                 let p = Projection::fit(&train_en.embeddings, teacher_dim, k)?;
                 (p.outputs(&train_en), p.outputs(&val_en))
             };
-            let tokenizer =
-                TokenizerConfig { buckets, max_words: words, ..TokenizerConfig::DEFAULT };
+            let tokenizer = TokenizerConfig { buckets, max_words: words, ..TokenizerConfig::DEFAULT };
             let (r1, csls) = ridge_start(&tokenizer, rank, &train, &targets, &val, &documents)?;
             let index = 1000 * (k + 8);
             println!(
