@@ -84,14 +84,27 @@ pub const WORDS: usize = 32;
 /// The largest model the static scratch memory is sized for: the `micro` preset (dim 192, 4 heads,
 /// ffn 384, out 384, the default tokenizer's 46 features per word). A blob of any other shape
 /// whose [`WORDS`]-word scratch fits in these buffers runs too ([`ScratchMemory::scratch_for`]).
+#[cfg(not(feature = "nano"))]
 pub const CAPACITY: ModelConfig = ModelConfig::MICRO;
+/// The largest model the static scratch memory is sized for: with the `nano` feature, the `nano`
+/// preset (dim 128, ffn 256, out 128, 16 words; 1 MiB of flash, 32 KiB of RAM).
+#[cfg(feature = "nano")]
+pub const CAPACITY: ModelConfig = ModelConfig::NANO;
 
-/// Features the static scratch memory holds ([`Scratch::features_len`] for [`WORDS`] words).
-pub const FEATURES_LEN: usize = Scratch::features_len(&CAPACITY, WORDS);
+/// Words of [`CAPACITY`]'s queries the static scratch memory holds: [`WORDS`], or fewer when its
+/// tokenizer keeps fewer (as [`words_for`]).
+const CAPACITY_WORDS: usize = if (CAPACITY.tokenizer.max_words as usize) < WORDS {
+    CAPACITY.tokenizer.max_words as usize
+} else {
+    WORDS
+};
+
+/// Features the static scratch memory holds ([`Scratch::features_len`] for `CAPACITY_WORDS` words).
+pub const FEATURES_LEN: usize = Scratch::features_len(&CAPACITY, CAPACITY_WORDS);
 /// f32s of the static scratch memory ([`Scratch::floats_len`]).
-pub const FLOATS_LEN: usize = Scratch::floats_len(&CAPACITY, WORDS);
+pub const FLOATS_LEN: usize = Scratch::floats_len(&CAPACITY, CAPACITY_WORDS);
 /// int8s of the static scratch memory ([`Scratch::int8s_len`]).
-pub const INT8S_LEN: usize = Scratch::int8s_len(&CAPACITY, WORDS);
+pub const INT8S_LEN: usize = Scratch::int8s_len(&CAPACITY, CAPACITY_WORDS);
 
 /// Words a query of a model of `config` may have here: [`WORDS`], or fewer when its tokenizer
 /// keeps fewer.

@@ -66,6 +66,8 @@ cli_enum! {
 cli_enum! {
     /// `--preset` of a student.
     PresetArg => Preset {
+        /// <= 0.8 M parameters, 1 MiB of flash with 1,000 documents, 32 KiB of RAM.
+        Nano,
         /// <= 1.5 M parameters (the device preset).
         Micro,
         /// <= 8 M parameters.
@@ -755,8 +757,10 @@ pub struct TrainArgs {
     /// chooses among 3-5, 2-4 and 1-3, seconds each; 3-5 unless another is a point better) or MIN-MAX.
     #[arg(long, default_value = "auto")]
     pub ngrams: NgramsArg,
-    /// Student size: micro (<= 1.5 M parameters, the device preset: 5632 buckets x 192, 1 layer)
-    /// or small (<= 8 M: 32768 buckets x 192, 2 layers).
+    /// Student size: nano (<= 0.8 M: 4608 buckets x 128, 1 layer, 16 words, output a 128-d PCA
+    /// projection of the teacher's space; 1 MiB of flash with 1,000 documents), micro (<= 1.5 M
+    /// parameters, the device preset: 5632 buckets x 192, 1 layer) or small (<= 8 M: 32768
+    /// buckets x 192, 2 layers).
     #[arg(long, value_enum, default_value_t = PresetArg::Micro)]
     pub preset: PresetArg,
     /// Optimiser steps.

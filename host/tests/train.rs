@@ -379,3 +379,60 @@ fn fewer_pairs_than_a_batch_is_a_named_error() {
         "{err}"
     );
 }
+
+/// A student narrower than the teacher (as `--preset nano` is: 128 of 384) is distilled into a PCA
+/// projection of the teacher's space: both methods learn through it (OT on projected token
+/// states), the run directory keeps the projection beside a checksum in every checkpoint, the
+/// trained student's documents live in the projected space, a resume continues bit for bit, and
+/// a replaced projection is refused by name.
+#[test]
+fn a_narrower_student_learns_through_a_projection_of_the_teacher() {
+    use otkd::teacher::projection::Projection;
+    let narrow = |method, steps| {
+        let mut config = config(method, steps);
+        config.student.out_dim = otkd::testing::DIM / 2;
+        config
+    };
+    for method in [Method::Kd, Method::Ot] {
+        let config = narrow(method, 60);
+        let data = data(&config);
+        let projection = data.projection.as_ref().expect("an out_dim under the teacher's projects");
+        assert_eq!((projection.teacher_dim, projection.dim), (otkd::testing::DIM, otkd::testing::DIM / 2));
+        assert_eq!((data.targets.dim, data.dev.en.len()), (8, 60 * 8));
+        assert_eq!(data.teacher.dim, otkd::testing::DIM, "the OT term reads the teacher's own states");
+        let out = run_dir(&format!("narrow-{method:?}"));
+        let Outcome::Finished(report) = train(&config, &data, &out, false, usize::MAX) else {
+            panic!("interrupted")
+        };
+        let metrics = read_metrics(&out).unwrap();
+        let (before, after) = (metrics[0].dev_r1, metrics.last().unwrap().dev_r1);
+        assert!(after > before + 0.2, "{method:?}: dev R@1 {before} -> {after}");
+        assert!(report.last.test.x_to_en.r1 > 0.5, "{method:?}: {:?}", report.last.test.x_to_en);
+        let trained = RunDir::new(&out).load_student(CheckpointKind::Last).unwrap();
+        assert_eq!(trained.projection.as_ref(), Some(projection));
+        std::fs::remove_dir_all(out).unwrap();
+    }
+
+    // Resume: bit for bit, as without a projection.
+    let config = narrow(Method::Ot, 30);
+    let data = data(&config);
+    let (straight, resumed) = (run_dir("narrow-straight"), run_dir("narrow-resumed"));
+    assert!(matches!(train(&config, &data, &straight, false, usize::MAX), Outcome::Finished(_)));
+    assert!(matches!(train(&config, &data, &resumed, false, 13), Outcome::Interrupted { step: 13 }));
+    assert!(matches!(train(&config, &data, &resumed, true, usize::MAX), Outcome::Finished(_)));
+    assert_eq!(weights(&straight.join(files::LAST)), weights(&resumed.join(files::LAST)));
+
+    // Another projection in the run directory is refused by name.
+    let path = straight.join(files::PROJECTION);
+    let other =
+        Projection::fit(&data.teacher.embeddings[..100 * otkd::testing::DIM], otkd::testing::DIM, 8).unwrap();
+    other.save(&path).unwrap();
+    let err = format!("{:#}", RunDir::new(&straight).load_student(CheckpointKind::BestDev).err().unwrap());
+    assert!(err.contains(files::PROJECTION) && err.contains("changed after training"), "{err}");
+    std::fs::remove_dir_all(straight).unwrap();
+    std::fs::remove_dir_all(resumed).unwrap();
+
+    // The teacher's own width: no projection, the targets are the teacher's outputs.
+    let data = otkd::testing::data(&otkd::testing::config(Method::Kd, 10));
+    assert!(data.projection.is_none() && std::sync::Arc::ptr_eq(&data.targets, &data.teacher));
+}

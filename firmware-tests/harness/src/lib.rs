@@ -128,6 +128,12 @@ static BUILDS: Mutex<Option<HashMap<String, Build>>> = Mutex::new(None);
 /// Builds the firmware (release) with `blob` embedded (written to a file and passed as
 /// `OTKD_FIRMWARE_BLOB`), once per `label` per process.
 pub fn build(label: &str, blob: &[u8]) -> Result<Build, String> {
+    build_with_features(label, blob, &[])
+}
+
+/// [`build`] with the firmware's cargo `features` (e.g. `nano`: static scratch memory sized for
+/// the `nano` preset).
+pub fn build_with_features(label: &str, blob: &[u8], features: &[&str]) -> Result<Build, String> {
     let mut builds = BUILDS.lock().unwrap_or_else(|e| e.into_inner());
     let builds = builds.get_or_insert_with(HashMap::new);
     if let Some(build) = builds.get(label) {
@@ -144,6 +150,11 @@ pub fn build(label: &str, blob: &[u8]) -> Result<Build, String> {
     command
         .current_dir(firmware_dir())
         .args(["build", "--release", "--bins", "--tests", "--message-format=json-render-diagnostics"])
+        .args(if features.is_empty() {
+            Vec::new()
+        } else {
+            vec!["--features".to_string(), features.join(",")]
+        })
         .arg("--target-dir")
         .arg(target_dir())
         .env("OTKD_FIRMWARE_BLOB", &blob_path)

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use otkd_firmware_harness::answers::{self, Answer};
 use otkd_firmware_harness::{
-    Build, DEVICE_WORDS, ESTIMATE_HZ, K, Report, Run, blob_region, build, code, contains, corrupt_blob,
-    count_tests, parse, require_tools, run, sections,
+    Build, DEVICE_WORDS, ESTIMATE_HZ, K, Report, Run, blob_region, build, build_with_features, code,
+    contains, corrupt_blob, count_tests, parse, require_tools, run, sections,
 };
 use otkd_runtime::Model;
 use otkd_runtime::testing::{micro_blob, tiny_blob};
@@ -181,6 +181,37 @@ fn micro_blob_with_1000_documents_is_bit_exact_with_the_host() {
     };
     let build = build(label, &blob).unwrap_or_else(|e| panic!("{e}"));
     check_bit_exact(label, &tools, &build);
+}
+
+/// The `nano` preset (`ModelConfig::NANO`: 1 MiB of flash, 32 KiB of RAM) with a 1000-document
+/// index, on a firmware whose static scratch is sized for it (feature `nano`): a trained export
+/// when `OTKD_FIRMWARE_NANO_BLOB` names one (`otkd export` of a `--preset nano` run), else a
+/// seeded random nano model. The firmware and the blob must fit 1 MiB of flash, and the RAM
+/// (static data and the measured stack) 32 KiB.
+#[test]
+fn nano_blob_with_1000_documents_is_bit_exact_with_the_host_in_32_kib_of_ram() {
+    let test = "nano_blob_with_1000_documents_is_bit_exact_with_the_host_in_32_kib_of_ram";
+    let Some(tools) = require_tools(test) else { return };
+    let (label, blob) = match std::env::var("OTKD_FIRMWARE_NANO_BLOB") {
+        Ok(path) => ("trained-nano", std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))),
+        Err(_) => (
+            "seeded-nano",
+            otkd_runtime::testing::seeded_blob(
+                otkd_runtime::ModelConfig::NANO,
+                otkd_runtime::testing::MICRO_DOCUMENTS,
+                otkd_runtime::testing::SEED,
+            ),
+        ),
+    };
+    assert_eq!(*Model::from_bytes(&blob).expect("loads").config(), otkd_runtime::ModelConfig::NANO);
+    assert!(blob.len() <= 1 << 20, "{label}: {} bytes are over 1 MiB", blob.len());
+    let build = build_with_features(label, &blob, &["nano"]).unwrap_or_else(|e| panic!("{e}"));
+    let report = check_bit_exact(label, &tools, &build);
+    let sizes = sections(&std::fs::read(&build.program).expect("built")).expect("an ELF32");
+    let ram = sizes.static_ram() + report.stack.0;
+    assert!(ram <= 32 << 10, "{label}: {ram} bytes of RAM (static + measured stack) are over 32 KiB");
+    let flash = sizes.flash() + blob.len() as u64;
+    assert!(flash <= 1 << 20, "{label}: firmware and blob take {flash} bytes of flash, over 1 MiB");
 }
 
 /// Runs the query program of the seeded tiny build with `blob` in its region (`None`: nothing

@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use otkd_runtime::Scoring;
 use serde::Serialize;
 
-use super::{Inputs, cached_english, open_cache, open_data, open_teacher, print_json};
+use super::{Inputs, cached_english, in_student_space, open_cache, open_data, open_teacher, print_json};
 use crate::cli::{BenchQueryArgs, BenchSides, DEFAULT_TEACHER_BATCH};
 use crate::data::{Source, Split};
 use crate::distill::run_dir::RunDir;
@@ -62,11 +62,13 @@ pub fn run(inputs: &Inputs, args: &BenchQueryArgs) -> Result<()> {
         return report(args, queries.len(), documents, &mut runtime_times, None);
     }
     let run = args.run.as_ref().context("--run is needed for the f32 side (or pass --only runtime)")?;
-    let student = RunDir::new(run).load_student(crate::distill::run_dir::CheckpointKind::BestDev)?.student;
+    let trained = RunDir::new(run).load_student(crate::distill::run_dir::CheckpointKind::BestDev)?;
+    let student = trained.student;
     let teacher = open_teacher(inputs)?;
     let cache = open_cache(inputs, &teacher)?;
     let (_, english, _) =
         cached_english(&teacher, &cache, &data, Split::Test, DEFAULT_TEACHER_BATCH as usize, false)?;
+    let english = in_student_space(trained.projection.as_ref(), english);
     let dim = student.config().out_dim;
     if english.len() < documents {
         bail!("the blob indexes {documents} documents; test_2016_flickr has {}", english.len());

@@ -4,7 +4,7 @@
 use anyhow::Result;
 use serde::Serialize;
 
-use super::{Inputs, cached_english, open_cache, open_teacher, print_json, run_source};
+use super::{Inputs, cached_english, in_student_space, open_cache, open_teacher, print_json, run_source};
 use crate::cli::EvalArgs;
 use crate::data::{Lang, Split};
 use crate::distill::data::EvalSet;
@@ -32,6 +32,9 @@ pub fn run(inputs: &Inputs, args: &EvalArgs) -> Result<()> {
     let (_, train_en, _) = cached_english(&teacher, &cache, &source, Split::Train, batch, false)?;
     let (_, dev_en, _) = cached_english(&teacher, &cache, &source, Split::Dev, batch, false)?;
     let (_, test_en, _) = cached_english(&teacher, &cache, &source, Split::Test, batch, false)?;
+    // The documents and references in the student's output space (a `nano` run's projection).
+    let projection = trained.projection.as_ref();
+    let [train_en, dev_en, test_en] = [train_en, dev_en, test_en].map(|o| in_student_space(projection, o));
     let tokenizer = &trained.student.config().tokenizer;
     let mut rows = Vec::new();
     for lang in langs {

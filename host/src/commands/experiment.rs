@@ -342,7 +342,14 @@ fn export_best(inputs: &Inputs, data: &Source, out: &Path, specs: &[RunSpec]) ->
     let (dev_r1, spec) = best.context("no run of the first language")?;
     let blob = out.join("best.otkd");
     let trained = RunDir::new(run_dir(out, spec)).load_student(CheckpointKind::BestDev)?;
-    let (index, documents) = split_index(inputs, data, Split::Test, lang, &trained.student, Scoring::Csls)?;
+    let (index, documents) = split_index(
+        inputs,
+        data,
+        Split::Test,
+        lang,
+        (&trained.student, trained.projection.as_ref()),
+        Scoring::Csls,
+    )?;
     let bytes = build_blob(&trained.student, lang.code(), Some(index))?;
     let budget = write_blob(&blob, &bytes)?;
     write_texts(&blob, &documents)?;

@@ -6,8 +6,8 @@ use anyhow::{Context, Result, bail};
 use otkd_runtime::Scoring;
 
 use super::{
-    Inputs, cached_texts, csls_reference_queries, load_blob, open_cache, open_source, open_teacher,
-    print_json, read_blob, run_source, split_index,
+    Inputs, cached_texts, csls_reference_queries, in_student_space, load_blob, open_cache, open_source,
+    open_teacher, print_json, read_blob, run_source, split_index,
 };
 use crate::cli::{EvalBlobArgs, ExportArgs, LexicalArg, QueryArgs, SourceArgs};
 use crate::data::{Documents, Lang, Source, SourceSpec, Split};
@@ -16,11 +16,16 @@ use crate::export::{
     BlobBudget, F32Side, IndexInput, LexicalChoice, LexicalInput, answer, build_blob, choose_lexical_weight,
     evaluate_blob, read_texts, write_blob, write_texts,
 };
-use crate::student::{EMBED_BATCH, Student, tokenize_sentence};
+use crate::student::{EMBED_BATCH, Preset, Student, tokenize_sentence};
+use crate::teacher::projection::Projection;
 
 /// Bytes of the blob region of the board crate (`board/nucleo-f429zi/memory.x`): a blob past
 /// this does not fit the device it targets.
 pub const DEVICE_BLOB_REGION_BYTES: usize = 1920 * 1024;
+
+/// Flash the `nano` preset is for (nRF52840-class parts): its blob with a 1,000-document index
+/// fits (about 872 KiB, with room for the firmware); `export` warns past it.
+pub const NANO_FLASH_BYTES: usize = 1 << 20;
 
 /// Queries longer than this are refused: the device's tokenizer keeps its first `max_words`
 /// words anyway, and a text this long is not a query.
@@ -43,12 +48,19 @@ pub fn export(inputs: &Inputs, args: &ExportArgs) -> Result<()> {
                 if documents.blank_lines > 0 {
                     eprintln!("{}: skipped {} blank line(s)", path.display(), documents.blank_lines);
                 }
-                let index =
-                    docs_index(inputs, &source, &documents, args.docs_lang, lang, &trained.student, scoring)
-                        .with_context(|| format!("indexing {}", path.display()))?;
+                let student = (&trained.student, trained.projection.as_ref());
+                let index = docs_index(inputs, &source, &documents, args.docs_lang, lang, student, scoring)
+                    .with_context(|| format!("indexing {}", path.display()))?;
                 (index, documents)
             }
-            None => split_index(inputs, &source, args.index_split, lang, &trained.student, scoring)?,
+            None => split_index(
+                inputs,
+                &source,
+                args.index_split,
+                lang,
+                (&trained.student, trained.projection.as_ref()),
+                scoring,
+            )?,
         })
     };
     let described = indexed.as_ref().map_or("none".to_string(), |(index, _)| index.source.clone());
@@ -61,9 +73,15 @@ pub fn export(inputs: &Inputs, args: &ExportArgs) -> Result<()> {
             LexicalArg::Weight(weight) => weight,
             LexicalArg::Auto => {
                 let source = run_source(inputs, &run, &SourceArgs::default())?;
-                let chosen =
-                    lexical_weight_on_dev(inputs, &source, lang, &trained.student, scoring, max_terms)
-                        .context("choosing the lexical weight on the run's dev pairs (--lexical auto)")?;
+                let chosen = lexical_weight_on_dev(
+                    inputs,
+                    &source,
+                    lang,
+                    (&trained.student, trained.projection.as_ref()),
+                    scoring,
+                    max_terms,
+                )
+                .context("choosing the lexical weight on the run's dev pairs (--lexical auto)")?;
                 choice = Some(chosen);
                 chosen.weight
             }
@@ -78,6 +96,12 @@ pub fn export(inputs: &Inputs, args: &ExportArgs) -> Result<()> {
         otkd_runtime::Model::from_bytes(&blob).ok().and_then(|m| m.index().and_then(|i| i.lexical_weight()));
     if let Some(documents) = documents.filter(|_| !args.no_texts) {
         write_texts(&args.out, &documents)?;
+    }
+    if trained.config.preset == Preset::Nano && budget.total_bytes > NANO_FLASH_BYTES {
+        eprintln!(
+            "warning: {} bytes are over the nano preset's 1 MiB of flash ({NANO_FLASH_BYTES} bytes); index fewer documents",
+            budget.total_bytes
+        );
     }
     if budget.total_bytes > DEVICE_BLOB_REGION_BYTES {
         eprintln!(
@@ -127,7 +151,7 @@ fn lexical_weight_on_dev(
     inputs: &Inputs,
     source: &Source,
     lang: Lang,
-    student: &Student,
+    student: (&Student, Option<&Projection>),
     scoring: Scoring,
     max_terms: Option<usize>,
 ) -> Result<LexicalChoice> {
@@ -135,19 +159,19 @@ fn lexical_weight_on_dev(
     dev.lexical = Some(LexicalInput { texts: texts.texts, weight: 1.0, max_terms });
     let bitext = source.bitext(Split::Dev, lang)?;
     let queries: Vec<(&str, u32)> = bitext.pairs.iter().map(|p| (p.x.as_str(), p.line as u32)).collect();
-    choose_lexical_weight(student, dev, &queries, scoring)
+    choose_lexical_weight(student.0, dev, &queries, scoring)
 }
 
 /// An index of the user's documents: English ones encoded by the teacher (the space the student
-/// was distilled into), ones in the student's language (`docs_lang`) by the student itself;
-/// CSLS terms from the run's reference queries.
+/// was distilled into: through `projection`, when the student has one), ones in the student's
+/// language (`docs_lang`) by the student itself; CSLS terms from the run's reference queries.
 fn docs_index(
     inputs: &Inputs,
     source: &Source,
     documents: &Documents,
     docs_lang: Option<Lang>,
     lang: Lang,
-    student: &Student,
+    (student, projection): (&Student, Option<&Projection>),
     scoring: Scoring,
 ) -> Result<IndexInput> {
     let embeddings = match docs_lang {
@@ -155,7 +179,8 @@ fn docs_index(
             let teacher = open_teacher(inputs)?;
             let cache = open_cache(inputs, &teacher)?;
             let batch = crate::cli::DEFAULT_TEACHER_BATCH as usize;
-            cached_texts(&teacher, &cache, "docs.en", &documents.texts, batch, false)?.0.embeddings
+            let english = cached_texts(&teacher, &cache, "docs.en", &documents.texts, batch, false)?.0;
+            in_student_space(projection, english).embeddings
         }
         Some(docs_lang) if lang.includes(docs_lang) => {
             let tokenizer = &student.config().tokenizer;
@@ -196,7 +221,7 @@ pub fn print_budget(b: &BlobBudget) -> Result<()> {
         "scratch  {:>9} bytes ({:.1} KiB of RAM for a {}-word query)",
         b.scratch_bytes,
         kib(b.scratch_bytes),
-        crate::export::BUDGET_QUERY_WORDS
+        b.scratch_words
     );
     Ok(())
 }
@@ -320,8 +345,9 @@ pub fn eval_blob(inputs: &Inputs, args: &EvalBlobArgs) -> Result<()> {
         None => evaluate_blob(&mut runtime, &queries, None)?,
         Some(run) => {
             let trained = RunDir::new(run).load_student(args.checkpoint.into())?;
+            let student = (&trained.student, trained.projection.as_ref());
             let (index, _) =
-                split_index(inputs, &data, args.split, trained.config.lang, &trained.student, Scoring::Csls)?;
+                split_index(inputs, &data, args.split, trained.config.lang, student, Scoring::Csls)?;
             let dim = trained.student.config().out_dim;
             let side = F32Side {
                 student: &trained.student,

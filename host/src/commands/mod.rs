@@ -45,6 +45,7 @@ use crate::export::{HostRuntime, IndexInput};
 use crate::paths::{DEFAULT_TEACHER, TEACHER_ENV, cache_dir, resolve_dir};
 use crate::student::{Student, TokenizedSentence, tokenize_sentence};
 use crate::teacher::cache::{CacheStatus, TeacherCache};
+use crate::teacher::projection::Projection;
 use crate::teacher::{Teacher, TeacherOutputs};
 
 /// A command stopped by Ctrl-C after saving its progress: not a success (a script's
@@ -168,6 +169,15 @@ fn cached_english(
     Ok((sentences, outputs, status))
 }
 
+/// Teacher outputs in a trained student's output space: projected by its run's projection
+/// (embeddings only), or as they are.
+fn in_student_space(projection: Option<&Projection>, outputs: TeacherOutputs) -> TeacherOutputs {
+    match projection {
+        Some(p) => p.outputs(&outputs),
+        None => outputs,
+    }
+}
+
 /// Any English texts, encoded through the cache under `name`, with a progress bar.
 fn cached_texts(
     teacher: &Teacher,
@@ -203,14 +213,15 @@ fn csls_reference_queries(
 }
 
 /// An index of the English sides of a `split` of `source` (ids: 0-based lines of the split) for
-/// `student`, with CSLS terms from `lang`'s reference queries (never the split's own) when
-/// `scoring` is CSLS; and the documents (ids and texts, for the texts file).
+/// `student` (the teacher's embeddings in its output space: through `projection`, when it has
+/// one), with CSLS terms from `lang`'s reference queries (never the split's own) when `scoring`
+/// is CSLS; and the documents (ids and texts, for the texts file).
 fn split_index(
     inputs: &Inputs,
     source: &Source,
     split: Split,
     lang: Lang,
-    student: &Student,
+    (student, projection): (&Student, Option<&Projection>),
     scoring: Scoring,
 ) -> Result<(IndexInput, Documents)> {
     let teacher = open_teacher(inputs)?;
@@ -228,6 +239,7 @@ fn split_index(
         texts: sentences,
         blank_lines: 0,
     };
+    let english = in_student_space(projection, english);
     let index = IndexInput {
         documents: english.embeddings,
         ids,

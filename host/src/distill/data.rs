@@ -1,5 +1,7 @@
 //! Training material, prepared once per run: the seeded subset of training pairs tokenized for
-//! the student, the teacher's outputs, and the dev, test and CSLS reference sets.
+//! the student, the teacher's outputs (in the student's output space: a PCA projection of the
+//! teacher's when the student is narrower, [`Projection`]), and the dev, test and CSLS reference
+//! sets.
 
 use std::sync::Arc;
 
@@ -14,6 +16,7 @@ use otkd_runtime::TokenizerConfig;
 
 use crate::student::{TokenizedSentence, TokenizerTotals, tokenize_sentence};
 use crate::teacher::TeacherOutputs;
+use crate::teacher::projection::Projection;
 
 /// Dev and test material, prepared once.
 pub struct EvalSet {
@@ -67,14 +70,24 @@ pub struct TrainData {
     /// What the tokenizer's caps did to the X side of the training pairs.
     pub tokenizer: TokenizerTotals,
     /// Teacher outputs for every English training caption (indexed by caption line), shared:
-    /// runs of several languages, seeds and subsets read the same English outputs.
+    /// runs of several languages, seeds and subsets read the same English outputs. In the
+    /// teacher's space: the OT term reads its token states (through `projection`, if any).
     pub teacher: Arc<TeacherOutputs>,
+    /// The student's targets: the teacher's embeddings of every English training caption in the
+    /// student's output space (`teacher` itself without a projection; projected, without token
+    /// states, with one).
+    pub targets: Arc<TeacherOutputs>,
+    /// The PCA projection of the teacher's space the student is distilled into, when its output
+    /// is narrower than the teacher ([`crate::student::StudentConfig::projects`]): fitted on the
+    /// embeddings of every English training caption.
+    pub projection: Option<Projection>,
     /// Dev (val) set.
     pub dev: EvalSet,
     /// Test set (test_2016_flickr).
     pub test: EvalSet,
     /// The CSLS reference population ([`CslsReference`]): student tokens of its X side and
-    /// teacher embeddings of its English side.
+    /// teacher embeddings of its English side (in the student's output space, as are dev's and
+    /// test's).
     pub csls_reference: EvalSet,
 }
 
@@ -127,10 +140,20 @@ impl TrainData {
         if order.len() < config.batch {
             return Err(TrainError::FewerPairsThanBatch { pairs: order.len(), batch: config.batch }.into());
         }
+        let projection = config
+            .student
+            .projects(teacher.dim)
+            .then(|| Projection::fit(&teacher.embeddings, teacher.dim, config.student.out_dim))
+            .transpose()?;
+        let in_student_space = |outputs: &TeacherOutputs| projection.as_ref().map(|p| p.outputs(outputs));
+        let targets = in_student_space(&teacher).map_or_else(|| Arc::clone(&teacher), Arc::new);
+        let (dev_space, test_space) = (in_student_space(dev.1), in_student_space(test.1));
+        let dev = (dev.0, dev_space.as_ref().unwrap_or(dev.1));
+        let test = (test.0, test_space.as_ref().unwrap_or(test.1));
         let tok = &config.student.tokenizer;
         let pairs: Vec<_> = order.iter().map(|&i| &train.pairs[i]).collect();
         let x = tokenize(tok, pairs.iter().map(|p| p.x.as_str()).collect());
-        let csls_reference = EvalSet::csls_reference(tok, (train, &teacher), dev);
+        let csls_reference = EvalSet::csls_reference(tok, (train, &targets), dev);
         Ok(Self {
             lines: pairs.iter().map(|p| p.line).collect(),
             tokenizer: TokenizerTotals::of(&x),
@@ -144,6 +167,8 @@ impl TrainData {
             dev: EvalSet::new(tok, dev.0, dev.1),
             test: EvalSet::new(tok, test.0, test.1),
             teacher,
+            targets,
+            projection,
             csls_reference,
         })
     }

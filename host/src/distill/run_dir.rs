@@ -4,7 +4,9 @@
 //! A run directory holds `config.json` (the [`TrainConfig`]), `train_lines.json` (the seeded
 //! bitext subset), `metrics.jsonl` (one [`EvalRecord`] per dev evaluation),
 //! `checkpoint-last.safetensors` (weights, optimiser and progress: a resume continues from it
-//! bit for bit), `checkpoint-best.safetensors` (best dev R@1, step 0 included) and, at the end,
+//! bit for bit), `checkpoint-best.safetensors` (best dev R@1, step 0 included), for a student
+//! narrower than the teacher `projection.safetensors` (the PCA projection of the teacher's space
+//! it is distilled into, [`Projection`]) and, at the end,
 //! `final.json` (a [`FinalReport`]: test metrics of the last and the best-dev checkpoint).
 //!
 //! The checkpoints are the source of truth: each records the configuration, a checksum of the
@@ -25,6 +27,7 @@ use crate::eval::metrics::BothDirections;
 use crate::paths::write_atomically;
 use crate::rng::Fnv64;
 use crate::student::Student;
+use crate::teacher::projection::Projection;
 
 /// File names inside a run directory.
 pub mod files {
@@ -44,6 +47,8 @@ pub mod files {
     pub const SOURCE: &str = "data.json";
     /// How the tokenizer's n-gram range was chosen (`--ngrams auto`).
     pub const NGRAMS: &str = "ngrams.json";
+    /// The PCA projection of the teacher's space a narrower student is distilled into.
+    pub const PROJECTION: &str = "projection.safetensors";
 }
 
 /// Which checkpoint of a run.
@@ -136,6 +141,10 @@ pub struct CheckpointState {
     pub config: TrainConfig,
     /// [`lines_checksum`] of the training lines.
     pub train_lines_checksum: u64,
+    /// [`Projection::checksum`] of the run's teacher projection (`projection.safetensors`), when
+    /// the student is narrower than the teacher.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub projection: Option<u64>,
     /// Optimiser steps done.
     pub step: usize,
     /// Training seconds so far.
@@ -194,6 +203,8 @@ pub struct TrainedStudent {
     pub config: TrainConfig,
     /// The student with the checkpoint's weights.
     pub student: Student,
+    /// The projection of the teacher's space its output lives in (`None`: the teacher's own).
+    pub projection: Option<Projection>,
     /// The checkpoint file read.
     pub path: PathBuf,
 }
@@ -354,7 +365,31 @@ impl RunDir {
         let config = ckpt.state.config;
         let student = Student::new(config.student, config.seed)?;
         student.load_weights(&ckpt.tensors).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        Ok(TrainedStudent { config, student, path })
+        let projection = match ckpt.state.projection {
+            None => None,
+            Some(sum) => {
+                let projection = self.projection()?;
+                if projection.checksum() != sum || projection.dim != config.student.out_dim {
+                    bail!(
+                        "{} does not match {}: the projection was changed after training",
+                        self.file(files::PROJECTION).display(),
+                        path.display()
+                    );
+                }
+                Some(projection)
+            }
+        };
+        Ok(TrainedStudent { config, student, projection, path })
+    }
+
+    /// Writes the run's teacher projection (`projection.safetensors`).
+    pub fn save_projection(&self, projection: &Projection) -> Result<()> {
+        Ok(projection.save(&self.file(files::PROJECTION))?)
+    }
+
+    /// The run's teacher projection (`projection.safetensors`, checksum checked).
+    pub fn projection(&self) -> Result<Projection> {
+        Ok(Projection::load(&self.file(files::PROJECTION))?)
     }
 
     /// Appends one evaluation to `metrics.jsonl`.

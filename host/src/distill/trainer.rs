@@ -20,6 +20,7 @@ use crate::distill::run_dir::{
 use crate::eval::metrics::{BothDirections, both_directions};
 use crate::rng::SplitMix64;
 use crate::student::{EMBED_BATCH, Student, StudentBatch, StudentOutput, TokenizedSentence, fused};
+use crate::teacher::projection::Projection;
 
 /// One step's Sinkhorn statistics into `interval`: the means over the batch's items.
 fn set_sinkhorn(interval: &mut Interval, iterations: &[u32], marginal_error: &[f32]) {
@@ -136,6 +137,12 @@ impl<'a> Trainer<'a> {
                 let saved = serde_json::to_string(&ckpt.state.config)?;
                 return Err(TrainError::ConfigMismatch { path: last, saved }.into());
             }
+            if ckpt.state.projection != data.projection.as_ref().map(Projection::checksum) {
+                bail!(
+                    "{}: the teacher projection fitted now differs from the checkpoint's (another teacher or bitext?)",
+                    last.display()
+                );
+            }
             if ckpt.state.train_lines_checksum != lines_checksum(&data.lines) {
                 bail!(
                     "{}: the training lines selected now differ from the checkpoint's (another bitext?)",
@@ -170,9 +177,12 @@ impl<'a> Trainer<'a> {
         }
         if trainer.config.start == Start::Ridge {
             let lambda = trainer.config.ridge_lambda;
-            trainer.student.init_from_ridge(&data.x, |s| data.teacher.embedding(data.lines[s]), lambda)?;
+            trainer.student.init_from_ridge(&data.x, |s| data.targets.embedding(data.lines[s]), lambda)?;
         }
         trainer.dir.create(&trainer.config, &data.lines)?;
+        if let Some(projection) = &data.projection {
+            trainer.dir.save_projection(projection)?;
+        }
         Ok((trainer, RunStart::default()))
     }
 
@@ -180,6 +190,7 @@ impl<'a> Trainer<'a> {
         CheckpointState {
             config: self.config.clone(),
             train_lines_checksum: lines_checksum(&self.data.lines),
+            projection: self.data.projection.as_ref().map(Projection::checksum),
             step,
             elapsed_seconds,
             best: run.best,
@@ -295,8 +306,8 @@ impl<'a> Trainer<'a> {
         let data = self.data;
         let lines: Vec<usize> = indices.iter().map(|&i| data.lines[i]).collect();
         let teacher_en = Tensor::from_vec(
-            data.teacher.embeddings_of(&lines),
-            (indices.len(), data.teacher.dim),
+            data.targets.embeddings_of(&lines),
+            (indices.len(), data.targets.dim),
             x.device(),
         )?;
         let loss = self.config.loss;
@@ -335,7 +346,7 @@ impl<'a> Trainer<'a> {
             Method::Kd => kd,
             Method::Ot => {
                 let (states, longest, lengths) = self.teacher_token_states(indices)?;
-                let dim = data.teacher.dim;
+                let dim = data.targets.dim;
                 let (iterations, marginal_error, total) = if loss_cfg.ot_unrolled {
                     let states = Tensor::from_vec(states, (batch, longest, dim), &Device::Cpu)?;
                     let ot = ot_term(&states, &lengths, x.tokens.as_tensor(), &x.batch.lengths, &loss_cfg)?;
@@ -385,7 +396,7 @@ impl<'a> Trainer<'a> {
             Method::Kd => kd,
             Method::Ot => {
                 let (states, longest, lengths) = self.teacher_token_states(indices)?;
-                let shape = (indices.len(), longest, data.teacher.dim);
+                let shape = (indices.len(), longest, data.targets.dim);
                 let states = Tensor::from_vec(states, shape, self.student.device())?;
                 let ot = ot_term(&states, &lengths, &x.token_states, &x_batch.lengths, &loss_cfg)?;
                 interval.ot = f64::from(ot.loss.to_scalar::<f32>()?);
@@ -444,12 +455,13 @@ impl<'a> Trainer<'a> {
         Ok(self.optimizer.step_with(&grads)?)
     }
 
-    /// Teacher token states of the batch without `[CLS]` and `[SEP]` (they carry no word),
-    /// padded to `[batch, longest, dim]`, and the real lengths.
+    /// Teacher token states of the batch without `[CLS]` and `[SEP]` (they carry no word), in the
+    /// student's output space (through the run's projection, if any), padded to
+    /// `[batch, longest, out_dim]`, and the real lengths.
     fn teacher_token_states(&self, indices: &[usize]) -> Result<(Vec<f32>, usize, Vec<usize>)> {
         let teacher = &self.data.teacher;
         let states = teacher.token_states.as_ref().context("teacher token states missing")?;
-        let dim = teacher.dim;
+        let (teacher_dim, dim) = (teacher.dim, self.data.targets.dim);
         let lengths: Vec<usize> = indices
             .iter()
             .map(|&i| {
@@ -460,11 +472,17 @@ impl<'a> Trainer<'a> {
         let longest = lengths.iter().copied().max().unwrap_or(0).max(1);
         let mut padded = vec![0f32; indices.len() * longest * dim];
         for (b, (&i, &len)) in indices.iter().zip(&lengths).enumerate() {
-            let rows =
-                states.read_sentence(self.data.lines[i], dim).context("reading teacher token states")?;
-            let words = rows.get(dim..(len + 1) * dim).unwrap_or(&[]);
-            for (dst, src) in padded[b * longest * dim..].iter_mut().zip(words) {
-                *dst = src.to_f32();
+            let rows = states
+                .read_sentence(self.data.lines[i], teacher_dim)
+                .context("reading teacher token states")?;
+            let words = rows.get(teacher_dim..(len + 1) * teacher_dim).unwrap_or(&[]);
+            let dst = padded[b * longest * dim..].iter_mut();
+            match &self.data.projection {
+                None => dst.zip(words).for_each(|(d, s)| *d = s.to_f32()),
+                Some(p) => {
+                    let words: Vec<f32> = words.iter().map(|s| s.to_f32()).collect();
+                    dst.zip(p.token_states(&words)).for_each(|(d, s)| *d = s);
+                }
             }
         }
         Ok((padded, longest, lengths))

@@ -414,7 +414,7 @@ pub fn anchors(
     let untrained = Student::new(config.student, 0)?;
     let (ua, ub, untrained_probe) = test_ranks(&untrained, &prepared, probe.as_deref())?;
     let ridge = Student::new(config.student, 0)?;
-    ridge.init_from_ridge(&data.x, |s| data.teacher.embedding(data.lines[s]), lambda)?;
+    ridge.init_from_ridge(&data.x, |s| data.targets.embedding(data.lines[s]), lambda)?;
     let (ra, rb, ridge_probe) = test_ranks(&ridge, &prepared, probe.as_deref())?;
     let both = |a: &[usize], b: &[usize]| BothDirections {
         x_to_en: metrics_from_ranks(a),

@@ -415,23 +415,28 @@ pub struct BlobBudget {
     pub index_bytes: usize,
     /// Documents in the index.
     pub documents: usize,
-    /// Scratch RAM for a query of [`BUDGET_QUERY_WORDS`] words.
+    /// Scratch RAM for a query of `scratch_words` words.
     pub scratch_bytes: usize,
+    /// The query length `scratch_bytes` is for: [`BUDGET_QUERY_WORDS`], or the tokenizer's
+    /// `max_words` when it keeps fewer (the `nano` preset's 16).
+    pub scratch_words: usize,
 }
 
-/// The query length the scratch budget is stated for.
+/// The query length the scratch budget is stated for (unless the model reads fewer words).
 pub const BUDGET_QUERY_WORDS: usize = 32;
 
 /// The sizes of a loaded blob.
 pub fn budget(blob: &[u8]) -> Result<BlobBudget, otkd_runtime::LoadError> {
     let model = Model::from_bytes(blob)?;
     let index = model.index();
+    let words = BUDGET_QUERY_WORDS.min(usize::from(model.config().tokenizer.max_words));
     Ok(BlobBudget {
         total_bytes: blob.len(),
         weight_bytes: model.weight_bytes(),
         index_bytes: index.as_ref().map_or(0, |i| i.stored_bytes()),
         documents: index.as_ref().map_or(0, |i| i.len()),
-        scratch_bytes: Scratch::ram_bytes(model.config(), BUDGET_QUERY_WORDS),
+        scratch_bytes: Scratch::ram_bytes(model.config(), words),
+        scratch_words: words,
     })
 }
 
@@ -580,5 +585,33 @@ mod tests {
     fn the_micro_preset_is_the_runtimes_micro_shape() {
         let config = Preset::Micro.validated_config(384).unwrap();
         assert_eq!(model_config(&config).unwrap(), ModelConfig::MICRO);
+    }
+
+    /// `--preset nano` exports exactly the runtime's `ModelConfig::NANO` (what a nano firmware
+    /// sizes its scratch for), and its blob with a 1,000-document index fits 1 MiB of flash with
+    /// 128 KiB to spare for the firmware; a 16-word query (all it reads) needs under 24 KiB of
+    /// scratch, leaving 8 KiB of 32 for the stack.
+    #[test]
+    fn the_nano_preset_is_the_runtimes_nano_shape_and_fits_1_mib() {
+        let config = Preset::Nano.validated_config(384).unwrap();
+        assert_eq!(model_config(&config).unwrap(), ModelConfig::NANO);
+        assert_eq!(config.out_dim, crate::student::NANO_OUT_DIM);
+        assert!(config.projects(384) && !Preset::Micro.config(384).projects(384));
+        let student = Student::new(config, 1).unwrap();
+        let documents = 1000;
+        let mut rng = crate::rng::SplitMix64::new(5, "nano-index");
+        let index = IndexInput {
+            documents: rng.normal_vec(documents * config.out_dim, 1.0),
+            ids: (0..documents as u32).collect(),
+            csls_reference: None,
+            source: "multi30k test_2016_flickr en".into(),
+            lexical: None,
+        };
+        let blob = build_blob(&student, "ay", Some(index)).unwrap();
+        let b = budget(&blob).unwrap();
+        assert_eq!((b.documents, b.scratch_words), (documents, 16));
+        assert!(b.total_bytes <= (1 << 20) - (128 << 10), "{} bytes", b.total_bytes);
+        assert!(b.scratch_bytes <= 24 * 1024, "{} bytes", b.scratch_bytes);
+        assert_eq!(b.index_bytes, documents * (config.out_dim + 8));
     }
 }

@@ -28,10 +28,21 @@ pub const EMBED_BATCH: usize = 256;
 /// LayerNorm epsilon of the student.
 pub const LAYER_NORM_EPS: f32 = 1e-5;
 
-/// Named model sizes. Parameter budgets: `micro` <= 1.5 M (the device preset), `small` <= 8 M.
+/// Named model sizes. Parameter budgets: `nano` <= 0.8 M (1 MiB of flash with a 1,000-document
+/// index), `micro` <= 1.5 M (the device preset), `small` <= 8 M.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Preset {
+    /// <= 0.8 M parameters, for 1 MiB of flash and 32 KiB of RAM (nRF52840-class parts): 4608
+    /// buckets x 128, 1 layer, 4 heads, FFN 256, 16 words, and an output of
+    /// [`NANO_OUT_DIM`] = 128, a PCA projection of the teacher's space
+    /// ([`crate::teacher::projection`]) in which documents are indexed (136 bytes each instead of
+    /// 392). About 0.74 M parameters; the runtime's `ModelConfig::NANO`.
+    ///
+    /// Why 4608 buckets: at rank 128 the ridge start's val X -> en R@1 moves by noise between 4096
+    /// and 5632 buckets (ay 0.896-0.897, qu 0.804-0.818, gn 0.936-0.947), and 4608 leaves the
+    /// blob with 1,000 documents at 872 KiB, so the firmware (67 KiB) fits the same 1 MiB.
+    Nano,
     /// <= 1.5 M parameters: 5632 buckets x 192, 1 layer, 4 heads, FFN 384 (about 1.46 M).
     ///
     /// Why this shape: the width is the rank of the student's linear path, and at this budget
@@ -44,12 +55,20 @@ pub enum Preset {
 
 impl Preset {
     /// The architecture of this preset, projecting to `out_dim` (the teacher's width).
+    ///
+    /// `nano` projects to [`NANO_OUT_DIM`] (or the teacher's width, when that is narrower): its
+    /// targets are the teacher's embeddings in a PCA projection ([`StudentConfig::projects`]).
     pub fn config(self, out_dim: usize) -> StudentConfig {
         let (buckets, dim, layers, heads, ffn) = match self {
+            Preset::Nano => (4608, 128, 1, 4, 256),
             Preset::Micro => (5632, 192, 1, 4, 384),
             Preset::Small => (32768, 192, 2, 4, 768),
         };
-        let tokenizer = TokenizerConfig { buckets, ..TokenizerConfig::DEFAULT };
+        let (out_dim, max_words) = match self {
+            Preset::Nano => (out_dim.min(NANO_OUT_DIM), NANO_MAX_WORDS),
+            Preset::Micro | Preset::Small => (out_dim, TokenizerConfig::DEFAULT.max_words),
+        };
+        let tokenizer = TokenizerConfig { buckets, max_words, ..TokenizerConfig::DEFAULT };
         StudentConfig {
             tokenizer,
             dim,
@@ -84,11 +103,23 @@ impl Preset {
     /// The largest parameter count this preset may have.
     pub fn budget(self) -> usize {
         match self {
+            Preset::Nano => 800_000,
             Preset::Micro => 1_500_000,
             Preset::Small => 8_000_000,
         }
     }
 }
+
+/// The output width of the `nano` preset: the top 128 principal directions of the teacher's
+/// sentence embeddings. Why 128: an index row costs `out_dim + 8` bytes, and the encoder's rank
+/// is at most its width (128 here), so a wider output would add index bytes without rank.
+pub const NANO_OUT_DIM: usize = 128;
+
+/// Words the `nano` student reads (its tokenizer's `max_words`): a 32-word query needs 40 KiB of
+/// scratch at this width (46 features of 8 bytes per word alone take 11.8 KiB), over the 32 KiB
+/// of RAM the preset is for; 16 words need 21 KiB. 4-8% of the Multi30k test captions in ay, gn,
+/// qu and cs have more words (or 16-char windows); they are cut, on the host as on the device.
+pub const NANO_MAX_WORDS: u16 = 16;
 
 /// The architecture of a student.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,7 +136,7 @@ pub struct StudentConfig {
     pub ffn: usize,
     /// Words per sentence (positions learned).
     pub max_words: usize,
-    /// Output width (the teacher's, 384).
+    /// Output width: the teacher's (384), or a PCA projection of it (`nano`: 128).
     pub out_dim: usize,
 }
 
@@ -174,6 +205,12 @@ impl StudentConfig {
             return Err(StudentConfigError::PositionsMismatch { max_words: self.max_words, tokenizer });
         }
         Ok(())
+    }
+
+    /// Whether a student of this architecture, distilled from a teacher `teacher_dim` wide, is
+    /// trained into a PCA projection of the teacher's space (its output is narrower).
+    pub fn projects(&self, teacher_dim: usize) -> bool {
+        self.out_dim < teacher_dim
     }
 
     /// Number of trainable scalars of a student of this architecture.
