@@ -256,13 +256,13 @@ impl ModelConfig {
     /// 32 KiB of RAM: 4608 buckets of the default tokenizer keeping 16 words, dim 128, 1 layer,
     /// 4 heads, ffn 256, out 128 (a PCA projection of the teacher's 384, in which the index
     /// stores its documents already projected). With 1,000 documents the blob is about 872 KiB
-    /// (the firmware's 67 KiB fit beside it); a 16-word query needs 21 KiB of scratch.
+    /// (the firmware fits beside it); a 16-word query needs 25 KiB of scratch.
     ///
     /// ```
     /// use otkd_runtime::{ModelConfig, Scratch};
     /// assert!(ModelConfig::NANO.validate().is_ok());
     /// let words = usize::from(ModelConfig::NANO.tokenizer.max_words);
-    /// assert_eq!(Scratch::ram_bytes(&ModelConfig::NANO, words), 21_432);
+    /// assert_eq!(Scratch::ram_bytes(&ModelConfig::NANO, words), 25_720);
     /// ```
     pub const NANO: ModelConfig = ModelConfig {
         tokenizer: TokenizerConfig { buckets: 4608, max_words: 16, ..TokenizerConfig::DEFAULT },

@@ -225,7 +225,7 @@ impl QueryTerms {
     /// See the [type's example](QueryTerms).
     pub fn set(&mut self, features: &mut [Feature]) {
         features.sort_unstable_by_key(|f| f.id);
-        *self = Self::new();
+        self.clear();
         let out = self;
         let runs = || {
             features.chunk_by(|a, b| a.id == b.id).filter_map(|run| {
@@ -248,6 +248,22 @@ impl QueryTerms {
                 *word |= 1 << (bit % 32);
             }
         }
+    }
+
+    /// Removes every term, in place (a device's terms are 2 KiB: no temporary copy).
+    ///
+    /// ```
+    /// use otkd_runtime::{Feature, QueryTerms};
+    /// let mut terms = QueryTerms::new();
+    /// terms.set(&mut [Feature { word: 0, id: 7 }]);
+    /// terms.clear();
+    /// assert!(terms.is_empty() && terms.dropped() == 0);
+    /// ```
+    pub fn clear(&mut self) {
+        self.terms.clear();
+        self.weights.clear();
+        self.filter.fill(0);
+        self.dropped = 0;
     }
 
     /// The term ids, increasing.

@@ -232,7 +232,7 @@ impl<'a> Model<'a> {
         scratch: &mut Scratch<'_>,
         out: &mut QueryTerms,
     ) -> Result<(), EncodeError> {
-        *out = QueryTerms::new();
+        out.clear();
         let tokenizer = &self.payload.config.tokenizer;
         let report = tokenize(&lexical_config(tokenizer, tokenizer.max_words), text, scratch.features);
         if scratch.features.len() >= scratch.features.capacity() {
