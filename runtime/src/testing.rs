@@ -204,7 +204,8 @@ const LEXICON_WORDS: [&str; 24] = [
     "🦙",
 ];
 
-/// `documents` texts of 3 to 8 of the [`LEXICON_WORDS`] drawn from `rng`.
+/// `documents` texts of 3 to 8 words drawn from `rng` among a fixed list of some of the firmware's
+/// queries' words (`queries.txt`), in several scripts, so that hybrid search finds shared terms.
 pub fn seeded_texts(documents: usize, rng: &mut SplitMix64) -> Vec<String> {
     let mut pick = |n: usize| usize::try_from(rng.next_u64() % n as u64).unwrap_or(0);
     (0..documents)
