@@ -611,7 +611,9 @@ mod tests {
         let b = budget(&blob).unwrap();
         assert_eq!((b.documents, b.scratch_words), (documents, 16));
         assert!(b.total_bytes <= (1 << 20) - (128 << 10), "{} bytes", b.total_bytes);
-        assert!(b.scratch_bytes <= 24 * 1024, "{} bytes", b.scratch_bytes);
+        // 25,720 bytes since the encoder's four-word blocks; with the firmware's stack nano's RAM
+        // is over the 32 KiB goal (README, "The nano preset"). A bound against further growth.
+        assert!(b.scratch_bytes <= 26 * 1024, "{} bytes", b.scratch_bytes);
         assert_eq!(b.index_bytes, documents * (config.out_dim + 8));
     }
 }
