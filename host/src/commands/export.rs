@@ -38,50 +38,36 @@ pub fn export(inputs: &Inputs, args: &ExportArgs) -> Result<()> {
     let trained = run.load_student(args.checkpoint.into())?;
     let lang = trained.config.lang;
     let scoring = args.scoring.into();
-    let indexed = if args.no_index {
-        None
-    } else {
-        let source = run_source(inputs, &run, &SourceArgs::default())?;
-        Some(match &args.docs {
+    let student = (&trained.student, trained.projection.as_ref());
+    let source = if args.no_index { None } else { Some(run_source(inputs, &run, &SourceArgs::default())?) };
+    let indexed = match &source {
+        None => None,
+        Some(source) => Some(match &args.docs {
             Some(path) => {
                 let documents = Documents::read(path)?;
                 if documents.blank_lines > 0 {
                     eprintln!("{}: skipped {} blank line(s)", path.display(), documents.blank_lines);
                 }
-                let student = (&trained.student, trained.projection.as_ref());
-                let index = docs_index(inputs, &source, &documents, args.docs_lang, lang, student, scoring)
+                let index = docs_index(inputs, source, &documents, args.docs_lang, lang, student, scoring)
                     .with_context(|| format!("indexing {}", path.display()))?;
                 (index, documents)
             }
-            None => split_index(
-                inputs,
-                &source,
-                args.index_split,
-                lang,
-                (&trained.student, trained.projection.as_ref()),
-                scoring,
-            )?,
-        })
+            None => split_index(inputs, source, args.index_split, lang, student, scoring)?,
+        }),
     };
     let described = indexed.as_ref().map_or("none".to_string(), |(index, _)| index.source.clone());
     let (mut index, documents) = indexed.unzip();
     let mut choice = None;
-    if let (Some(index), Some(documents)) = (index.as_mut(), documents.as_ref()) {
+    if let (Some(index), Some(documents), Some(source)) =
+        (index.as_mut(), documents.as_ref(), source.as_ref())
+    {
         let max_terms = args.lexical_terms.map(|n| n as usize);
         let weight = match args.lexical {
             LexicalArg::Off => 0.0,
             LexicalArg::Weight(weight) => weight,
             LexicalArg::Auto => {
-                let source = run_source(inputs, &run, &SourceArgs::default())?;
-                let chosen = lexical_weight_on_dev(
-                    inputs,
-                    &source,
-                    lang,
-                    (&trained.student, trained.projection.as_ref()),
-                    scoring,
-                    max_terms,
-                )
-                .context("choosing the lexical weight on the run's dev pairs (--lexical auto)")?;
+                let chosen = lexical_weight_on_dev(inputs, source, lang, student, scoring, max_terms)
+                    .context("choosing the lexical weight on the run's dev pairs (--lexical auto)")?;
                 choice = Some(chosen);
                 chosen.weight
             }
