@@ -15,7 +15,9 @@ import unicodedata
 DEFAULT = dict(buckets=1 << 14, seed=0x6F746B64, min_ngram=3, max_ngram=5, max_words=64, max_features_per_word=48)
 SMALL = dict(DEFAULT, buckets=1000, seed=1, min_ngram=1, max_ngram=2)
 NARROW = dict(DEFAULT, buckets=997, seed=7, min_ngram=2, max_ngram=3, max_features_per_word=12)
-CONFIGS = {"d": DEFAULT, "small": SMALL, "narrow": NARROW}
+# Every character a word: the cap is a one-char word's features (1 + 3 + 2 + 1 for `<c>`).
+CHARS = dict(DEFAULT, min_ngram=1, max_ngram=3, max_features_per_word=7)
+CONFIGS = {"d": DEFAULT, "small": SMALL, "narrow": NARROW, "chars": CHARS}
 
 CASES = [
     ("d", "Cat"),
@@ -29,6 +31,8 @@ CASES = [
     ("d", "\u4e00\u4e2a\u7a7f\u7740\u6a59\u8272\u5e3d\u5b50\u7684\u7537\u4eba\u6b63\u5728\u76ef\u7740\u4ec0\u4e48\u4e1c\u897f"),
     # Window 5, stride 2: windows [0, 5), [2, 7), [4, 8).
     ("narrow", "Abcdefgh ij"),
+    # Window 1, stride 1: each char a word, across a separator too.
+    ("chars", "\u72d7\u5728\u8dd1\u3002\u732b Ab"),
 ]
 
 SEPARATORS = set(" ,!.'") | {"\u00a1", "\u00bf", "\u3001", "\u3002"}

@@ -15,6 +15,7 @@ use crate::distill::losses::{KdVariant, LossConfig, Method};
 use crate::distill::optim::AdamWConfig;
 use crate::distill::run_dir::CheckpointKind;
 use crate::experiment::plan::ExperimentPreset;
+use crate::student::ridge::Ngrams;
 use crate::student::Preset;
 
 /// Sentences per teacher batch when the cache must be filled (every command's default).
@@ -665,8 +666,8 @@ pub struct BaselineArgs {
     /// Teacher batch size.
     #[arg(long, default_value_t = DEFAULT_TEACHER_BATCH, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub batch: u32,
-    /// Character n-gram range of the ridge student: auto (chosen on dev among 3-5, 2-4, 1-3) or
-    /// MIN-MAX; TF-IDF keeps 3-5.
+    /// Character n-gram range of the ridge student: auto (chosen on dev among 3-5, 2-4, 1-3 and
+    /// 1-3/chars), MIN-MAX, or MIN-MAX/chars (every character a word); TF-IDF keeps 3-5.
     #[arg(long, default_value = "auto", requires = "ridge")]
     pub ngrams: NgramsArg,
     /// Also fit the closed-form ridge student (4096 hashed n-gram buckets -> the teacher's 384-d
@@ -679,14 +680,14 @@ pub struct BaselineArgs {
     pub json: bool,
 }
 
-/// `--ngrams`: the tokenizer's character n-gram range.
+/// `--ngrams`: the tokenizer's character n-gram range, and whether every character is a word.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NgramsArg {
     /// Chosen per bitext by the closed-form ridge fit on dev
     /// ([`crate::student::ridge::choose_ngram_range`]).
     Auto,
-    /// `MIN-MAX` chars, boundary marks included.
-    Range(u8, u8),
+    /// `MIN-MAX` chars, boundary marks included, `/chars` for character words.
+    Fixed(Ngrams),
 }
 
 impl std::str::FromStr for NgramsArg {
@@ -696,14 +697,7 @@ impl std::str::FromStr for NgramsArg {
         if s == "auto" {
             return Ok(Self::Auto);
         }
-        let bad =
-            || format!("{s:?} is neither \"auto\" nor a range MIN-MAX with 1 <= MIN <= MAX <= 8, e.g. 3-5");
-        let (min, max) = s.split_once('-').ok_or_else(bad)?;
-        let (min, max) = (min.parse::<u8>().map_err(|_| bad())?, max.parse::<u8>().map_err(|_| bad())?);
-        if min == 0 || min > max || max > otkd_runtime::tokenizer::MAX_NGRAM {
-            return Err(bad());
-        }
-        Ok(Self::Range(min, max))
+        s.parse::<Ngrams>().map(Self::Fixed).map_err(|e| format!("neither \"auto\" nor a setting: {e}"))
     }
 }
 
@@ -754,7 +748,9 @@ pub struct TrainArgs {
     #[command(flatten)]
     pub source: SourceArgs,
     /// Character n-gram range of the student's tokenizer: auto (the closed-form ridge fit on dev
-    /// chooses among 3-5, 2-4 and 1-3, seconds each; 3-5 unless another is a point better) or MIN-MAX.
+    /// chooses among 3-5, 2-4, 1-3 and 1-3/chars, seconds each; 3-5 unless another is a point
+    /// better), MIN-MAX, or MIN-MAX/chars (every character a word of its own: scripts in which a
+    /// character is a word).
     #[arg(long, default_value = "auto")]
     pub ngrams: NgramsArg,
     /// Student size: nano (<= 0.8 M: 4608 buckets x 128, 1 layer, 16 words, output a 128-d PCA
@@ -907,9 +903,8 @@ impl TrainArgs {
         let method = self.method.into();
         let preset: Preset = self.preset.into();
         let mut student = preset.validated_config(teacher_dim)?;
-        if let NgramsArg::Range(min, max) = self.ngrams {
-            student.tokenizer.min_ngram = min;
-            student.tokenizer.max_ngram = max;
+        if let NgramsArg::Fixed(ngrams) = self.ngrams {
+            student.tokenizer = ngrams.apply(student.tokenizer);
         }
         Ok(TrainConfig {
             method,
@@ -1173,8 +1168,12 @@ mod tests {
     #[test]
     fn ngram_ranges_parse_or_are_refused() {
         assert_eq!("auto".parse::<NgramsArg>(), Ok(NgramsArg::Auto));
-        assert_eq!("1-3".parse::<NgramsArg>(), Ok(NgramsArg::Range(1, 3)));
-        for bad in ["0-3", "4-2", "1-9", "3", "a-b", ""] {
+        assert_eq!("1-3".parse::<NgramsArg>(), Ok(NgramsArg::Fixed(Ngrams::range(1, 3))));
+        assert_eq!(
+            "1-3/chars".parse::<NgramsArg>(),
+            Ok(NgramsArg::Fixed(Ngrams { min: 1, max: 3, char_words: true }))
+        );
+        for bad in ["0-3", "4-2", "1-9", "3", "a-b", "", "1-3/", "1-3/words", "/chars"] {
             assert!(bad.parse::<NgramsArg>().is_err(), "{bad}");
         }
     }

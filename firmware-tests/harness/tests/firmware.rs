@@ -14,7 +14,7 @@ use otkd_firmware_harness::{
     contains, corrupt_blob, count_tests, parse, require_tools, run, sections,
 };
 use otkd_runtime::Model;
-use otkd_runtime::testing::{micro_blob, tiny_blob};
+use otkd_runtime::testing::{TINY, micro_blob, tiny_blob};
 
 /// Prints past libtest's output capture (straight to stderr, as `print!` is captured), so that the
 /// measurements and the `firmware: N passed, 0 failed` line show in a plain `cargo test` log.
@@ -166,6 +166,22 @@ fn seeded_tiny_blob_is_bit_exact_with_the_host() {
     let build = build("seeded-tiny", &tiny_blob()).unwrap_or_else(|e| panic!("{e}"));
     let report = check_bit_exact("seeded-tiny", &tools, &build);
     assert!(report.queries.iter().any(|q| q.encode_error.as_deref() == Some("EmptyQuery")));
+}
+
+/// A blob whose tokenizer makes every character a word (`--ngrams 1-3/chars`, chosen for scripts
+/// in which a character is a word): the device tokenizes, encodes and searches as the host does.
+#[test]
+fn seeded_char_words_blob_is_bit_exact_with_the_host() {
+    let Some(tools) = require_tools("seeded_char_words_blob_is_bit_exact_with_the_host") else { return };
+    let tokenizer = otkd_runtime::TokenizerConfig { min_ngram: 1, max_ngram: 3, ..TINY.tokenizer }.with_char_words();
+    let blob = otkd_runtime::testing::seeded_blob(
+        otkd_runtime::ModelConfig { tokenizer, ..TINY },
+        otkd_runtime::testing::TINY_DOCUMENTS,
+        otkd_runtime::testing::SEED,
+    );
+    assert!(Model::from_bytes(&blob).expect("loads").config().tokenizer.has_char_words());
+    let build = build("seeded-char-words", &blob).unwrap_or_else(|e| panic!("{e}"));
+    check_bit_exact("seeded-char-words", &tools, &build);
 }
 
 /// The `micro` preset with a 1000-document index: a trained export when `OTKD_FIRMWARE_MICRO_BLOB`

@@ -49,8 +49,8 @@ pub fn run(inputs: &Inputs, args: &BaselineArgs) -> Result<()> {
             Some((train_en, val_en)) => {
                 let val = data.bitext(Split::Dev, lang)?;
                 let mut config = crate::student::ridge::RidgeConfig::default();
-                let (min, max) = match args.ngrams {
-                    NgramsArg::Range(min, max) => (min, max),
+                let ngrams = match args.ngrams {
+                    NgramsArg::Fixed(ngrams) => ngrams,
                     NgramsArg::Auto => {
                         let lambda = crate::distill::config::DEFAULT_RIDGE_LAMBDA as f32;
                         let choice = choose_ngram_range(lambda, &train, train_en, &val, val_en)?;
@@ -60,7 +60,7 @@ pub fn run(inputs: &Inputs, args: &BaselineArgs) -> Result<()> {
                         choice.chosen
                     }
                 };
-                (config.tokenizer.min_ngram, config.tokenizer.max_ngram) = (min, max);
+                config.tokenizer = ngrams.apply(config.tokenizer);
                 let fit = crate::student::ridge::fit(&config, &train, train_en, &val, val_en, |_| {})?;
                 let reference = crate::eval::CslsReference::new(&train, &val);
                 let reference_x = reference.x();

@@ -14,7 +14,7 @@ use crate::distill::config::{Start, TrainError};
 use crate::distill::data::TrainData;
 use crate::distill::run_dir::{CheckpointKind, EvalRecord, FinalReport, RunDir};
 use crate::distill::trainer::{Outcome, Trainer};
-use crate::student::ridge::choose_ngram_range;
+use crate::student::ridge::{Ngrams, choose_ngram_range};
 
 /// A library error phrased with the flags of `otkd train` (and `experiment`).
 pub(super) fn with_flags(err: anyhow::Error) -> anyhow::Error {
@@ -148,17 +148,16 @@ pub fn run(inputs: &Inputs, args: &TrainArgs) -> Result<()> {
     }
     let mut config = config;
     let ngram_choice = match args.ngrams {
-        NgramsArg::Range(..) => None,
-        // A resumed run keeps the range it was trained with.
+        NgramsArg::Fixed(_) => None,
+        // A resumed run keeps the setting it was trained with.
         NgramsArg::Auto if args.resume => {
             let saved = dir.config()?.student.tokenizer;
-            config.student.tokenizer.min_ngram = saved.min_ngram;
-            config.student.tokenizer.max_ngram = saved.max_ngram;
+            config.student.tokenizer = Ngrams::of(&saved).apply(config.student.tokenizer);
             None
         }
         NgramsArg::Auto => {
             let spinner = progress::spinner(
-                "choosing the n-gram range: closed-form ridge on dev for 3-5, 2-4, 1-3".into(),
+                "choosing the tokenizer: closed-form ridge on dev for 3-5, 2-4, 1-3, 1-3/chars".into(),
             );
             let choice = choose_ngram_range(
                 config.ridge_lambda as f32,
@@ -168,8 +167,8 @@ pub fn run(inputs: &Inputs, args: &TrainArgs) -> Result<()> {
                 &val_teacher,
             )?;
             spinner.finish_and_clear();
-            eprintln!("n-gram range {choice}");
-            (config.student.tokenizer.min_ngram, config.student.tokenizer.max_ngram) = choice.chosen;
+            eprintln!("n-grams {choice}");
+            config.student.tokenizer = choice.chosen.apply(config.student.tokenizer);
             Some(choice)
         }
     };

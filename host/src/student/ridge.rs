@@ -391,36 +391,104 @@ pub fn fit(
     Ok(RidgeFit { student, val_r1_by_lambda })
 }
 
-/// The n-gram ranges [`choose_ngram_range`] tries, today's default first.
-pub const NGRAM_CANDIDATES: [(u8, u8); 3] = [(3, 5), (2, 4), (1, 3)];
-
-/// How much better another range's val R@1 must be to replace 3-5: a point, the run-to-run noise
-/// of these numbers (on Multi30k gn, 1-3 beat 3-5 by 0.001, one query of 1,014).
-pub const NGRAM_MARGIN: f64 = 0.01;
-
-/// The n-gram range chosen for a bitext, and the val X -> en R@1 of every candidate.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct NgramChoice {
-    /// The chosen `(min_ngram, max_ngram)`.
-    pub chosen: (u8, u8),
-    /// `((min_ngram, max_ngram), val X -> en R@1)` of each candidate, in [`NGRAM_CANDIDATES`]
-    /// order.
-    pub val_r1: Vec<((u8, u8), f64)>,
+/// A tokenizer setting [`choose_ngram_range`] tries: the character n-gram range and whether
+/// every character is a word ([`TokenizerConfig::with_char_words`]). Written `3-5` or
+/// `1-3/chars` (flags, reports, `ngrams.json`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Ngrams {
+    /// Shortest n-gram, in chars, boundary marks included.
+    pub min: u8,
+    /// Longest n-gram.
+    pub max: u8,
+    /// Every character a word of its own.
+    pub char_words: bool,
 }
 
-/// `2-4 (ridge dev R@1: 3-5 0.180, 2-4 0.446, 1-3 0.793)`.
-impl std::fmt::Display for NgramChoice {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let tried: Vec<String> = self.val_r1.iter().map(|((a, b), r1)| format!("{a}-{b} {r1:.3}")).collect();
-        write!(f, "{}-{} (ridge dev R@1: {})", self.chosen.0, self.chosen.1, tried.join(", "))
+impl Ngrams {
+    /// `min`-`max` over ordinary words.
+    pub const fn range(min: u8, max: u8) -> Self {
+        Self { min, max, char_words: false }
+    }
+
+    /// `tokenizer` with this setting. Ordinary words keep `tokenizer`'s per-word cap (its
+    /// window); character words set the cap of a one-char word.
+    pub fn apply(self, tokenizer: TokenizerConfig) -> TokenizerConfig {
+        let ranged = TokenizerConfig { min_ngram: self.min, max_ngram: self.max, ..tokenizer };
+        if self.char_words { ranged.with_char_words() } else { ranged }
+    }
+
+    /// The setting `tokenizer` has.
+    pub fn of(tokenizer: &TokenizerConfig) -> Self {
+        Self { min: tokenizer.min_ngram, max: tokenizer.max_ngram, char_words: tokenizer.has_char_words() }
     }
 }
 
-/// Chooses the character n-gram range of the tokenizer for a bitext: the closed-form ridge
-/// student ([`RidgeConfig::default`]'s buckets, one `lambda`) is fitted with each of
-/// [`NGRAM_CANDIDATES`] and the best val X -> en R@1 wins if it beats today's 3-5 by
-/// [`NGRAM_MARGIN`]; else 3-5 stays. Why: in a script where one or two characters make a
-/// word, 3-5-grams mostly span word boundaries and miss the words (seconds per candidate).
+/// `3-5`, `1-3/chars`.
+impl std::fmt::Display for Ngrams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}{}", self.min, self.max, if self.char_words { "/chars" } else { "" })
+    }
+}
+
+impl std::str::FromStr for Ngrams {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || {
+            format!(
+                "{s:?} is not a range MIN-MAX with 1 <= MIN <= MAX <= {}, e.g. 3-5, or MIN-MAX/chars \
+                 (every character a word), e.g. 1-3/chars",
+                otkd_runtime::tokenizer::MAX_NGRAM
+            )
+        };
+        let (range, char_words) = match s.strip_suffix("/chars") {
+            Some(range) => (range, true),
+            None => (s, false),
+        };
+        let (min, max) = range.split_once('-').ok_or_else(bad)?;
+        let (min, max) = (min.parse::<u8>().map_err(|_| bad())?, max.parse::<u8>().map_err(|_| bad())?);
+        if min == 0 || min > max || max > otkd_runtime::tokenizer::MAX_NGRAM {
+            return Err(bad());
+        }
+        Ok(Self { min, max, char_words })
+    }
+}
+
+/// The settings [`choose_ngram_range`] tries, today's default first.
+pub const NGRAM_CANDIDATES: [Ngrams; 4] = [
+    Ngrams::range(3, 5),
+    Ngrams::range(2, 4),
+    Ngrams::range(1, 3),
+    Ngrams { min: 1, max: 3, char_words: true },
+];
+
+/// How much better another setting's val R@1 must be to replace 3-5: a point, the run-to-run
+/// noise of these numbers (on Multi30k gn, 1-3 beat 3-5 by 0.001, one query of 1,014).
+pub const NGRAM_MARGIN: f64 = 0.01;
+
+/// The tokenizer setting chosen for a bitext, and the val X -> en R@1 of every candidate.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct NgramChoice {
+    /// The chosen setting.
+    pub chosen: Ngrams,
+    /// `(setting, val X -> en R@1)` of each candidate, in [`NGRAM_CANDIDATES`] order.
+    pub val_r1: Vec<(Ngrams, f64)>,
+}
+
+/// `1-3/chars (ridge dev R@1: 3-5 0.180, 2-4 0.446, 1-3 0.793, 1-3/chars 0.930)`.
+impl std::fmt::Display for NgramChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let tried: Vec<String> = self.val_r1.iter().map(|(setting, r1)| format!("{setting} {r1:.3}")).collect();
+        write!(f, "{} (ridge dev R@1: {})", self.chosen, tried.join(", "))
+    }
+}
+
+/// Chooses the tokenizer's character n-gram range, and whether every character is a word, for a
+/// bitext: the closed-form ridge student ([`RidgeConfig::default`]'s buckets, one `lambda`) is
+/// fitted with each of [`NGRAM_CANDIDATES`] and the best val X -> en R@1 wins if it beats
+/// today's 3-5 by [`NGRAM_MARGIN`]; else 3-5 stays. Why: in a script where one or two
+/// characters make a word, 3-5-grams mostly span word boundaries and miss the words, and in one
+/// where a character is a word the characters are the words (seconds per candidate).
 pub fn choose_ngram_range(
     lambda: f32,
     train: &Bitext,
@@ -429,14 +497,11 @@ pub fn choose_ngram_range(
     val_en: &TeacherOutputs,
 ) -> Result<NgramChoice, RidgeError> {
     let mut val_r1 = Vec::new();
-    for (min_ngram, max_ngram) in NGRAM_CANDIDATES {
+    for candidate in NGRAM_CANDIDATES {
         let base = RidgeConfig::default();
-        let config = RidgeConfig {
-            tokenizer: TokenizerConfig { min_ngram, max_ngram, ..base.tokenizer },
-            lambdas: vec![lambda],
-        };
+        let config = RidgeConfig { tokenizer: candidate.apply(base.tokenizer), lambdas: vec![lambda] };
         let fit = fit(&config, train, train_en, val, val_en, |_| {})?;
-        val_r1.push(((min_ngram, max_ngram), fit.val_r1_by_lambda[0].1));
+        val_r1.push((candidate, fit.val_r1_by_lambda[0].1));
     }
     let today = val_r1[0];
     let mut best = today;
@@ -749,7 +814,8 @@ mod tests {
             &val_en,
         )
         .unwrap();
-        assert_ne!(choice.chosen, (3, 5), "{choice:?}");
+        // Words of one character, written without spaces: the characters are the words.
+        assert!(choice.chosen.char_words, "{choice:?}");
         let best = choice.val_r1.iter().map(|c| c.1).fold(0.0, f64::max);
         let first_best = choice.val_r1.iter().find(|c| c.1 == best).unwrap().0;
         assert_eq!(choice.chosen, first_best, "the best, the earlier on ties: {choice:?}");
