@@ -15,8 +15,8 @@ use crate::distill::losses::{KdVariant, LossConfig, Method};
 use crate::distill::optim::AdamWConfig;
 use crate::distill::run_dir::CheckpointKind;
 use crate::experiment::plan::ExperimentPreset;
-use crate::student::ridge::Ngrams;
 use crate::student::Preset;
+use crate::student::ridge::Ngrams;
 
 /// Sentences per teacher batch when the cache must be filled (every command's default).
 pub const DEFAULT_TEACHER_BATCH: u32 = 64;

@@ -93,11 +93,14 @@ pub const MAGIC: [u8; 4] = *b"OTKD";
 /// The blob format this runtime reads and writes.
 ///
 /// ```
-/// assert_eq!(otkd_runtime::FORMAT_VERSION, 3);
+/// assert_eq!(otkd_runtime::FORMAT_VERSION, 4);
 /// ```
 ///
-/// Version 2 added the [`Provenance`] strings after the config, version 3 the index's lexicon.
-pub const FORMAT_VERSION: u32 = 3;
+/// Version 2 added the [`Provenance`] strings after the config, version 3 the index's lexicon,
+/// version 4 lexical terms of their own n-gram range ([`LEXICAL_NGRAMS`](crate::LEXICAL_NGRAMS)),
+/// whatever the model's: a version-3 lexicon of a model trained with another range would be
+/// searched with terms it does not hold.
+pub const FORMAT_VERSION: u32 = 4;
 
 /// Bytes before the payload: magic, version, payload length, CRC-32.
 ///

@@ -31,17 +31,43 @@ pub const MAX_QUERY_TERMS: usize = 256;
 /// query's terms only when its bit is set, so most postings cost one bit test.
 const FILTER_BITS: usize = 4096;
 
-/// The tokenizer configuration of lexical terms: the model's, with [`LEXICAL_BUCKETS`] buckets
-/// and at most `max_words` words (a query: the model's own; a document: as many as it has).
+/// The character n-gram range of lexical terms, whatever the model's: the range of the char
+/// TF-IDF baseline, which matches words best. Measured on Global Voices Aymara (hybrid, int8, dev
+/// R@1 cosine / CSLS): with a student whose tokenizer chose 1-3, terms of its own range 0.630 /
+/// 0.671, terms of 3-5 0.646 / 0.682.
+///
+/// ```
+/// assert_eq!(otkd_runtime::LEXICAL_NGRAMS, (3, 5));
+/// ```
+pub const LEXICAL_NGRAMS: (u8, u8) = (3, 5);
+
+/// The tokenizer configuration of lexical terms: the model's words (character words if the
+/// model has them) and at most as many features per word, [`LEXICAL_NGRAMS`],
+/// [`LEXICAL_BUCKETS`] buckets and at most `max_words` words (a query: the model's own; a
+/// document: as many as it has).
 ///
 /// ```
 /// use otkd_runtime::{lexical_config, TokenizerConfig, LEXICAL_BUCKETS};
 ///
-/// let config = lexical_config(&TokenizerConfig::DEFAULT, 64);
-/// assert_eq!((config.buckets, config.max_ngram), (LEXICAL_BUCKETS, TokenizerConfig::DEFAULT.max_ngram));
+/// let model = TokenizerConfig { min_ngram: 1, max_ngram: 3, ..TokenizerConfig::DEFAULT };
+/// let config = lexical_config(&model, 64);
+/// assert_eq!((config.buckets, config.min_ngram, config.max_ngram), (LEXICAL_BUCKETS, 3, 5));
+/// assert!(lexical_config(&model.with_char_words(), 64).has_char_words());
 /// ```
 pub const fn lexical_config(model: &TokenizerConfig, max_words: u16) -> TokenizerConfig {
-    TokenizerConfig { buckets: LEXICAL_BUCKETS, max_words, ..*model }
+    // No more features per word than the model's words have, so a query's terms fit the scratch
+    // memory sized for its encoding (at most the model's u16 cap: no truncation).
+    #[allow(clippy::cast_possible_truncation)]
+    let per_word = model.max_features_per_window() as u16;
+    let terms = TokenizerConfig {
+        buckets: LEXICAL_BUCKETS,
+        max_words,
+        min_ngram: LEXICAL_NGRAMS.0,
+        max_ngram: LEXICAL_NGRAMS.1,
+        max_features_per_word: per_word,
+        ..*model
+    };
+    if model.has_char_words() { terms.with_char_words() } else { terms }
 }
 
 /// A sentence embedding: L2-normalised, then quantized to int8 with one f32 scale (the form the

@@ -87,8 +87,8 @@ pub use blob::{
     FORMAT_VERSION, HEADER_LEN, LoadError, MAGIC, MAX_LAYERS, MAX_OUT_DIM, ModelConfig, Provenance, crc32,
 };
 pub use index::{
-    Embedding, Hit, Index, LEXICAL_BUCKETS, MAX_QUERY_TERMS, Query, QueryTerms, Scoring, SearchError,
-    lexical_config,
+    Embedding, Hit, Index, LEXICAL_BUCKETS, LEXICAL_NGRAMS, MAX_QUERY_TERMS, Query, QueryTerms, Scoring,
+    SearchError, lexical_config,
 };
 pub use model::{EncodeError, Model, Scratch};
 pub use quant::quantize_row;

@@ -3,7 +3,7 @@
 use otkd_runtime::testing::{MINIMAL, OwnedScratch, SplitMix64, seeded_index};
 use otkd_runtime::{
     BlobParts, Embedding, EncodeError, Hit, IndexParts, LexiconParts, Model, ModelConfig, Query, QueryTerms,
-    Scoring, SearchError,
+    Scoring, SearchError, TokenizerConfig,
 };
 
 fn blob_with_index(out_dim: u16, index: IndexParts) -> Vec<u8> {
@@ -205,4 +205,31 @@ fn query_terms_count_repeats_and_an_empty_query_is_refused() {
     let mut terms = twice;
     assert_eq!(model.terms(" ¿? ", &mut scratch.scratch(), &mut terms), Err(EncodeError::EmptyQuery));
     assert!(terms.is_empty());
+}
+
+#[test]
+fn lexical_terms_have_their_own_ngram_range_whatever_the_models() {
+    // A model trained with 1-3-grams gets the same query terms as one with 3-5: terms are
+    // LEXICAL_NGRAMS-grams of the model's words, on the device as in the writer's lexicon.
+    let three_five = ModelConfig { layers: 0, heads: 1, out_dim: 2, ..MINIMAL };
+    let one_three = ModelConfig {
+        tokenizer: TokenizerConfig { min_ngram: 1, max_ngram: 3, ..three_five.tokenizer },
+        ..three_five
+    };
+    let model_of = |config: ModelConfig| BlobParts::new(config).to_bytes().unwrap();
+    let (a, b) = (model_of(three_five), model_of(one_three));
+    let terms = |blob: &[u8], text| {
+        let t = terms_of(&Model::from_bytes(blob).unwrap(), text);
+        t.terms().zip(t.weights()).collect::<Vec<_>>()
+    };
+    assert_eq!(terms(&a, "Evo Morales"), terms(&b, "Evo Morales"));
+    // `<evo>` and `<morales>`: a word feature each and their 3-, 4- and 5-grams.
+    assert_eq!(terms(&a, "Evo Morales").len(), (1 + 3 + 2 + 1) + (1 + 7 + 6 + 5));
+    // Character words stay character words: each char its word feature and `<c>`.
+    let chars = model_of(ModelConfig { tokenizer: one_three.tokenizer.with_char_words(), ..three_five });
+    let t = terms(&chars, "狗跑狗");
+    assert_eq!(t.len(), 4);
+    let doc = LexiconParts::from_texts(&one_three.tokenizer.with_char_words(), &["狗跑"], 1.0, None);
+    assert_eq!(doc.documents[0].len(), 4);
+    assert!(doc.documents[0].iter().all(|(id, _)| t.iter().any(|(q, _)| q == id)));
 }

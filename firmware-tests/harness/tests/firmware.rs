@@ -173,7 +173,8 @@ fn seeded_tiny_blob_is_bit_exact_with_the_host() {
 #[test]
 fn seeded_char_words_blob_is_bit_exact_with_the_host() {
     let Some(tools) = require_tools("seeded_char_words_blob_is_bit_exact_with_the_host") else { return };
-    let tokenizer = otkd_runtime::TokenizerConfig { min_ngram: 1, max_ngram: 3, ..TINY.tokenizer }.with_char_words();
+    let tokenizer =
+        otkd_runtime::TokenizerConfig { min_ngram: 1, max_ngram: 3, ..TINY.tokenizer }.with_char_words();
     let blob = otkd_runtime::testing::seeded_blob(
         otkd_runtime::ModelConfig { tokenizer, ..TINY },
         otkd_runtime::testing::TINY_DOCUMENTS,

@@ -478,7 +478,8 @@ pub struct NgramChoice {
 /// `1-3/chars (ridge dev R@1: 3-5 0.180, 2-4 0.446, 1-3 0.793, 1-3/chars 0.930)`.
 impl std::fmt::Display for NgramChoice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let tried: Vec<String> = self.val_r1.iter().map(|(setting, r1)| format!("{setting} {r1:.3}")).collect();
+        let tried: Vec<String> =
+            self.val_r1.iter().map(|(setting, r1)| format!("{setting} {r1:.3}")).collect();
         write!(f, "{} (ridge dev R@1: {})", self.chosen, tried.join(", "))
     }
 }
