@@ -6,7 +6,7 @@ use core::fmt;
 use heapless::CapacityError;
 
 use crate::blob::{HUBNESS_SCALE, IndexBytes, LexiconBytes, MAX_OUT_DIM};
-use crate::quant::{dot, f16s, for_each_row_dot, quantize_activations};
+use crate::quant::{dot, f16s, for_each_row_dot, quantize_activations, wide_len};
 use crate::tokenizer::{Feature, TokenizerConfig};
 
 /// Lexical terms are the tokenizer's features hashed into this many buckets (instead of the
@@ -30,6 +30,10 @@ pub const MAX_QUERY_TERMS: usize = 256;
 /// Bits of the query-term filter (a power of two): a document's term is looked up among the
 /// query's terms only when its bit is set, so most postings cost one bit test.
 const FILTER_BITS: usize = 4096;
+
+/// The widest query embedding [`Index::for_each_hit`] widens once for every document on the DSP
+/// path (the micro preset's 384; 768 bytes of stack): a wider one is multiplied row by row.
+const WIDEST_WIDENED_QUERY: usize = 384;
 
 /// The tokenizer configuration of lexical terms: the model's, with [`LEXICAL_BUCKETS`] buckets
 /// and at most `max_words` words (a query: the model's own; a document: as many as it has).
@@ -660,7 +664,9 @@ impl<'a> Index<'a> {
             (Some(lexicon), Some(terms)) if !terms.is_empty() => Some(LexicalScores::new(lexicon, terms)),
             _ => None,
         };
-        for_each_row_dot(&query.values, self.values, |dot| {
+        // The query widened once for every document (DSP path): 2 bytes per value, on the stack.
+        let mut wide = [core::mem::MaybeUninit::uninit(); wide_len(WIDEST_WIDENED_QUERY)];
+        for_each_row_dot(&query.values, self.values, &mut wide, |dot| {
             let Some(((scale, id), hubness)) = documents.next() else { return };
             let mut cosine = dot as f32 * (query.scale * scale);
             if let Some(lexical) = lexical.as_mut() {
