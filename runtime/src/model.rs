@@ -182,8 +182,8 @@ impl<'a> Model<'a> {
         let mut buffers = Buffers::split(config, words, scratch.floats, scratch.int8s)?;
         self.embed_words(scratch.features, buffers.x);
         let wide = features_as_wide(scratch.features);
-        for layer in &self.payload.layers {
-            run_layer(layer, config, &mut buffers, wide);
+        for layer in self.payload.layers.iter() {
+            run_layer(&layer, config, &mut buffers, wide);
         }
         // The sentence is the mean of the words' projections. The projection is affine, so that is
         // the projection of the words' mean: one product for the text instead of one per word.
@@ -1084,7 +1084,7 @@ mod tests {
                 provenance: Provenance::default(),
                 embeddings: Matrix { values: &embedding_values, scales: &embedding_scales },
                 positions: Matrix { values: &position_values, scales: &position_scales },
-                layers: heapless::Vec::new(),
+                layers: crate::blob::Layers::from_encoded(&[], 0),
                 projection: no_dense,
                 index: None,
             },
