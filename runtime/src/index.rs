@@ -66,7 +66,24 @@ pub struct Embedding {
     scale: f32,
 }
 
+impl Default for Embedding {
+    /// [`Embedding::new`].
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Embedding {
+    /// An empty embedding (no value, scale 0): memory for [`Model::encode_into`](crate::Model::encode_into)
+    /// to write into, e.g. one the caller keeps for every query.
+    ///
+    /// ```
+    /// assert!(otkd_runtime::Embedding::new().is_empty());
+    /// ```
+    pub const fn new() -> Self {
+        Self { values: heapless::Vec::new(), scale: 0.0 }
+    }
+
     /// Quantizes a vector (normalise it first: scores are dot products). Fails when it has more
     /// than [`MAX_OUT_DIM`] values.
     ///
@@ -100,11 +117,17 @@ impl Embedding {
 
     /// [`Embedding::from_f32`] of at most the first [`MAX_OUT_DIM`] values.
     pub(crate) fn quantize(values: &[f32]) -> Self {
-        let mut quantized = heapless::Vec::new();
+        let mut embedding = Self::new();
+        embedding.set_quantized(values);
+        embedding
+    }
+
+    /// Replaces the embedding by [`Embedding::quantize`] of `values`, in place.
+    pub(crate) fn set_quantized(&mut self, values: &[f32]) {
+        self.values.clear();
         // Within capacity: cannot fail.
-        let _ = quantized.resize(values.len().min(MAX_OUT_DIM), 0);
-        let scale = quantize_activations(values, &mut quantized);
-        Self { values: quantized, scale }
+        let _ = self.values.resize(values.len().min(MAX_OUT_DIM), 0);
+        self.scale = quantize_activations(values, &mut self.values);
     }
 
     /// The int8 values.

@@ -166,6 +166,43 @@ impl<'a> Model<'a> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn encode(&self, text: &str, scratch: &mut Scratch<'_>) -> Result<Embedding, EncodeError> {
+        let mut embedding = Embedding::new();
+        self.encode_into(text, scratch, &mut embedding)?;
+        Ok(embedding)
+    }
+
+    /// [`Model::encode`] into `out`, which it replaces (on an error `out` is left as it was): for
+    /// a caller that keeps one [`Embedding`] (1 KiB) for every query instead of having each
+    /// returned by value, which a device's stack may hold twice over while it is moved.
+    ///
+    /// ```
+    /// use otkd_runtime::{BlobParts, Embedding, Feature, Model, ModelConfig, Scratch, TokenizerConfig};
+    ///
+    /// let config = ModelConfig {
+    ///     tokenizer: TokenizerConfig { buckets: 64, max_words: 8, ..TokenizerConfig::DEFAULT },
+    ///     dim: 8, layers: 1, heads: 2, ffn: 16, out_dim: 4, layer_norm_eps: 1e-5,
+    /// };
+    /// let mut parts = BlobParts::new(config);
+    /// parts.embeddings.iter_mut().enumerate().for_each(|(i, e)| *e = (i % 7) as f32 - 3.0);
+    /// parts.projection.weight.iter_mut().enumerate().for_each(|(i, w)| *w = (i % 5) as f32 - 2.0);
+    /// let blob = parts.to_bytes()?;
+    /// let model = Model::from_bytes(&blob)?;
+    /// let mut features = heapless::Vec::<Feature, 512>::new();
+    /// let mut floats = vec![0f32; Scratch::floats_len(&config, 8)];
+    /// let mut int8s = vec![0i8; Scratch::int8s_len(&config, 8)];
+    /// let mut scratch = Scratch::new(features.as_mut_view(), &mut floats, &mut int8s);
+    ///
+    /// let mut embedding = Embedding::new();
+    /// model.encode_into("ein Hund rennt", &mut scratch, &mut embedding)?;
+    /// assert_eq!(embedding, model.encode("ein Hund rennt", &mut scratch)?);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn encode_into(
+        &self,
+        text: &str,
+        scratch: &mut Scratch<'_>,
+        out: &mut Embedding,
+    ) -> Result<(), EncodeError> {
         let config = &self.payload.config;
         let report = tokenize(&config.tokenizer, text, scratch.features);
         // `Scratch::features_len` leaves one spare slot: a full buffer means features were cut off
@@ -201,7 +238,8 @@ impl<'a> Model<'a> {
         if norm > 0.0 {
             buffers.embedding.iter_mut().for_each(|v| *v /= norm);
         }
-        Ok(Embedding::quantize(buffers.embedding))
+        out.set_quantized(buffers.embedding);
+        Ok(())
     }
 
     /// The lexical terms of `text` for [hybrid search](Index#hybrid-search), into `out`: the
