@@ -106,7 +106,8 @@ pub const FORMAT_VERSION: u32 = 3;
 /// ```
 pub const HEADER_LEN: usize = 16;
 
-/// The most transformer layers a blob may hold (they are kept in a fixed-capacity list).
+/// The most transformer layers a blob may hold (a limit of the format: a loaded model keeps its
+/// layers as their encoded bytes, so it costs no memory).
 ///
 /// ```
 /// use otkd_runtime::{LoadError, ModelConfig, TokenizerConfig, MAX_LAYERS};
