@@ -578,7 +578,7 @@ fn take<'s, T>(rest: &mut &'s mut [T], len: usize) -> Result<&'s mut [T], Encode
 /// widened inputs need at most `4 · max(dim, ffn) · 2` bytes, less than the features of the
 /// words a scratch is sized for (`46 · 8` bytes per word with the default tokenizer). A smaller
 /// buffer is correct, only slower on the DSP path.
-fn features_as_wide<'f>(features: &'f mut VecView<Feature>) -> &'f mut Wide {
+fn features_as_wide(features: &mut VecView<Feature>) -> &mut Wide {
     features.clear();
     // SAFETY: every bit pattern is a valid `MaybeUninit` of any type, so the aligned middle of
     // the empty vector's spare capacity may be viewed as `MaybeUninit<u32>`s and written as such;
