@@ -21,7 +21,7 @@
 
 use cortex_m_rt::entry;
 use otkd_firmware::{K, QUERIES, ScratchMemory, Ticks, code, exit};
-use otkd_runtime::{Query, Scoring};
+use otkd_runtime::{Embedding, Query, Scoring};
 
 #[entry]
 fn main() -> ! {
@@ -66,24 +66,21 @@ fn main() -> ! {
         exit(code::WRONG_BLOB)
     }
 
+    // One embedding for every query, written in place (not returned by value: no copies of its
+    // 1 KiB on the stack).
+    let mut embedding = Embedding::new();
     for (i, text) in QUERIES.iter().enumerate() {
         let Some(mut scratch) = memory.scratch_for(model.config()) else { exit(code::WRONG_BLOB) };
         let start = ticks.now();
         // The embedding, then (an index with a lexicon: hybrid search) the text's terms.
-        let encoded = model.encode(text, &mut scratch).and_then(|embedding| {
-            if hybrid {
-                model.terms(text, &mut scratch, terms)?;
-            }
-            Ok(embedding)
-        });
+        let encoded = model
+            .encode_into(text, &mut scratch, &mut embedding)
+            .and_then(|()| if hybrid { model.terms(text, &mut scratch, terms) } else { Ok(()) });
         let encode = ticks.since(start);
-        let embedding = match encoded {
-            Ok(encoded) => encoded,
-            Err(e) => {
-                defmt::info!("@q {=usize} encode-error {} encode-ticks {=u32}", i, e, encode);
-                continue;
-            }
-        };
+        if let Err(e) = encoded {
+            defmt::info!("@q {=usize} encode-error {} encode-ticks {=u32}", i, e, encode);
+            continue;
+        }
         let query = Query { embedding: &embedding, terms: hybrid.then_some(&*terms) };
         for (name, scoring) in [("cosine", Scoring::Cosine), ("csls", Scoring::Csls)] {
             let start = ticks.now();

@@ -109,7 +109,8 @@ pub const FORMAT_VERSION: u32 = 4;
 /// ```
 pub const HEADER_LEN: usize = 16;
 
-/// The most transformer layers a blob may hold (they are kept in a fixed-capacity list).
+/// The most transformer layers a blob may hold (a limit of the format: a loaded model keeps its
+/// layers as their encoded bytes, so it costs no memory).
 ///
 /// ```
 /// use otkd_runtime::{LoadError, ModelConfig, TokenizerConfig, MAX_LAYERS};
@@ -587,22 +588,79 @@ pub struct Provenance<'a> {
     pub index_source: &'a str,
 }
 
-/// The payload, in format order.
-#[derive(Clone, Serialize, Deserialize)]
+/// The payload, in format order (written by its `Serialize`, read field by field by [`open`]).
+#[derive(Clone, Serialize)]
 pub(crate) struct Payload<'a> {
     pub config: ModelConfig,
-    #[serde(borrow)]
     pub provenance: Provenance<'a>,
-    #[serde(borrow)]
     pub embeddings: Matrix<'a>,
-    #[serde(borrow)]
     pub positions: Matrix<'a>,
-    #[serde(borrow)]
-    pub layers: heapless::Vec<Layer<'a>, MAX_LAYERS>,
-    #[serde(borrow)]
+    pub layers: Layers<'a>,
     pub projection: Dense<'a>,
-    #[serde(borrow)]
     pub index: Option<IndexBytes<'a>>,
+}
+
+/// The layers as stored: the postcard encoding of the sequence's elements, each [`Layer`]
+/// decoded when it is used ([`Layers::iter`]; a few hundred instructions per layer and query).
+/// A loaded model so takes a dozen bytes for its layers, not a list of [`MAX_LAYERS`] layers of
+/// 176 bytes each (on a 32-bit device) that loading copied several times over the stack.
+#[derive(Clone, Copy)]
+pub(crate) struct Layers<'a> {
+    /// `len` encoded layers, nothing else.
+    bytes: &'a [u8],
+    len: usize,
+}
+
+impl<'a> Layers<'a> {
+    /// Encoded layers (`len` of them, exactly `bytes`): for the writer.
+    #[cfg(any(test, feature = "std"))]
+    pub fn from_encoded(bytes: &'a [u8], len: usize) -> Self {
+        Self { bytes, len }
+    }
+
+    /// Reads a sequence of at most [`MAX_LAYERS`] layers from the front of `rest` and moves
+    /// `rest` past it; `Decode` when it does not decode (as a list of that capacity refused more).
+    fn take(rest: &mut &'a [u8]) -> Result<Self, LoadError> {
+        let len: usize = take(rest)?;
+        if len > MAX_LAYERS {
+            return Err(LoadError::Decode);
+        }
+        let start = *rest;
+        for _ in 0..len {
+            take::<Layer>(rest)?;
+        }
+        let bytes = start.get(..start.len() - rest.len()).ok_or(LoadError::Decode)?;
+        Ok(Self { bytes, len })
+    }
+
+    /// How many layers.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Each layer, decoded, in order (all of them: [`open`] decoded each once).
+    pub fn iter(&self) -> impl Iterator<Item = Layer<'a>> + 'a {
+        let mut rest = self.bytes;
+        (0..self.len).map_while(move |_| take::<Layer>(&mut rest).ok())
+    }
+}
+
+impl Serialize for Layers<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = serializer.serialize_seq(Some(self.len))?;
+        for layer in self.iter() {
+            seq.serialize_element(&layer)?;
+        }
+        seq.end()
+    }
+}
+
+/// Decodes a `T` from the front of `rest` and moves `rest` past it.
+fn take<'a, T: Deserialize<'a>>(rest: &mut &'a [u8]) -> Result<T, LoadError> {
+    let (value, tail) = postcard::take_from_bytes::<T>(rest).map_err(|_| LoadError::Decode)?;
+    *rest = tail;
+    Ok(value)
 }
 
 /// Reads and checks a whole blob (see the [module docs](self)); the tensors stay borrowed.
@@ -625,7 +683,16 @@ pub(crate) fn open(blob: &[u8]) -> Result<Payload<'_>, LoadError> {
     if crc32(payload) != u32::from_le_bytes([c0, c1, c2, c3]) {
         return Err(LoadError::BadCrc);
     }
-    let (decoded, rest) = postcard::take_from_bytes::<Payload>(payload).map_err(|_| LoadError::Decode)?;
+    let mut rest = payload;
+    let decoded = Payload {
+        config: take(&mut rest)?,
+        provenance: take(&mut rest)?,
+        embeddings: take(&mut rest)?,
+        positions: take(&mut rest)?,
+        layers: Layers::take(&mut rest)?,
+        projection: take(&mut rest)?,
+        index: take(&mut rest)?,
+    };
     if !rest.is_empty() {
         return Err(LoadError::TrailingBytes);
     }
@@ -644,7 +711,7 @@ impl Payload<'_> {
         if self.layers.len() != usize::from(config.layers) {
             return Err(LoadError::ShapeMismatch);
         }
-        for layer in &self.layers {
+        for layer in self.layers.iter() {
             layer.attention_norm.check(dim)?;
             for dense in [layer.query, layer.key, layer.value, layer.attention_out] {
                 dense.check(dim, dim)?;
@@ -714,6 +781,14 @@ mod tests {
         Box::leak(bytes.into_boxed_slice())
     }
 
+    /// `p`'s first layer changed by `change` (the layers re-encoded into leaked bytes).
+    fn change_layer(p: &mut Payload<'static>, change: impl FnOnce(&mut Layer<'static>)) {
+        let mut layers: Vec<Layer<'static>> = p.layers.iter().collect();
+        change(&mut layers[0]);
+        let bytes = layers.iter().flat_map(|layer| postcard::to_allocvec(layer).unwrap()).collect();
+        p.layers = Layers::from_encoded(leak(bytes), layers.len());
+    }
+
     #[test]
     fn crc_matches_the_standard_check_values() {
         assert_eq!(crc32(b""), 0);
@@ -732,7 +807,11 @@ mod tests {
         let blob = tiny_blob();
         let payload = open(&blob).unwrap();
         let range = blob.as_ptr_range();
-        for slice in [payload.embeddings.values, payload.layers[0].ffn_out.bias, payload.index.unwrap().ids] {
+        for slice in [
+            payload.embeddings.values,
+            payload.layers.iter().next().unwrap().ffn_out.bias,
+            payload.index.unwrap().ids,
+        ] {
             assert!(range.contains(&slice.as_ptr()), "not inside the blob");
         }
     }
@@ -804,10 +883,13 @@ mod tests {
         );
         assert_eq!(load_changed(|p| p.positions.scales = &[]), Err(LoadError::ShapeMismatch));
         assert_eq!(
-            load_changed(|p| p.layers[0].key.bias = &p.layers[0].key.bias[4..]),
+            load_changed(|p| change_layer(p, |l| l.key.bias = &l.key.bias[4..])),
             Err(LoadError::ShapeMismatch)
         );
-        assert_eq!(load_changed(|p| p.layers[0].ffn_norm.weight = &[]), Err(LoadError::ShapeMismatch));
+        assert_eq!(
+            load_changed(|p| change_layer(p, |l| l.ffn_norm.weight = &[])),
+            Err(LoadError::ShapeMismatch)
+        );
         assert_eq!(load_changed(|p| p.projection.weight.values = &[]), Err(LoadError::ShapeMismatch));
         assert_eq!(load_changed(|p| p.index.as_mut().unwrap().hubness = &[]), Err(LoadError::ShapeMismatch));
         assert_eq!(load_changed(|p| p.index.as_mut().unwrap().ids = &[0; 4]), Err(LoadError::ShapeMismatch));
@@ -855,7 +937,7 @@ mod tests {
             Err(LoadError::NonFinite)
         );
         assert_eq!(
-            load_changed(|p| p.layers[0].query.weight.scales = nan_scale(p.layers[0].query.weight.scales)),
+            load_changed(|p| change_layer(p, |l| l.query.weight.scales = nan_scale(l.query.weight.scales))),
             Err(LoadError::NonFinite)
         );
         assert_eq!(
@@ -866,7 +948,10 @@ mod tests {
             Err(LoadError::NonFinite)
         );
         let infinite = leak([f32::INFINITY; 4].iter().flat_map(|v| v.to_le_bytes()).collect());
-        assert_eq!(load_changed(|p| p.layers[0].attention_norm.bias = infinite), Err(LoadError::NonFinite));
+        assert_eq!(
+            load_changed(|p| change_layer(p, |l| l.attention_norm.bias = infinite)),
+            Err(LoadError::NonFinite)
+        );
         assert_eq!(load_changed(|p| p.projection.bias = infinite), Err(LoadError::NonFinite));
     }
 

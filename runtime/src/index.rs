@@ -6,7 +6,7 @@ use core::fmt;
 use heapless::CapacityError;
 
 use crate::blob::{HUBNESS_SCALE, IndexBytes, LexiconBytes, MAX_OUT_DIM};
-use crate::quant::{dot, f16s, for_each_row_dot, quantize_activations};
+use crate::quant::{dot, f16s, for_each_row_dot, quantize_activations, wide_len};
 use crate::tokenizer::{Feature, TokenizerConfig};
 
 /// Lexical terms are the tokenizer's features hashed into this many buckets (instead of the
@@ -30,6 +30,10 @@ pub const MAX_QUERY_TERMS: usize = 256;
 /// Bits of the query-term filter (a power of two): a document's term is looked up among the
 /// query's terms only when its bit is set, so most postings cost one bit test.
 const FILTER_BITS: usize = 4096;
+
+/// The widest query embedding [`Index::for_each_hit`] widens once for every document on the DSP
+/// path (the micro preset's 384; 768 bytes of stack): a wider one is multiplied row by row.
+const WIDEST_WIDENED_QUERY: usize = 384;
 
 /// The character n-gram range of lexical terms, whatever the model's: the range of the char
 /// TF-IDF baseline, which matches words best. Measured on Global Voices Aymara (hybrid, int8, dev
@@ -88,7 +92,24 @@ pub struct Embedding {
     scale: f32,
 }
 
+impl Default for Embedding {
+    /// [`Embedding::new`].
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Embedding {
+    /// An empty embedding (no value, scale 0): memory for [`Model::encode_into`](crate::Model::encode_into)
+    /// to write into, e.g. one the caller keeps for every query.
+    ///
+    /// ```
+    /// assert!(otkd_runtime::Embedding::new().is_empty());
+    /// ```
+    pub const fn new() -> Self {
+        Self { values: heapless::Vec::new(), scale: 0.0 }
+    }
+
     /// Quantizes a vector (normalise it first: scores are dot products). Fails when it has more
     /// than [`MAX_OUT_DIM`] values.
     ///
@@ -122,11 +143,17 @@ impl Embedding {
 
     /// [`Embedding::from_f32`] of at most the first [`MAX_OUT_DIM`] values.
     pub(crate) fn quantize(values: &[f32]) -> Self {
-        let mut quantized = heapless::Vec::new();
+        let mut embedding = Self::new();
+        embedding.set_quantized(values);
+        embedding
+    }
+
+    /// Replaces the embedding by [`Embedding::quantize`] of `values`, in place.
+    pub(crate) fn set_quantized(&mut self, values: &[f32]) {
+        self.values.clear();
         // Within capacity: cannot fail.
-        let _ = quantized.resize(values.len().min(MAX_OUT_DIM), 0);
-        let scale = quantize_activations(values, &mut quantized);
-        Self { values: quantized, scale }
+        let _ = self.values.resize(values.len().min(MAX_OUT_DIM), 0);
+        self.scale = quantize_activations(values, &mut self.values);
     }
 
     /// The int8 values.
@@ -686,7 +713,9 @@ impl<'a> Index<'a> {
             (Some(lexicon), Some(terms)) if !terms.is_empty() => Some(LexicalScores::new(lexicon, terms)),
             _ => None,
         };
-        for_each_row_dot(&query.values, self.values, |dot| {
+        // The query widened once for every document (DSP path): 2 bytes per value, on the stack.
+        let mut wide = [core::mem::MaybeUninit::uninit(); wide_len(WIDEST_WIDENED_QUERY)];
+        for_each_row_dot(&query.values, self.values, &mut wide, |dot| {
             let Some(((scale, id), hubness)) = documents.next() else { return };
             let mut cosine = dot as f32 * (query.scale * scale);
             if let Some(lexical) = lexical.as_mut() {

@@ -2,13 +2,14 @@
 //! scratch memory.
 
 use core::fmt;
+use core::mem::MaybeUninit;
 
 use heapless::VecView;
 
 use crate::LoadError;
 use crate::blob::{self, Dense, Layer, ModelConfig, Norm, Payload, Provenance};
 use crate::index::{Embedding, Index, QueryTerms, lexical_config};
-use crate::quant::{Int8, WORDS_PER_PASS, dot, f16s, f32s, for_each_row_dots, quantize_activations};
+use crate::quant::{Int8, WORDS_PER_PASS, Wide, dot, f16s, f32s, for_each_row_dots, quantize_activations};
 use crate::tokenizer::{Feature, tokenize};
 
 /// A student loaded from a blob. It borrows the blob (which can sit in flash) and copies no
@@ -165,6 +166,43 @@ impl<'a> Model<'a> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn encode(&self, text: &str, scratch: &mut Scratch<'_>) -> Result<Embedding, EncodeError> {
+        let mut embedding = Embedding::new();
+        self.encode_into(text, scratch, &mut embedding)?;
+        Ok(embedding)
+    }
+
+    /// [`Model::encode`] into `out`, which it replaces (on an error `out` is left as it was): for
+    /// a caller that keeps one [`Embedding`] (1 KiB) for every query instead of having each
+    /// returned by value, which a device's stack may hold twice over while it is moved.
+    ///
+    /// ```
+    /// use otkd_runtime::{BlobParts, Embedding, Feature, Model, ModelConfig, Scratch, TokenizerConfig};
+    ///
+    /// let config = ModelConfig {
+    ///     tokenizer: TokenizerConfig { buckets: 64, max_words: 8, ..TokenizerConfig::DEFAULT },
+    ///     dim: 8, layers: 1, heads: 2, ffn: 16, out_dim: 4, layer_norm_eps: 1e-5,
+    /// };
+    /// let mut parts = BlobParts::new(config);
+    /// parts.embeddings.iter_mut().enumerate().for_each(|(i, e)| *e = (i % 7) as f32 - 3.0);
+    /// parts.projection.weight.iter_mut().enumerate().for_each(|(i, w)| *w = (i % 5) as f32 - 2.0);
+    /// let blob = parts.to_bytes()?;
+    /// let model = Model::from_bytes(&blob)?;
+    /// let mut features = heapless::Vec::<Feature, 512>::new();
+    /// let mut floats = vec![0f32; Scratch::floats_len(&config, 8)];
+    /// let mut int8s = vec![0i8; Scratch::int8s_len(&config, 8)];
+    /// let mut scratch = Scratch::new(features.as_mut_view(), &mut floats, &mut int8s);
+    ///
+    /// let mut embedding = Embedding::new();
+    /// model.encode_into("ein Hund rennt", &mut scratch, &mut embedding)?;
+    /// assert_eq!(embedding, model.encode("ein Hund rennt", &mut scratch)?);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn encode_into(
+        &self,
+        text: &str,
+        scratch: &mut Scratch<'_>,
+        out: &mut Embedding,
+    ) -> Result<(), EncodeError> {
         let config = &self.payload.config;
         let report = tokenize(&config.tokenizer, text, scratch.features);
         // `Scratch::features_len` leaves one spare slot: a full buffer means features were cut off
@@ -180,8 +218,9 @@ impl<'a> Model<'a> {
         defmt::trace!("encode: {=usize} words, {=usize} features", words, scratch.features.len());
         let mut buffers = Buffers::split(config, words, scratch.floats, scratch.int8s)?;
         self.embed_words(scratch.features, buffers.x);
-        for layer in &self.payload.layers {
-            run_layer(layer, config, &mut buffers);
+        let wide = features_as_wide(scratch.features);
+        for layer in self.payload.layers.iter() {
+            run_layer(&layer, config, &mut buffers, wide);
         }
         // The sentence is the mean of the words' projections. The projection is affine, so that is
         // the projection of the words' mean: one product for the text instead of one per word.
@@ -194,12 +233,13 @@ impl<'a> Model<'a> {
         mean.iter_mut().for_each(|m| *m /= words as f32);
         let mean_q = buffers.block_q.get_mut(..dim).unwrap_or_default();
         let scale = quantize_activations(mean, mean_q);
-        project(&self.payload.projection, mean_q, &[scale], buffers.embedding);
+        project(&self.payload.projection, mean_q, &[scale], buffers.embedding, wide);
         let norm = libm::sqrtf(buffers.embedding.iter().fold(0.0, |total, &v| total + v * v));
         if norm > 0.0 {
             buffers.embedding.iter_mut().for_each(|v| *v /= norm);
         }
-        Ok(Embedding::quantize(buffers.embedding))
+        out.set_quantized(buffers.embedding);
+        Ok(())
     }
 
     /// The lexical terms of `text` for [hybrid search](Index#hybrid-search), into `out`: the
@@ -338,7 +378,11 @@ impl core::error::Error for EncodeError {}
 /// values (int8, one scale per word and head), the attention scores (`n x heads`), and the rows
 /// of a block of up to four words for everything else (each weight matrix is multiplied with a
 /// block of words per pass); so memory grows with `n · (dim · 6 + heads · 12)` bytes plus the
-/// features, up to the block's rows.
+/// features, up to the block's rows. Once the words are embedded the features are not needed:
+/// their buffer's memory then holds the block's inputs widened for the DSP kernels (feature
+/// `dsp`; 2 bytes per value, at most `8 · max(dim, ffn)` bytes, 2 KiB for the nano preset) and is
+/// left empty. A feature buffer smaller than that (a scratch sized for a word or two) gives the
+/// same bits, only with more instructions.
 ///
 /// ```
 /// use otkd_runtime::{Feature, ModelConfig, Scratch};
@@ -529,6 +573,21 @@ fn take<'s, T>(rest: &mut &'s mut [T], len: usize) -> Result<&'s mut [T], Encode
     Ok(head)
 }
 
+/// The feature buffer's memory as [`Wide`] memory for the encoder's matrix products, once the
+/// words are embedded: the features are no longer needed (the buffer is left empty), and the
+/// widened inputs need at most `4 · max(dim, ffn) · 2` bytes, less than the features of the
+/// words a scratch is sized for (`46 · 8` bytes per word with the default tokenizer). A smaller
+/// buffer is correct, only slower on the DSP path.
+fn features_as_wide(features: &mut VecView<Feature>) -> &mut Wide {
+    features.clear();
+    // SAFETY: every bit pattern is a valid `MaybeUninit` of any type, so the aligned middle of
+    // the empty vector's spare capacity may be viewed as `MaybeUninit<u32>`s and written as such;
+    // the vector is empty, so none of these bytes is read as a `Feature` (the tokenizer writes
+    // whole features before the vector's length covers them).
+    let (_, wide, _) = unsafe { features.spare_capacity_mut().align_to_mut::<MaybeUninit<u32>>() };
+    wide
+}
+
 /// One pre-LayerNorm transformer layer over every word, in place in `b.x`.
 ///
 /// Keys and values come from the layer's input first; then each block of words in turn is updated
@@ -537,7 +596,7 @@ fn take<'s, T>(rest: &mut &'s mut [T], len: usize) -> Result<&'s mut [T], Encode
 /// multiplied with a block of up to [`WORDS_PER_PASS`] words per pass; every word's values are
 /// those of one word at a time, bit for bit (integer sums are exact in any order, and each float
 /// is computed by the same operations).
-fn run_layer(layer: &Layer, config: &ModelConfig, b: &mut Buffers) {
+fn run_layer(layer: &Layer, config: &ModelConfig, b: &mut Buffers, wide: &mut Wide) {
     // All at least 1: the config was checked on loading (`chunks_exact` needs it).
     let (dim, heads, head_dim) = (usize::from(config.dim), usize::from(config.heads), config.head_dim());
     let ffn = usize::from(config.ffn);
@@ -558,7 +617,7 @@ fn run_layer(layer: &Layer, config: &ModelConfig, b: &mut Buffers) {
             (&layer.value, &mut *b.values, &mut *b.value_scales),
         ];
         for (dense, quantized, quantized_scales) in destinations {
-            project(dense, inputs, scales, out);
+            project(dense, inputs, scales, out, wide);
             let quantized = quantized.get_mut(start * dim..(start + len) * dim).unwrap_or_default();
             let quantized_scales =
                 quantized_scales.get_mut(start * heads..(start + len) * heads).unwrap_or_default();
@@ -584,7 +643,7 @@ fn run_layer(layer: &Layer, config: &ModelConfig, b: &mut Buffers) {
         }
         // Queries, quantized per head in place of the LayerNorm outputs.
         let out = b.block.get_mut(..len * dim).unwrap_or_default();
-        project(&layer.query, inputs, scales, out);
+        project(&layer.query, inputs, scales, out, wide);
         let query_scales = b.query_scales.get_mut(..len * heads).unwrap_or_default();
         for ((row, q), s) in
             out.chunks_exact(dim).zip(inputs.chunks_exact_mut(dim)).zip(query_scales.chunks_exact_mut(heads))
@@ -611,7 +670,7 @@ fn run_layer(layer: &Layer, config: &ModelConfig, b: &mut Buffers) {
             add_attention_values(b.scores, b.score_sum, b.values, b.value_scales, head_dim, b.row);
             *scale = quantize_activations(b.row, query);
         }
-        add_dense(&layer.attention_out, inputs, scales, x);
+        add_dense(&layer.attention_out, inputs, scales, x, wide);
 
         // Feed-forward.
         for ((x, input), scale) in
@@ -620,7 +679,7 @@ fn run_layer(layer: &Layer, config: &ModelConfig, b: &mut Buffers) {
             *scale = layer_norm(x, &layer.ffn_norm, eps, b.row, input);
         }
         let hidden = b.block.get_mut(..len * ffn).unwrap_or_default();
-        project(&layer.ffn_in, inputs, scales, hidden);
+        project(&layer.ffn_in, inputs, scales, hidden, wide);
         hidden.iter_mut().for_each(|h| *h = gelu(*h));
         let hidden_q = b.hidden_q.get_mut(..len * ffn).unwrap_or_default();
         for ((h, q), scale) in
@@ -628,7 +687,7 @@ fn run_layer(layer: &Layer, config: &ModelConfig, b: &mut Buffers) {
         {
             *scale = quantize_activations(h, q);
         }
-        add_dense(&layer.ffn_out, hidden_q, scales, x);
+        add_dense(&layer.ffn_out, hidden_q, scales, x, wide);
     }
 }
 
@@ -720,15 +779,16 @@ fn quantize_heads(row: &[f32], head_dim: usize, out: &mut [i8], scales: &mut [f3
 }
 
 /// `out = W · input + bias` for each of a block's inputs (see [`add_dense`]).
-fn project(dense: &Dense, inputs: &[i8], input_scales: &[f32], out: &mut [f32]) {
+fn project(dense: &Dense, inputs: &[i8], input_scales: &[f32], out: &mut [f32], wide: &mut Wide) {
     out.fill(0.0);
-    add_dense(dense, inputs, input_scales, out);
+    add_dense(dense, inputs, input_scales, out, wide);
 }
 
 /// `out += W · input + bias`, each output one `i8 x i8 -> i32` dot product scaled once, for each
 /// of a block's inputs: `inputs` holds one row per scale in `input_scales` (at most
-/// [`WORDS_PER_PASS`]) and `out` one output row per input, in the same order.
-fn add_dense(dense: &Dense, inputs: &[i8], input_scales: &[f32], out: &mut [f32]) {
+/// [`WORDS_PER_PASS`]) and `out` one output row per input, in the same order. `wide` is memory
+/// for the widened inputs (see [`Wide`]).
+fn add_dense(dense: &Dense, inputs: &[i8], input_scales: &[f32], out: &mut [f32], wide: &mut Wide) {
     let (values, scales, biases) = (dense.weight.values, dense.weight.scales, dense.bias);
     // The block's output rows are zipped with the weight rows' scales and biases: one bound
     // checks them all, per weight row (one iterator per word cost 20 instructions per row more
@@ -741,7 +801,7 @@ fn add_dense(dense: &Dense, inputs: &[i8], input_scales: &[f32], out: &mut [f32]
         [] => {}
         [s0] => {
             let mut outputs = params.zip(next());
-            for_each_row_dots::<1, _>(inputs, values, |[d0]| {
+            for_each_row_dots::<1, _>(inputs, values, wide, |[d0]| {
                 if let Some(((scale, bias), o0)) = outputs.next() {
                     add_output(o0, d0, s0 * scale, bias);
                 }
@@ -749,7 +809,7 @@ fn add_dense(dense: &Dense, inputs: &[i8], input_scales: &[f32], out: &mut [f32]
         }
         [s0, s1] => {
             let mut outputs = params.zip(next().zip(next()));
-            for_each_row_dots::<2, _>(inputs, values, |[d0, d1]| {
+            for_each_row_dots::<2, _>(inputs, values, wide, |[d0, d1]| {
                 if let Some(((scale, bias), (o0, o1))) = outputs.next() {
                     add_output(o0, d0, s0 * scale, bias);
                     add_output(o1, d1, s1 * scale, bias);
@@ -758,7 +818,7 @@ fn add_dense(dense: &Dense, inputs: &[i8], input_scales: &[f32], out: &mut [f32]
         }
         [s0, s1, s2] => {
             let mut outputs = params.zip(next().zip(next()).zip(next()));
-            for_each_row_dots::<3, _>(inputs, values, |[d0, d1, d2]| {
+            for_each_row_dots::<3, _>(inputs, values, wide, |[d0, d1, d2]| {
                 if let Some(((scale, bias), ((o0, o1), o2))) = outputs.next() {
                     add_output(o0, d0, s0 * scale, bias);
                     add_output(o1, d1, s1 * scale, bias);
@@ -770,7 +830,7 @@ fn add_dense(dense: &Dense, inputs: &[i8], input_scales: &[f32], out: &mut [f32]
             // Never more than four (the blocks' size); the others would be ignored.
             let inputs = inputs.get(..inputs.len() / (4 + more.len()) * 4).unwrap_or_default();
             let mut outputs = params.zip(next().zip(next()).zip(next()).zip(next()));
-            for_each_row_dots::<WORDS_PER_PASS, _>(inputs, values, |[d0, d1, d2, d3]| {
+            for_each_row_dots::<WORDS_PER_PASS, _>(inputs, values, wide, |[d0, d1, d2, d3]| {
                 if let Some(((scale, bias), (((o0, o1), o2), o3))) = outputs.next() {
                     add_output(o0, d0, s0 * scale, bias);
                     add_output(o1, d1, s1 * scale, bias);
@@ -906,11 +966,11 @@ mod tests {
         let input = [2i8, 1, -1];
         // Dots: 2 - 2 - 3 = -3 and 254 - 127 = 127; -3 · (2 · 0.5) + 0.25 and 127 · (2 · 0.25) - 1.
         let mut out = [7.0f32; 2];
-        project(&dense, &input, &[2.0], &mut out);
+        project(&dense, &input, &[2.0], &mut out, &mut []);
         assert_eq!(out, [-2.75, 62.5]);
         // The residual form adds to what is there.
         let mut out = [1.0f32, 1.0];
-        add_dense(&dense, &input, &[2.0], &mut out);
+        add_dense(&dense, &input, &[2.0], &mut out, &mut []);
         assert_eq!(out, [-1.75, 63.5]);
     }
 
@@ -948,10 +1008,16 @@ mod tests {
         for words in 1..=WORDS_PER_PASS {
             let start: Vec<f32> = (0..words * 7).map(|i| (i as f32 * 0.37).sin()).collect();
             let mut block = start.clone();
-            add_dense(&dense, &inputs[..words * 13], &input_scales[..words], &mut block);
+            add_dense(&dense, &inputs[..words * 13], &input_scales[..words], &mut block, &mut []);
             for word in 0..words {
                 let mut one = start[word * 7..(word + 1) * 7].to_vec();
-                add_dense(&dense, &inputs[word * 13..(word + 1) * 13], &input_scales[word..=word], &mut one);
+                add_dense(
+                    &dense,
+                    &inputs[word * 13..(word + 1) * 13],
+                    &input_scales[word..=word],
+                    &mut one,
+                    &mut [],
+                );
                 let (got, want): (Vec<u32>, Vec<u32>) = block[word * 7..(word + 1) * 7]
                     .iter()
                     .zip(&one)
@@ -1056,7 +1122,7 @@ mod tests {
                 provenance: Provenance::default(),
                 embeddings: Matrix { values: &embedding_values, scales: &embedding_scales },
                 positions: Matrix { values: &position_values, scales: &position_scales },
-                layers: heapless::Vec::new(),
+                layers: crate::blob::Layers::from_encoded(&[], 0),
                 projection: no_dense,
                 index: None,
             },

@@ -7,6 +7,8 @@
 //! are `i8 x i8 -> i32` and are turned back into floats once per output, so the only float
 //! arithmetic is IEEE `+ - * /` and the `libm` functions: host and device agree bit for bit.
 
+use core::mem::MaybeUninit;
+
 use half::f16;
 
 /// The largest quantized magnitude: symmetric, so -128 is never produced.
@@ -119,20 +121,38 @@ pub(crate) fn dot<A: Int8, B: Int8>(a: &[A], b: &[B]) -> i32 {
 /// Rows of a matrix that [`for_each_row_dot`] multiplies together.
 const BLOCK: usize = 4;
 
+/// Memory for the inputs the DSP path widens once per matrix ([`for_each_row_dot`],
+/// [`for_each_row_dots`]): two words per four int8 values of each input, 2 bytes per value. Its
+/// contents do not matter (it is written before it is read). Where it is too small for a
+/// matrix's inputs, their products are computed without widening: the same values, more
+/// instructions. Elsewhere (the host) it is not used.
+pub(crate) type Wide = [MaybeUninit<u32>];
+
+/// Words of [`Wide`] memory that widening `values` int8 values takes.
+pub(crate) const fn wide_len(values: usize) -> usize {
+    values / 2
+}
+
 /// Calls `f` with `input · row` for every row of the row-major matrix `values` (`input.len()`
 /// columns; a trailing partial row is ignored), in row order. Each value is [`dot`]'s.
 ///
-/// Why blocks: on the DSP path `input` is widened to halfwords once per matrix and each pass
-/// reads it once for [`BLOCK`] rows. Why a callback: an iterator over the blocks' products cost
-/// 40 instructions per row on the Cortex-M4, about a tenth of a micro query.
+/// Why blocks: on the DSP path `input` is widened to halfwords once per matrix (into `wide`,
+/// which needs [`wide_len`]`(input.len())` words) and each pass reads it once for [`BLOCK`] rows.
+/// Why a callback: an iterator over the blocks' products cost 40 instructions per row on the
+/// Cortex-M4, about a tenth of a micro query.
 #[inline(always)]
-pub(crate) fn for_each_row_dot<A: Int8, B: Int8>(input: &[A], values: &[B], mut f: impl FnMut(i32)) {
+pub(crate) fn for_each_row_dot<A: Int8, B: Int8>(
+    input: &[A],
+    values: &[B],
+    wide: &mut Wide,
+    mut f: impl FnMut(i32),
+) {
     let cols = input.len().max(1);
     let (blocks, rest) = values.split_at(values.len() - values.len() % (BLOCK * cols));
     #[cfg(all(feature = "dsp", target_arch = "arm"))]
-    let mut widened = dsp::Widened::new(input);
-    #[cfg(all(feature = "dsp", target_arch = "arm"))]
-    widened.widen();
+    let widened = dsp::Widened::new(input, wide);
+    #[cfg(not(all(feature = "dsp", target_arch = "arm")))]
+    let _ = wide;
     for block in blocks.chunks_exact(BLOCK * cols) {
         #[cfg(all(feature = "dsp", target_arch = "arm"))]
         let dots = widened.dot4(block);
@@ -158,22 +178,24 @@ pub(crate) const WORDS_PER_PASS: usize = 4;
 /// Why several words: each weight row is read once per pass instead of once per word, and on the
 /// DSP path a weight word's two SXTB16 serve every input (one weight row against four words:
 /// 104 instructions per 128 products, against 168 per 128 for four rows against one word). `W`
-/// is a constant so that the caller's per-output work unrolls over the words.
+/// is a constant so that the caller's per-output work unrolls over the words. The inputs are
+/// widened into `wide` ([`wide_len`]`(inputs.len())` words).
 #[inline(always)]
 pub(crate) fn for_each_row_dots<const W: usize, B: Int8>(
     inputs: &[i8],
     values: &[B],
+    wide: &mut Wide,
     mut f: impl FnMut([i32; W]),
 ) {
     if W <= 1 {
-        for_each_row_dot(inputs, values, |dot| f([dot; W]));
+        for_each_row_dot(inputs, values, wide, |dot| f([dot; W]));
         return;
     }
     let cols = (inputs.len() / W).max(1);
     #[cfg(all(feature = "dsp", target_arch = "arm"))]
-    let mut interleaved = dsp::Interleaved::<W>::new(inputs, cols);
-    #[cfg(all(feature = "dsp", target_arch = "arm"))]
-    interleaved.widen();
+    let interleaved = dsp::Interleaved::<W>::new(inputs, cols, wide);
+    #[cfg(not(all(feature = "dsp", target_arch = "arm")))]
+    let _ = wide;
     for row in values.chunks_exact(cols) {
         #[cfg(all(feature = "dsp", target_arch = "arm"))]
         f(interleaved.dots(row));
@@ -201,12 +223,13 @@ fn dot_scalar<A: Int8, B: Int8>(a: &[A], b: &[B]) -> i32 {
 /// The first `(words, columns, rows)` for which [`for_each_row_dots`] (or, with one word,
 /// [`for_each_row_dot`]) differs from the scalar reference, over 1 to [`WORDS_PER_PASS`] words,
 /// 0 to 9 rows and widths around every block and chunk size (up to 400, past the widest
-/// input the DSP path widens), with the extreme values -128 and 127 among the weights. `None`
-/// when every product matches. No allocation: the on-device tests run it, since the host only
-/// has the scalar path.
+/// input its [`Wide`] memory holds, 384 columns of four words), with the extreme values -128 and
+/// 127 among the weights. `None` when every product matches. No allocation: the on-device tests
+/// run it, since the host only has the scalar path.
 pub(crate) fn kernel_mismatch() -> Option<(usize, usize, usize)> {
     const WIDEST: usize = 400;
     const ROWS: usize = 9;
+    let mut wide = [MaybeUninit::uninit(); wide_len(WORDS_PER_PASS * 384)];
     let value = |i: usize| -> i8 {
         match i % 23 {
             0 => -128,
@@ -224,12 +247,12 @@ pub(crate) fn kernel_mismatch() -> Option<(usize, usize, usize)> {
             let values = values.get(..rows * cols).unwrap_or_default();
             let inputs = |words: usize| inputs.get(..words * cols).unwrap_or_default();
             let mismatch = |words| Some((words, cols, rows));
-            if !words_match::<1>(inputs(1), cols, values) {
+            if !words_match::<1>(inputs(1), cols, values, &mut wide) {
                 return mismatch(1);
             }
             let mut row = 0;
             let mut same = true;
-            for_each_row_dot(inputs(1), values, |dot| {
+            for_each_row_dot(inputs(1), values, &mut wide, |dot| {
                 let want = values.chunks_exact(cols).nth(row).map(|r| dot_scalar(inputs(1), r));
                 same &= want == Some(dot);
                 row += 1;
@@ -237,13 +260,13 @@ pub(crate) fn kernel_mismatch() -> Option<(usize, usize, usize)> {
             if !same || row != rows {
                 return mismatch(1);
             }
-            if !words_match::<2>(inputs(2), cols, values) {
+            if !words_match::<2>(inputs(2), cols, values, &mut wide) {
                 return mismatch(2);
             }
-            if !words_match::<3>(inputs(3), cols, values) {
+            if !words_match::<3>(inputs(3), cols, values, &mut wide) {
                 return mismatch(3);
             }
-            if !words_match::<WORDS_PER_PASS>(inputs(WORDS_PER_PASS), cols, values) {
+            if !words_match::<WORDS_PER_PASS>(inputs(WORDS_PER_PASS), cols, values, &mut wide) {
                 return mismatch(WORDS_PER_PASS);
             }
         }
@@ -253,11 +276,11 @@ pub(crate) fn kernel_mismatch() -> Option<(usize, usize, usize)> {
 
 /// Whether [`for_each_row_dots`] gives the scalar products of every row with each of the `W`
 /// inputs, and a call per row.
-fn words_match<const W: usize>(inputs: &[i8], cols: usize, values: &[u8]) -> bool {
+fn words_match<const W: usize>(inputs: &[i8], cols: usize, values: &[u8], wide: &mut Wide) -> bool {
     let mut rows = values.chunks_exact(cols.max(1));
     let mut same = true;
     let mut calls = 0;
-    for_each_row_dots::<W, _>(inputs, values, |dots| {
+    for_each_row_dots::<W, _>(inputs, values, wide, |dots| {
         let want = rows.next().map(|row| dots_scalar::<W, _>(inputs, cols, row));
         same &= want == Some(dots);
         calls += 1;
@@ -273,7 +296,9 @@ fn words_match<const W: usize>(inputs: &[i8], cols: usize, values: &[u8]) -> boo
 /// ([`dsp::Widened`]; and the other changes of that commit: see the README's firmware table).
 #[cfg(all(feature = "dsp", target_arch = "arm"))]
 mod dsp {
-    use super::{Int8, WORDS_PER_PASS, dot_scalar, dots_scalar};
+    use core::mem::MaybeUninit;
+
+    use super::{Int8, WORDS_PER_PASS, Wide, dot_scalar, dots_scalar, wide_len};
 
     /// Both slices have the same length (the caller cut them). Eight values per iteration:
     /// the loop's own instructions (pointer updates, compare, branch) are paid once per two
@@ -333,39 +358,29 @@ mod dsp {
         };
     }
 
-    /// The widest input [`Widened`] holds: the micro preset's feed-forward and output width (the
-    /// small preset's 6 MiB of embeddings fit no board of this class). A wider input is
-    /// multiplied row by row with [`dot`]. Every value costs 2 bytes of stack.
-    const MAX_WIDENED: usize = 384;
-
-    /// An int8 input widened once for a whole matrix ([`Widened::widen`]): per word of four
-    /// values, the SXTB16 of bytes 0 and 2, then of bytes 1 and 3, the halfword pairs SMLAD takes
-    /// (CMSIS-NN's `read_and_pad_reordered`).
+    /// An int8 input widened once for a whole matrix ([`Widened::new`]), into the caller's
+    /// [`Wide`] memory: per word of four values, the SXTB16 of bytes 0 and 2, then of bytes 1
+    /// and 3, the halfword pairs SMLAD takes (CMSIS-NN's `read_and_pad_reordered`).
     pub(super) struct Widened<'a, A> {
         input: &'a [A],
-        halves: [u32; MAX_WIDENED / 2],
-        /// Chunks of [`CHUNK`] values widened (0 when `input` is too wide).
+        halves: &'a Wide,
+        /// Chunks of [`CHUNK`] values widened (0 when `wide` was too small for `input`).
         chunks: usize,
     }
 
     impl<'a, A: Int8> Widened<'a, A> {
-        /// Empty: [`Widened::widen`] fills it in place (returning the array by value copied it
-        /// through a second stack slot).
-        pub(super) fn new(input: &'a [A]) -> Self {
-            Self { input, halves: [0; MAX_WIDENED / 2], chunks: 0 }
-        }
-
-        /// Widens the input (a no-op for one wider than [`MAX_WIDENED`]).
-        pub(super) fn widen(&mut self) {
-            if self.input.len() <= MAX_WIDENED {
-                self.chunks = self.input.len() / CHUNK;
-                for (halves, &x) in
-                    self.halves.as_chunks_mut::<2>().0.iter_mut().zip(self.input.as_chunks::<4>().0)
-                {
+        /// Widens `input` into `wide` (nothing when `wide` has fewer than
+        /// [`wide_len`]`(input.len())` words: every row is then multiplied by [`dot`]).
+        pub(super) fn new(input: &'a [A], wide: &'a mut Wide) -> Self {
+            let mut chunks = 0;
+            if wide_len(input.len()) <= wide.len() {
+                chunks = input.len() / CHUNK;
+                for (halves, &x) in wide.as_chunks_mut::<2>().0.iter_mut().zip(input.as_chunks::<4>().0) {
                     let x = word(x);
-                    *halves = [sxtb16(x), sxtb16_ror8(x)];
+                    *halves = [MaybeUninit::new(sxtb16(x)), MaybeUninit::new(sxtb16_ror8(x))];
                 }
             }
+            Self { input, halves: wide, chunks }
         }
 
         /// `[input · row]` for the four consecutive rows of `block` (`4 · input.len()` values):
@@ -379,11 +394,13 @@ mod dsp {
             if chunks == 0 || block.len() < 4 * cols {
                 return core::array::from_fn(|r| dot(input, row(r)));
             }
-            let (mut px, mut p0, mut p2) = (self.halves.as_ptr(), block.as_ptr(), row(2).as_ptr());
+            let (mut px, mut p0, mut p2) =
+                (self.halves.as_ptr().cast::<u32>(), block.as_ptr(), row(2).as_ptr());
             let (mut t0, mut t1, mut t2, mut t3) = (0i32, 0i32, 0i32, 0i32);
             for _ in 0..chunks {
-                // SAFETY: each block reads eight words of `halves` (`widen` filled two per four
-                // input values, so `8 · chunks` blocks' worth) and eight words of every row from
+                // SAFETY: each block reads sixteen words of `halves` (`new` wrote two per four
+                // input values into the `Wide` memory this borrows, so `chunks` blocks' worth)
+                // and eight words of every row from
                 // `p0`, `p0 + cols`, `p2 = p0 + 2 · cols` and `p2 + cols` (`CHUNK · chunks <= cols`
                 // bytes of each of the four rows, which `block` holds: checked above), advancing
                 // `px`, `p0` and `p2` past them. `B` is a one-byte type, ARMv7-M loads words at any
@@ -532,38 +549,36 @@ mod dsp {
     pub(super) struct Interleaved<'a, const W: usize> {
         inputs: &'a [i8],
         cols: usize,
-        halves: [u32; WORDS_PER_PASS * MAX_WIDENED / 2],
+        halves: &'a Wide,
         /// Chunks of [`CHUNK`] columns widened (0: not widened, every row is multiplied by
         /// `dot`).
         chunks: usize,
     }
 
     impl<'a, const W: usize> Interleaved<'a, W> {
-        /// Empty: [`Interleaved::widen`] fills it in place. `inputs` holds `W` inputs of `cols`
-        /// values.
-        pub(super) fn new(inputs: &'a [i8], cols: usize) -> Self {
-            Self { inputs, cols, halves: [0; WORDS_PER_PASS * MAX_WIDENED / 2], chunks: 0 }
-        }
-
-        /// Widens the inputs (a no-op for `W` outside `2..=WORDS_PER_PASS`, inputs wider than
-        /// [`MAX_WIDENED`] or fewer values than `W` inputs need).
-        pub(super) fn widen(&mut self) {
-            let cols = self.cols;
-            if !(2..=WORDS_PER_PASS).contains(&W) || cols > MAX_WIDENED || self.inputs.len() < W * cols {
-                return;
+        /// Widens and interleaves the `W` inputs of `cols` values in `inputs` into `wide`
+        /// (nothing for `W` outside `2..=WORDS_PER_PASS`, fewer values than `W` inputs need, or
+        /// a `wide` with fewer than [`wide_len`]`(W · cols)` words).
+        pub(super) fn new(inputs: &'a [i8], cols: usize, wide: &'a mut Wide) -> Self {
+            if !(2..=WORDS_PER_PASS).contains(&W)
+                || inputs.len() < W * cols
+                || wide_len(W * cols) > wide.len()
+            {
+                return Self { inputs, cols, halves: wide, chunks: 0 };
             }
-            self.chunks = cols / CHUNK;
-            let mut halves = self.halves.as_chunks_mut::<2>().0.iter_mut();
-            for column in (0..self.chunks * CHUNK).step_by(4) {
-                for input in self.inputs.chunks_exact(cols).take(W) {
+            let chunks = cols / CHUNK;
+            let mut pairs = wide.as_chunks_mut::<2>().0.iter_mut();
+            for column in (0..chunks * CHUNK).step_by(4) {
+                for input in inputs.chunks_exact(cols).take(W) {
                     let x =
                         input.get(column..).and_then(|x| x.first_chunk::<4>()).copied().unwrap_or_default();
-                    if let Some(pair) = halves.next() {
+                    if let Some(pair) = pairs.next() {
                         let x = word(x);
-                        *pair = [sxtb16(x), sxtb16_ror8(x)];
+                        *pair = [MaybeUninit::new(sxtb16(x)), MaybeUninit::new(sxtb16_ror8(x))];
                     }
                 }
             }
+            Self { inputs, cols, halves: wide, chunks }
         }
 
         /// `[input_t · row]` for every input, `row` at least `cols` long: per [`CHUNK`] values
@@ -575,14 +590,14 @@ mod dsp {
             let Some(row) = row.get(..cols).filter(|_| chunks > 0) else {
                 return dots_scalar(self.inputs, cols, row);
             };
-            let (mut px, mut pw) = (self.halves.as_ptr(), row.as_ptr());
+            let (mut px, mut pw) = (self.halves.as_ptr().cast::<u32>(), row.as_ptr());
             let (mut a0, mut a1, mut a2, mut a3) = (0i32, 0i32, 0i32, 0i32);
             for _ in 0..chunks {
                 // SAFETY (all three): each block reads eight words of the row (`CHUNK · chunks
                 // <= cols` bytes in all, which `row` holds: cut above) and `16 · W` words of
-                // `halves` (`widen` filled `2 · W` per four columns, so `8 · W · chunks` blocks'
-                // worth, within the array: `CHUNK · chunks <= cols <= MAX_WIDENED`), advancing
-                // both pointers past them. `B` is a one-byte type, ARMv7-M loads words at any
+                // `halves` (`new` wrote `2 · W` per four columns into the `Wide` memory this
+                // borrows, so `chunks` blocks' worth: `16 · W · chunks <= wide_len(W · cols)`
+                // words, checked there), advancing both pointers past them. `B` is a one-byte type, ARMv7-M loads words at any
                 // alignment, and `halves` is u32-aligned as LDM and LDRD need. Registers only
                 // otherwise, flags untouched.
                 match W {
@@ -766,7 +781,8 @@ mod tests {
             let inputs: Vec<i8> = (0..WORDS_PER_PASS * cols).map(|i| value(i * 3 + 2)).collect();
             let values: Vec<u8> = (0..7 * cols + 3).map(|i| value(i).cast_unsigned()).collect();
             let mut got = Vec::new();
-            for_each_row_dots::<3, _>(&inputs[..3 * cols], &values, |dots| got.push(dots));
+            let mut wide = [MaybeUninit::uninit(); wide_len(3 * 48)];
+            for_each_row_dots::<3, _>(&inputs[..3 * cols], &values, &mut wide, |dots| got.push(dots));
             let want: Vec<[i32; 3]> = values
                 .chunks_exact(cols)
                 .map(|row| [0, 1, 2].map(|t| dot(&inputs[t * cols..(t + 1) * cols], row)))
@@ -783,7 +799,7 @@ mod tests {
                 let input: Vec<i8> = (0..cols).map(|i| value(i * 5 + 1)).collect();
                 let values: Vec<u8> = (0..rows * cols + 2).map(|i| value(i).cast_unsigned()).collect();
                 let mut got = Vec::new();
-                for_each_row_dot(&input, &values, |d| got.push(d));
+                for_each_row_dot(&input, &values, &mut [], |d| got.push(d));
                 let want: Vec<i32> = values.chunks_exact(cols).map(|row| dot(&input, row)).collect();
                 assert_eq!(got, want, "{rows} rows of {cols}");
             }

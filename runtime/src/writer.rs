@@ -6,7 +6,7 @@ use core::fmt;
 use std::collections::BTreeMap;
 
 use crate::blob::{
-    Dense, FORMAT_VERSION, HEADER_LEN, HUBNESS_SCALE, IndexBytes, Layer, LexiconBytes, MAGIC, Matrix,
+    Dense, FORMAT_VERSION, HEADER_LEN, HUBNESS_SCALE, IndexBytes, Layer, Layers, LexiconBytes, MAGIC, Matrix,
     ModelConfig, Norm, Payload, Provenance, crc32,
 };
 use crate::tokenizer::{Feature, TokenizerConfig, tokenize};
@@ -343,17 +343,17 @@ impl BlobParts {
         let projection = OwnedDense::new(&self.projection, dim, out)?;
         let index = self.index.as_ref().map(|index| OwnedIndex::new(index, out)).transpose()?;
 
-        let mut borrowed_layers = heapless::Vec::new();
+        let mut encoded_layers = Vec::new();
         for layer in &layers {
-            // At most MAX_LAYERS: the config was checked.
-            borrowed_layers.push(layer.borrow()).map_err(|_| WriteError::InvalidConfig)?;
+            encoded_layers =
+                postcard::to_extend(&layer.borrow(), encoded_layers).map_err(|_| WriteError::Encode)?;
         }
         let payload = Payload {
             config: *config,
             provenance: Provenance { lang: &self.lang, index_source: &self.index_source },
             embeddings: embeddings.borrow(),
             positions: positions.borrow(),
-            layers: borrowed_layers,
+            layers: Layers::from_encoded(&encoded_layers, layers.len()),
             projection: projection.borrow(),
             index: index.as_ref().map(OwnedIndex::borrow),
         };

@@ -82,6 +82,10 @@ fn scratch_sizes_are_exact() {
     let mut int8s = vec![0i8; int8s_len];
     let expected =
         model.encode(&text, &mut Scratch::new(features.as_mut_view(), &mut floats, &mut int8s)).unwrap();
+    // The encoder reuses the feature buffer's memory once the words are embedded (it is left
+    // empty): the tokenizer counts the features.
+    assert!(features.is_empty());
+    otkd_runtime::tokenize(&config.tokenizer, &text, features.as_mut_view());
     assert_eq!(features.len(), features_len - 1, "every word gives max_features_per_window");
 
     // Exactly the stated sizes work; one less of anything does not.

@@ -21,7 +21,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use cortex_m::peripheral::DWT;
 use cortex_m_rt::entry;
 use defmt_rtt as _;
-use otkd_runtime::{Feature, Index, Model, ModelConfig, Query, QueryTerms, Scoring, Scratch};
+use otkd_runtime::{Embedding, Feature, Index, Model, ModelConfig, Query, QueryTerms, Scoring, Scratch};
 use panic_probe as _;
 use stm32f4xx_hal::{block, pac, prelude::*, rcc, serial};
 
@@ -221,22 +221,18 @@ fn answer(
     let Some((mut scratch, terms)) = memory.scratch_for(config, words) else { return };
     let hybrid = index.lexical_weight().is_some();
     let start = DWT::cycle_count();
-    // The embedding, then (an index with a lexicon: hybrid search) the text's terms.
-    let encoded = model.encode(text, &mut scratch).and_then(|embedding| {
-        if hybrid {
-            model.terms(text, &mut scratch, terms)?;
-        }
-        Ok(embedding)
-    });
+    // The embedding, written in place (not returned by value: no copies of its 1 KiB on the
+    // stack), then (an index with a lexicon: hybrid search) the text's terms.
+    let mut embedding = Embedding::new();
+    let encoded = model
+        .encode_into(text, &mut scratch, &mut embedding)
+        .and_then(|()| if hybrid { model.terms(text, &mut scratch, terms) } else { Ok(()) });
     let encode = DWT::cycle_count().wrapping_sub(start);
-    let embedding = match encoded {
-        Ok(embedding) => embedding,
-        Err(e) => {
-            defmt::info!("encode-error {} cycles {=u32}", e, encode);
-            let _ = write!(tx, "error {e} (encode {encode} cycles)\r\n");
-            return;
-        }
-    };
+    if let Err(e) = encoded {
+        defmt::info!("encode-error {} cycles {=u32}", e, encode);
+        let _ = write!(tx, "error {e} (encode {encode} cycles)\r\n");
+        return;
+    }
     let start = DWT::cycle_count();
     let hits = index.search::<K>(
         Query { embedding: &embedding, terms: hybrid.then_some(&*terms) },
