@@ -13,7 +13,11 @@
 #
 # Environment: OTKD_DATA (the real Multi30k, default ../shared/data/multi30k), OTKD_TEACHER,
 # SCALE_WORK (default /tmp/otkd-scale: the joined corpus, caches, runs and logs; the 200k cache
-# entry is ~5 GB and is deleted after its runs), SCALE_PAIRS (default 200000), SCALE_STEPS (1000).
+# entry is ~5 GB and is deleted after its runs), SCALE_PAIRS (default 200000), SCALE_STEPS (1000),
+# SCALE_KEEP_CACHE=1 (keep each size's cache in $SCALE_WORK/cache-SIZE for every label and later
+# calls, to compare builds without encoding 200k sentences, ~27 CPU-minutes, per build: the
+# encode columns are then those of a hit when the entry exists; entries are the same bytes
+# whichever build wrote them, which each row's entry.sha256 lets you check).
 #
 # For each size: `otkd teacher encode` into an empty cache (a miss: tokenise, encode, write),
 # the same again (a hit: open and checksum the entries), then
@@ -97,8 +101,10 @@ for size in $sizes; do
     esac
     logs=$work/logs-$label-$size
     cache=$work/cache-$label-$size
+    [ "${SCALE_KEEP_CACHE:-0}" = 1 ] && cache=$work/cache-$size
     run=$work/run-$label-$size
-    rm -rf "$logs" "$cache" "$run"
+    rm -rf "$logs" "$run"
+    [ "${SCALE_KEEP_CACHE:-0}" = 1 ] || rm -rf "$cache"
     mkdir -p "$logs"
     sentences=$(zcat "$data/task1/train.en.gz" | wc -l)
     echo "== $label $size: $sentences training sentences; $(lscpu | grep 'Model name' | sed 's/ \+/ /g'); load $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -109,7 +115,7 @@ for size in $sizes; do
     timed train "$bin" --data "$data" --cache "$cache" train --method ot --lang ay --preset micro \
         --steps "$steps" --eval-every $((steps / 2)) --out "$run"
     entry=$(ls "$cache"/teacher-train.en-*.safetensors)
-    entry_bytes=$(stat -c %s "$entry")
+    entry_bytes=$(stat -L -c %s "$entry")
     sha256sum "$entry" | sed "s|$cache/||" >"$logs/entry.sha256"
     train_s=$(python3 -c "import json,sys; r=[json.loads(l) for l in open('$run/metrics.jsonl') if l.strip()]; print('%.1f' % (r[-1]['elapsed_seconds'] * 1000 / r[-1]['step']))")
     cpu() { echo "$(field "$1" 'User time') + $(field "$1" 'System time')" | bc; }
@@ -122,5 +128,5 @@ for size in $sizes; do
         "$(wall hit)" "$(mb hit)" "$entry_bytes" "$(wall train)" "$(cpu train)" "$(mb train)" \
         "$(($(peak train RssAnon) / 1024))" "$(($(peak train RssFile) / 1024))" "$train_s" "${reported:-?}" | tee -a "$out"
     # The 200k entry is ~5 GB: keep only its hash (entries of the same data must match across builds).
-    rm -rf "$cache"
+    [ "${SCALE_KEEP_CACHE:-0}" = 1 ] || rm -rf "$cache"
 done

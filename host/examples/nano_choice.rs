@@ -87,8 +87,8 @@ fn ridge_start(
     };
     let train_tokens = tokens(train.x());
     let lines = train.lines();
-    let rows = train_tokens.iter().map(|s| feature_counts(s, buckets)).collect();
-    let map = fit_low_rank(rows, buckets, |s| targets.embedding(lines[s]), dim, LAMBDA, rank)?;
+    let rows: Vec<Vec<(u32, f32)>> = train_tokens.iter().map(|s| feature_counts(s, buckets)).collect();
+    let map = fit_low_rank(&rows[..], buckets, |s| targets.embedding(lines[s]), dim, LAMBDA, rank)?;
     // The student's sentence embedding at its ridge start: normalise(counts E P).
     let embed = |sentences: &[TokenizedSentence]| -> Vec<f32> {
         let mut out = Vec::with_capacity(sentences.len() * dim);

@@ -55,7 +55,7 @@ fn main() -> Result<()> {
         let lines = train.lines();
         for rank in RANKS {
             let map = fit_low_rank(
-                rows.clone(),
+                &rows[..],
                 buckets as usize,
                 |s| train_en.embedding(lines[s]),
                 dim,

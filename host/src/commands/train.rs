@@ -180,6 +180,9 @@ pub fn run(inputs: &Inputs, args: &TrainArgs) -> Result<()> {
         (&test_bitext, &test_teacher),
     )
     .map_err(with_flags)?;
+    // The prepared data holds what training reads of the pairs (their texts, tokenized a batch at
+    // a time); the pairs themselves (~330 bytes each) would stay through the ridge fit and training.
+    drop(train_bitext);
     // A fresh ridge-initialised run first solves the ridge problem (seconds).
     let fitting = (!args.resume && config.start == Start::Ridge).then(|| {
         progress::spinner(format!("fitting the ridge initialisation on {} pairs", prepared.lines.len()))

@@ -14,7 +14,7 @@ use crate::eval::CslsReference;
 use crate::rng::SplitMix64;
 use otkd_runtime::TokenizerConfig;
 
-use crate::student::{TokenizedSentence, TokenizerTotals, tokenize_sentence};
+use crate::student::{TokenizedSentence, TokenizedTexts, TokenizerTotals, tokenize_sentence};
 use crate::teacher::TeacherOutputs;
 use crate::teacher::projection::Projection;
 
@@ -62,11 +62,12 @@ fn tokenize(tokenizer: &TokenizerConfig, texts: Vec<&str>) -> Vec<TokenizedSente
 pub struct TrainData {
     /// Caption lines of the pairs used (the seeded subset).
     pub lines: Vec<usize>,
-    /// Student tokens of the X side of each pair.
-    pub x: Vec<TokenizedSentence>,
-    /// Student tokens of the English side of each pair; empty when the English term is off
+    /// The X side of each pair, kept as text and tokenized when read (a batch a step): held
+    /// tokenized, the sides were most of a run's memory at 200k pairs (~3 KB a pair).
+    pub x: TokenizedTexts,
+    /// The English side of each pair, tokenized when read; empty when the English term is off
     /// (`english_weight` 0, the default).
-    pub en: Vec<TokenizedSentence>,
+    pub en: TokenizedTexts,
     /// What the tokenizer's caps did to the X side of the training pairs.
     pub tokenizer: TokenizerTotals,
     /// Teacher outputs for every English training caption (indexed by caption line), shared:
@@ -152,18 +153,15 @@ impl TrainData {
         let test = (test.0, test_space.as_ref().unwrap_or(test.1));
         let tok = &config.student.tokenizer;
         let pairs: Vec<_> = order.iter().map(|&i| &train.pairs[i]).collect();
-        let x = tokenize(tok, pairs.iter().map(|p| p.x.as_str()).collect());
+        let x = TokenizedTexts::new(*tok, pairs.iter().map(|p| p.x.as_str()));
         let csls_reference = EvalSet::csls_reference(tok, (train, &targets), dev);
+        let english = pairs.iter().map(|p| p.en.as_str()).filter(|_| config.loss.english_weight > 0.0);
         Ok(Self {
             lines: pairs.iter().map(|p| p.line).collect(),
-            tokenizer: TokenizerTotals::of(&x),
+            tokenizer: x.totals(),
             x,
-            // Only the English term reads them: at 200k pairs they are ~3 KB a pair of memory.
-            en: if config.loss.english_weight > 0.0 {
-                tokenize(tok, pairs.iter().map(|p| p.en.as_str()).collect())
-            } else {
-                Vec::new()
-            },
+            // Only the English term reads them.
+            en: TokenizedTexts::new(*tok, english),
             dev: EvalSet::new(tok, dev.0, dev.1),
             test: EvalSet::new(tok, test.0, test.1),
             teacher,

@@ -19,7 +19,9 @@ use crate::distill::run_dir::{
 };
 use crate::eval::metrics::{BothDirections, both_directions};
 use crate::rng::SplitMix64;
-use crate::student::{EMBED_BATCH, Student, StudentBatch, StudentOutput, TokenizedSentence, fused};
+use crate::student::{
+    EMBED_BATCH, Sentences, Student, StudentBatch, StudentOutput, TokenizedSentence, TokenizedTexts, fused,
+};
 use crate::teacher::projection::Projection;
 
 /// One step's Sinkhorn statistics into `interval`: the means over the batch's items.
@@ -272,14 +274,10 @@ impl<'a> Trainer<'a> {
     }
 
     /// The student's forward pass of one side of the batch (hand-written, recording `tape`).
-    fn pass(
-        &self,
-        sentences: &[TokenizedSentence],
-        indices: &[usize],
-        tape: &mut fused::Tape,
-    ) -> Result<Pass> {
+    fn pass(&self, sentences: &TokenizedTexts, indices: &[usize], tape: &mut fused::Tape) -> Result<Pass> {
         let config = &self.config.student;
-        let refs: Vec<&TokenizedSentence> = indices.iter().map(|&i| &sentences[i]).collect();
+        let batch: Vec<_> = indices.iter().map(|&i| sentences.sentence(i)).collect();
+        let refs: Vec<&TokenizedSentence> = batch.iter().map(|s| &**s).collect();
         let batch = fused::PackedBatch::new(&refs, config.max_words);
         let out = fused::with_params(self.student.params().vars(), |p| {
             fused::forward(config, p, &batch, tape, true)
@@ -381,8 +379,9 @@ impl<'a> Trainer<'a> {
     fn step_loss_graph(&mut self, indices: &[usize]) -> Result<(StepForward, Interval)> {
         let data = self.data;
         let config = &self.config.student;
-        let forward = |sentences: &[TokenizedSentence]| -> Result<(StudentBatch, StudentOutput)> {
-            let refs: Vec<&TokenizedSentence> = indices.iter().map(|&i| &sentences[i]).collect();
+        let forward = |sentences: &TokenizedTexts| -> Result<(StudentBatch, StudentOutput)> {
+            let batch: Vec<_> = indices.iter().map(|&i| sentences.sentence(i)).collect();
+            let refs: Vec<&TokenizedSentence> = batch.iter().map(|s| &**s).collect();
             let batch = StudentBatch::new(&refs, config.max_words)?;
             let out = self.student.forward(&batch)?;
             Ok((batch, out))

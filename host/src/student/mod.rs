@@ -12,6 +12,8 @@
 //! sentence's feature counts. [`Student::init_from_ridge`] sets `E P` to the reduced-rank ridge
 //! fit of the teacher's embeddings, and training starts where the closed-form student ends.
 
+use std::borrow::Cow;
+
 use candle_core::{D, DType, Device, Tensor, Var};
 use otkd_runtime::{Feature, TokenizeReport, TokenizerConfig, tokenize};
 use serde::{Deserialize, Serialize};
@@ -254,12 +256,17 @@ pub struct TokenizerTotals {
 impl TokenizerTotals {
     /// The totals of `sentences`.
     pub fn of(sentences: &[TokenizedSentence]) -> Self {
-        sentences.iter().fold(Self::default(), |t, s| Self {
+        Self::of_reports(&sentences.iter().map(|s| s.report).collect::<Vec<_>>())
+    }
+
+    /// The totals of the sentences with these reports.
+    pub fn of_reports(reports: &[TokenizeReport]) -> Self {
+        reports.iter().fold(Self::default(), |t, r| Self {
             sentences: t.sentences + 1,
-            lossy_sentences: t.lossy_sentences + usize::from(!s.report.is_lossless()),
-            words_dropped: t.words_dropped + u64::from(s.report.words_dropped),
-            features_dropped: t.features_dropped + u64::from(s.report.features_dropped),
-            long_runs: t.long_runs + u64::from(s.report.long_runs),
+            lossy_sentences: t.lossy_sentences + usize::from(!r.is_lossless()),
+            words_dropped: t.words_dropped + u64::from(r.words_dropped),
+            features_dropped: t.features_dropped + u64::from(r.features_dropped),
+            long_runs: t.long_runs + u64::from(r.long_runs),
         })
     }
 }
@@ -280,6 +287,84 @@ pub fn tokenize_sentence(config: &TokenizerConfig, text: &str) -> TokenizedSente
     let mut out = heapless::Vec::<Feature, 4096>::new();
     let report = tokenize(config, text, out.as_mut_view());
     TokenizedSentence { features: out.to_vec(), words: usize::from(report.words), report }
+}
+
+/// Sentences read by index, tokenized: held tokenized (a slice of [`TokenizedSentence`]) or held
+/// as text and tokenized when read ([`TokenizedTexts`]).
+pub trait Sentences: Sync {
+    /// Number of sentences.
+    fn len(&self) -> usize;
+    /// Whether there is no sentence.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Sentence `i`, tokenized.
+    ///
+    /// # Panics
+    /// If `i >= len()`.
+    fn sentence(&self, i: usize) -> Cow<'_, TokenizedSentence>;
+}
+
+impl Sentences for [TokenizedSentence] {
+    fn len(&self) -> usize {
+        <[_]>::len(self)
+    }
+
+    fn sentence(&self, i: usize) -> Cow<'_, TokenizedSentence> {
+        Cow::Borrowed(&self[i])
+    }
+}
+
+/// Texts kept in one string and tokenized each time a sentence is read. A corpus held
+/// tokenized costs 8 bytes a feature (2-4 KB a caption, half the training memory at 200k
+/// pairs); its text costs a byte a character, and tokenizing a caption again takes microseconds,
+/// against the milliseconds of the training step that reads it.
+#[derive(Clone, Debug)]
+pub struct TokenizedTexts {
+    tokenizer: TokenizerConfig,
+    text: String,
+    /// Where each text ends in `text`.
+    ends: Vec<usize>,
+}
+
+impl TokenizedTexts {
+    /// `texts`, to be tokenized with `tokenizer`.
+    pub fn new<'t>(tokenizer: TokenizerConfig, texts: impl IntoIterator<Item = &'t str>) -> Self {
+        let (mut text, mut ends) = (String::new(), Vec::new());
+        for t in texts {
+            text.push_str(t);
+            ends.push(text.len());
+        }
+        text.shrink_to_fit();
+        Self { tokenizer, text, ends }
+    }
+
+    /// Text `i`.
+    ///
+    /// # Panics
+    /// If `i >= len()`.
+    pub fn text(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.text[start..self.ends[i]]
+    }
+
+    /// What the tokenizer's caps do to the texts (tokenizing each once, in parallel).
+    pub fn totals(&self) -> TokenizerTotals {
+        use rayon::prelude::*;
+        let reports: Vec<TokenizeReport> =
+            (0..self.ends.len()).into_par_iter().map(|i| self.sentence(i).report).collect();
+        TokenizerTotals::of_reports(&reports)
+    }
+}
+
+impl Sentences for TokenizedTexts {
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn sentence(&self, i: usize) -> Cow<'_, TokenizedSentence> {
+        Cow::Owned(tokenize_sentence(&self.tokenizer, self.text(i)))
+    }
 }
 
 /// The largest table [`Student::init_from_ridge`] fits directly: its `XᵀX` takes
@@ -641,10 +726,11 @@ impl Student {
     /// have unit mean square like the LayerNorm'd vectors the layers see.
     pub fn init_from_ridge<'a>(
         &self,
-        sentences: &[TokenizedSentence],
+        sentences: &(impl Sentences + ?Sized),
         targets: impl Fn(usize) -> &'a [f32] + Sync,
         lambda: f64,
     ) -> Result<(), InitError> {
+        use rayon::prelude::*;
         let buckets = self.config.tokenizer.buckets as usize;
         let fit_buckets = buckets.min(MAX_RIDGE_BUCKETS);
         if !buckets.is_multiple_of(fit_buckets) {
@@ -654,8 +740,11 @@ impl Student {
             return Err(InitError::NoSentences);
         }
         let (d, out) = (self.config.dim, self.config.out_dim);
-        let rows = sentences.iter().map(|s| feature_counts(s, fit_buckets)).collect();
-        let map = crate::student::ridge::fit_low_rank(rows, fit_buckets, targets, out, lambda, d.min(out))?;
+        let rows = crate::student::ridge::RowsFrom {
+            len: sentences.len(),
+            row: |s: usize| feature_counts(&sentences.sentence(s), fit_buckets),
+        };
+        let map = crate::student::ridge::fit_low_rank(&rows, fit_buckets, targets, out, lambda, d.min(out))?;
         let mut embeddings = vec![0f32; buckets * d];
         for (b, row) in embeddings.chunks_exact_mut(d).enumerate() {
             let fold = b % fit_buckets;
@@ -663,19 +752,30 @@ impl Student {
         }
         let mut projection = vec![0f32; d * out];
         projection[..map.rank * out].copy_from_slice(&map.projection);
-        // Mean square of the word vectors over the sentences.
-        let (mut square, mut words) = (0f64, 0usize);
-        for s in sentences {
-            let mut word = vec![0f64; d];
-            let mut features = s.features.iter().peekable();
+        // Mean square of the word vectors over the sentences: each word's square in parallel (a
+        // block of sentences at a time), summed in sentence order.
+        let word_squares = |s: usize| -> Vec<f64> {
+            let sentence = sentences.sentence(s);
+            let (mut word, mut squares) = (vec![0f64; d], Vec::new());
+            let mut features = sentence.features.iter().peekable();
             while let Some(f) = features.next() {
                 let row = &embeddings[f.id as usize * d..(f.id as usize + 1) * d];
                 word.iter_mut().zip(row).for_each(|(w, &e)| *w += f64::from(e));
                 if features.peek().is_none_or(|next| next.word != f.word) {
-                    square += word.iter().map(|w| w * w).sum::<f64>() / d as f64;
-                    words += 1;
+                    squares.push(word.iter().map(|w| w * w).sum::<f64>() / d as f64);
                     word.iter_mut().for_each(|w| *w = 0.0);
                 }
+            }
+            squares
+        };
+        let (mut square, mut words) = (0f64, 0usize);
+        const SENTENCES_PER_BLOCK: usize = 8192;
+        for first in (0..sentences.len()).step_by(SENTENCES_PER_BLOCK) {
+            let block = first..(first + SENTENCES_PER_BLOCK).min(sentences.len());
+            let squares: Vec<Vec<f64>> = block.into_par_iter().map(word_squares).collect();
+            for q in squares.iter().flatten() {
+                square += q;
+                words += 1;
             }
         }
         let scale = if square > 0.0 { (words as f64 / square).sqrt() as f32 } else { 1.0 };
@@ -718,6 +818,24 @@ impl Student {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tokenized_texts_read_as_the_tokenizer_reads_each_text() {
+        let tokenizer = TokenizerConfig { max_words: 3, ..TokenizerConfig::DEFAULT };
+        let texts = ["Un perro corre.", "", "dos hombres juegan al fútbol", "ñandú"];
+        let held = TokenizedTexts::new(tokenizer, texts);
+        assert_eq!(held.len(), texts.len());
+        let tokenized: Vec<TokenizedSentence> =
+            texts.iter().map(|t| tokenize_sentence(&tokenizer, t)).collect();
+        for (i, (text, want)) in texts.iter().zip(&tokenized).enumerate() {
+            assert_eq!(held.text(i), *text);
+            let got = held.sentence(i);
+            assert_eq!((&got.features, got.words, got.report), (&want.features, want.words, want.report));
+        }
+        assert_eq!(held.totals(), TokenizerTotals::of(&tokenized));
+        assert_eq!(held.totals().words_dropped, 2, "the third text lost two words to max_words 3");
+        assert!(TokenizedTexts::new(tokenizer, []).is_empty());
+    }
 
     #[test]
     fn a_wide_teacher_is_refused_by_micro_with_the_preset_that_fits() {
@@ -822,17 +940,17 @@ mod tests {
         };
         let student = Student::new(config, 3).unwrap();
         let random = mean_cosine(&student);
-        student.init_from_ridge(&sentences, |s| &targets[s * 12..(s + 1) * 12], 1e-4).unwrap();
+        student.init_from_ridge(&sentences[..], |s| &targets[s * 12..(s + 1) * 12], 1e-4).unwrap();
         let fitted = mean_cosine(&student);
         let first_init =
             student.params().vars()[0].as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        student.init_from_ridge(&sentences, |s| &targets[s * 12..(s + 1) * 12], 1e-4).unwrap();
+        student.init_from_ridge(&sentences[..], |s| &targets[s * 12..(s + 1) * 12], 1e-4).unwrap();
         let second_init =
             student.params().vars()[0].as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert_eq!(first_init, second_init, "the ridge initialisation is deterministic");
         assert!(random < 0.5 && fitted > 0.98, "mean cosine: random {random}, ridge-initialised {fitted}");
         assert!(matches!(
-            student.init_from_ridge(&[], |_| &targets[..12], 1e-4),
+            student.init_from_ridge(&[] as &[TokenizedSentence], |_| &targets[..12], 1e-4),
             Err(InitError::NoSentences)
         ));
     }

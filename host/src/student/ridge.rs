@@ -8,11 +8,13 @@
 //! of the X side of pair `s` and row `s` of `Y` the teacher's embedding of its English side. It is
 //! the bar a learned student has to clear: the same input features, no training loop.
 //!
-//! The fit accumulates `XᵀX` (`buckets x buckets`) and `XᵀY` sparsely in f64, then for every
-//! `lambda` of the grid solves `(XᵀX + lambda I) W = XᵀY` with a blocked Cholesky factorisation
-//! (rayon-parallel, an AVX2+FMA micro-kernel where the CPU has one) and keeps the `lambda` with
-//! the best val X -> en R@1.
+//! The fit accumulates `XᵀX` (`buckets x buckets`) and `XᵀY` sparsely in f64 from blocks of
+//! sentences featurised as they come ([`SparseRowSource`]: one block's features in memory, not a
+//! corpus's), then for every `lambda` of the grid solves `(XᵀX + lambda I) W = XᵀY` with a
+//! blocked Cholesky factorisation (rayon-parallel, an AVX2+FMA micro-kernel where the CPU has one)
+//! and keeps the `lambda` with the best val X -> en R@1.
 
+use std::ops::Range;
 use std::time::Instant;
 
 use otkd_runtime::{Feature, TokenizerConfig, tokenize};
@@ -142,6 +144,60 @@ pub fn count_ids(mut ids: Vec<u32>) -> Vec<(u32, u32)> {
     counts
 }
 
+/// Rows of a sparse design matrix (row `s`: `(bucket, value)` pairs, ids sorted and distinct),
+/// made a block (8,192 rows) at a time: a fit holds one block's rows and their postings,
+/// never a whole corpus's (at 200k joined caption pairs those were ~6 KB a pair).
+pub trait SparseRowSource: Sync {
+    /// Number of rows.
+    fn len(&self) -> usize;
+    /// Whether there is no row.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Rows `range`, in order.
+    fn rows(&self, range: Range<usize>) -> Vec<Vec<(u32, f32)>>;
+}
+
+impl SparseRowSource for [Vec<(u32, f32)>] {
+    fn len(&self) -> usize {
+        <[_]>::len(self)
+    }
+
+    fn rows(&self, range: Range<usize>) -> Vec<Vec<(u32, f32)>> {
+        self[range].to_vec()
+    }
+}
+
+/// Rows computed from their index by `row` (in parallel within a block), e.g. the features of a
+/// sentence tokenized when its block comes.
+pub struct RowsFrom<F> {
+    /// Number of rows.
+    pub len: usize,
+    /// Row `s`.
+    pub row: F,
+}
+
+impl<F: Fn(usize) -> Vec<(u32, f32)> + Sync> SparseRowSource for RowsFrom<F> {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn rows(&self, range: Range<usize>) -> Vec<Vec<(u32, f32)>> {
+        range.into_par_iter().map(&self.row).collect()
+    }
+}
+
+/// Rows per block of a [`SparseRowSource`]: a multiple of [`GRAM_ROWS_PER_TASK`], so that the
+/// blocked sums add the same numbers in the same order as one pass over all rows.
+const ROWS_PER_BLOCK: usize = 4 * GRAM_ROWS_PER_TASK;
+
+/// The blocks of `x`, in order: the first row of each and its rows in compressed form.
+fn blocks(x: &(impl SparseRowSource + ?Sized)) -> impl Iterator<Item = (usize, SparseRows)> + '_ {
+    (0..x.len())
+        .step_by(ROWS_PER_BLOCK)
+        .map(|start| (start, SparseRows::from_rows(x.rows(start..(start + ROWS_PER_BLOCK).min(x.len())))))
+}
+
 /// Sparse rows in compressed form: row `s` is `ids[offsets[s]..offsets[s + 1]]` with `values`.
 struct SparseRows {
     offsets: Vec<usize>,
@@ -186,18 +242,42 @@ struct Normal {
     dim: usize,
     gram: Vec<f64>,
     rhs_t: Vec<f64>,
+    /// Rows summed.
+    rows: usize,
+    /// Non-zero features over all rows.
+    nonzeros: usize,
 }
 
-/// Accumulates [`Normal`] from sparse rows (ids `< n`, each row's ids sorted and distinct) and
-/// targets `y(s)` (`dim` values each). Parallel over rows of `XᵀX`: row `i` sums `x_si x_s` over
-/// the rows `s` that contain bucket `i`, so each thread writes its own rows and keeps them in
-/// cache.
+/// Accumulates [`Normal`] from sparse rows (ids `< n`, each row's ids sorted and distinct), a
+/// block at a time, and targets `y(s)` (`dim` values each). Parallel over rows of `XᵀX`: row `i`
+/// sums `x_si x_s` over the rows `s` that contain bucket `i`, so each thread writes its own rows
+/// and keeps them in cache. Every entry adds its terms in row order, block after block: the sums
+/// are those of one pass over all rows, bit for bit.
 fn normal_equations<'a>(
-    x: &SparseRows,
+    x: &(impl SparseRowSource + ?Sized),
     n: usize,
     dim: usize,
     y: impl Fn(usize) -> &'a [f32] + Sync,
 ) -> Normal {
+    let mut gram = vec![0.0f64; n * n];
+    let mut rhs = vec![0.0f64; n * dim];
+    let mut nonzeros = 0;
+    for (first, block) in blocks(x) {
+        nonzeros += block.ids.len();
+        add_normal(&block, &mut gram, &mut rhs, n, dim, |s| y(first + s));
+    }
+    Normal { n, dim, gram, rhs_t: transpose(&rhs, n, dim), rows: x.len(), nonzeros }
+}
+
+/// Adds the rows of `x` to `gram` (`XᵀX`, lower triangle) and `rhs` (`XᵀY`, `[n, dim]`).
+fn add_normal<'a>(
+    x: &SparseRows,
+    gram: &mut [f64],
+    rhs: &mut [f64],
+    n: usize,
+    dim: usize,
+    y: impl Fn(usize) -> &'a [f32] + Sync,
+) {
     // Postings: for every bucket, the (row, value) pairs that contain it.
     let mut starts = vec![0usize; n + 1];
     for &id in &x.ids {
@@ -215,7 +295,6 @@ fn normal_equations<'a>(
             fill[id as usize] += 1;
         }
     }
-    let mut gram = vec![0.0f64; n * n];
     gram.par_chunks_mut(n).enumerate().for_each(|(i, row)| {
         for &(s, v) in &post[starts[i]..starts[i + 1]] {
             let v = f64::from(v);
@@ -228,7 +307,6 @@ fn normal_equations<'a>(
             }
         }
     });
-    let mut rhs = vec![0.0f64; n * dim];
     #[cfg(target_arch = "x86_64")]
     let avx2 = std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
     rhs.par_chunks_mut(dim).enumerate().for_each(|(i, row)| {
@@ -241,7 +319,6 @@ fn normal_equations<'a>(
         }
         rhs_row(row, postings, &y);
     });
-    Normal { n, dim, gram, rhs_t: transpose(&rhs, n, dim) }
 }
 
 /// Row `i` of `XᵀY`: the sum of `v y(s)` over the postings `(s, v)` of bucket `i`.
@@ -264,14 +341,19 @@ fn rhs_row_avx2<'a>(row: &mut [f64], postings: &[(u32, f32)], y: &impl Fn(usize)
 impl Normal {
     /// `W` (`[n, dim]`, f32) solving `(XᵀX + lambda I) W = XᵀY`.
     fn solve(&self, lambda: f64) -> Result<Vec<f32>, RidgeError> {
-        let n = self.n;
-        let mut a = self.gram.clone();
+        Self { gram: self.gram.clone(), rhs_t: self.rhs_t.clone(), ..*self }.solve_once(lambda)
+    }
+
+    /// [`Normal::solve`] in place of the statistics (a fit with one `lambda` needs no copy of
+    /// `XᵀX`: 254 MB at 5632 buckets).
+    fn solve_once(self, lambda: f64) -> Result<Vec<f32>, RidgeError> {
+        let (n, mut a, mut w_t) = (self.n, self.gram, self.rhs_t);
         for i in 0..n {
             a[i * n + i] += lambda;
         }
-        let mut w_t = self.rhs_t.clone();
         solve_spd(&mut a, n, &mut w_t)
             .map_err(|source| RidgeError::NotPositiveDefinite { lambda, source })?;
+        drop(a);
         let w = transpose(&w_t, self.dim, n);
         Ok(w.into_iter().map(|v| v as f32).collect())
     }
@@ -349,15 +431,16 @@ pub fn fit(
     let tok = config.tokenizer;
     let n = tok.buckets as usize;
     let start = Instant::now();
-    let x = SparseRows::of_texts(&tok, &train.x());
+    let texts = train.x();
+    let x = RowsFrom { len: texts.len(), row: |s: usize| sentence_features(&tok, texts[s]) };
     let train_lines = train.lines();
     check_rows(train_en, &train_lines)?;
     check_rows(val_en, &val.lines())?;
     let normal = normal_equations(&x, n, dim, |s| train_en.embedding(train_lines[s]));
     progress(&format!(
         "ridge: {} train pairs, {} features/sentence, XᵀX and XᵀY in {:.1}s",
-        x.len(),
-        x.ids.len() / x.len().max(1),
+        normal.rows,
+        normal.nonzeros / normal.rows.max(1),
         start.elapsed().as_secs_f64()
     ));
     let val_x = SparseRows::of_texts(&tok, &val.x());
@@ -550,7 +633,7 @@ pub struct LowRankMap {
 
 /// Reduced-rank ridge regression: the rank-`rank` map that best reproduces, in squared error,
 /// the ridge fit `W` (`lambda`) from `rows` (sparse, ids `< buckets`, each row's ids sorted and
-/// distinct) to `targets(s)` (`dim` values each).
+/// distinct; made a block at a time, twice) to `targets(s)` (`dim` values each).
 ///
 /// `P` is the top `rank` principal directions of the fitted values `X W` and `E = W Pᵀ`, so
 /// `X E P` is the projection of `X W` onto them (Izenman 1975). Why: the learned student is a bag
@@ -562,7 +645,7 @@ pub struct LowRankMap {
 /// If an id is `>= buckets` (rows come from [`sentence_features`] or the student's feature
 /// counts with the same bucket count).
 pub fn fit_low_rank<'a>(
-    rows: Vec<Vec<(u32, f32)>>,
+    rows: &(impl SparseRowSource + ?Sized),
     buckets: usize,
     targets: impl Fn(usize) -> &'a [f32] + Sync,
     dim: usize,
@@ -578,36 +661,38 @@ pub fn fit_low_rank<'a>(
     if rows.is_empty() {
         return Err(RidgeError::NoPairs);
     }
-    let x = SparseRows::from_rows(rows);
-    let w = normal_equations(&x, buckets, dim, targets).solve(lambda)?;
+    let w = normal_equations(rows, buckets, dim, targets).solve_once(lambda)?;
     // (X W)ᵀ (X W): partial sums over fixed blocks of rows, added in block order, so the result
-    // (and the student it initialises) is the same on every run whatever the thread count.
-    let rows: Vec<usize> = (0..x.len()).collect();
-    let partials: Vec<Vec<f64>> = rows
-        .par_chunks(GRAM_ROWS_PER_TASK)
-        .map(|block| {
-            let (mut gram, mut fitted) = (vec![0.0f64; dim * dim], vec![0.0f64; dim]);
-            for &s in block {
-                fitted.iter_mut().for_each(|v| *v = 0.0);
-                let (ids, vals) = x.row(s);
-                for (&id, &v) in ids.iter().zip(vals) {
-                    let w_row = &w[id as usize * dim..(id as usize + 1) * dim];
-                    for (f, &wv) in fitted.iter_mut().zip(w_row) {
-                        *f += f64::from(v) * f64::from(wv);
-                    }
-                }
-                for (i, &fi) in fitted.iter().enumerate() {
-                    for (g, &fj) in gram[i * dim..=i * dim + i].iter_mut().zip(&fitted) {
-                        *g += fi * fj;
-                    }
-                }
-            }
-            gram
-        })
-        .collect();
+    // (and the student it initialises) is the same on every run whatever the thread count. The
+    // rows are made again, a block at a time.
     let mut fitted_gram = vec![0.0f64; dim * dim];
-    for partial in &partials {
-        fitted_gram.iter_mut().zip(partial).for_each(|(g, p)| *g += p);
+    for (_, x) in blocks(rows) {
+        let rows: Vec<usize> = (0..x.len()).collect();
+        let partials: Vec<Vec<f64>> = rows
+            .par_chunks(GRAM_ROWS_PER_TASK)
+            .map(|block| {
+                let (mut gram, mut fitted) = (vec![0.0f64; dim * dim], vec![0.0f64; dim]);
+                for &s in block {
+                    fitted.iter_mut().for_each(|v| *v = 0.0);
+                    let (ids, vals) = x.row(s);
+                    for (&id, &v) in ids.iter().zip(vals) {
+                        let w_row = &w[id as usize * dim..(id as usize + 1) * dim];
+                        for (f, &wv) in fitted.iter_mut().zip(w_row) {
+                            *f += f64::from(v) * f64::from(wv);
+                        }
+                    }
+                    for (i, &fi) in fitted.iter().enumerate() {
+                        for (g, &fj) in gram[i * dim..=i * dim + i].iter_mut().zip(&fitted) {
+                            *g += fi * fj;
+                        }
+                    }
+                }
+                gram
+            })
+            .collect();
+        for partial in &partials {
+            fitted_gram.iter_mut().zip(partial).for_each(|(g, p)| *g += p);
+        }
     }
     let mut symmetric = fitted_gram;
     for i in 0..dim {
@@ -650,17 +735,16 @@ mod tests {
         let (n, dim, rows) = (48, 6, 400);
         let mut rng = SplitMix64::new(2, "ridge-map");
         let truth: Vec<f32> = rng.normal_vec(n * dim, 1.0);
-        let x = SparseRows::from_rows(
-            (0..rows)
-                .map(|_| {
-                    let mut ids: Vec<u32> = (0..8).map(|_| rng.below(n) as u32).collect();
-                    ids.sort_unstable();
-                    ids.dedup();
-                    ids.into_iter().map(|id| (id, rng.next_f64() as f32 + 0.1)).collect()
-                })
-                .collect(),
-        );
-        let y: Vec<f32> = (0..rows)
+        let rows: Vec<Vec<(u32, f32)>> = (0..rows)
+            .map(|_| {
+                let mut ids: Vec<u32> = (0..8).map(|_| rng.below(n) as u32).collect();
+                ids.sort_unstable();
+                ids.dedup();
+                ids.into_iter().map(|id| (id, rng.next_f64() as f32 + 0.1)).collect()
+            })
+            .collect();
+        let x = SparseRows::from_rows(rows.clone());
+        let y: Vec<f32> = (0..x.len())
             .flat_map(|s| {
                 let (ids, vals) = x.row(s);
                 (0..dim)
@@ -670,7 +754,7 @@ mod tests {
                     .collect::<Vec<_>>()
             })
             .collect();
-        let normal = normal_equations(&x, n, dim, |s| &y[s * dim..(s + 1) * dim]);
+        let normal = normal_equations(&rows[..], n, dim, |s| &y[s * dim..(s + 1) * dim]);
         let w = normal.solve(1e-6).unwrap();
         for (got, want) in w.iter().zip(&truth) {
             assert!((got - want).abs() < 1e-3, "got {got}, want {want}");
@@ -679,6 +763,30 @@ mod tests {
         let shrunk = normal.solve(1e3).unwrap();
         let norm = |w: &[f32]| w.iter().map(|v| v * v).sum::<f32>();
         assert!(norm(&shrunk) < 0.5 * norm(&truth));
+    }
+
+    #[test]
+    fn blocked_normal_equations_are_one_pass_s_bit_for_bit() {
+        // More rows than a block: the blocked sums must equal one pass over all rows.
+        let (n, dim, count) = (40, 3, 2 * ROWS_PER_BLOCK + 123);
+        let mut rng = SplitMix64::new(9, "ridge-blocks");
+        let rows: Vec<Vec<(u32, f32)>> = (0..count)
+            .map(|_| {
+                let mut ids: Vec<u32> = (0..6).map(|_| rng.below(n) as u32).collect();
+                ids.sort_unstable();
+                ids.dedup();
+                ids.into_iter().map(|id| (id, rng.next_f64() as f32 + 0.1)).collect()
+            })
+            .collect();
+        let y = rng.normal_vec(count * dim, 1.0);
+        let target = |s: usize| &y[s * dim..(s + 1) * dim];
+        let blocked = normal_equations(&rows[..], n, dim, target);
+        let (mut gram, mut rhs) = (vec![0.0f64; n * n], vec![0.0f64; n * dim]);
+        add_normal(&SparseRows::from_rows(rows.clone()), &mut gram, &mut rhs, n, dim, target);
+        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&blocked.gram), bits(&gram));
+        assert_eq!(bits(&blocked.rhs_t), bits(&transpose(&rhs, n, dim)));
+        assert_eq!((blocked.rows, blocked.nonzeros), (count, rows.iter().map(Vec::len).sum()));
     }
 
     #[test]
@@ -705,7 +813,7 @@ mod tests {
         let truth: Vec<f32> =
             (0..n * dim).map(|t| (0..2).map(|k| a[(t / dim) * 2 + k] * b[k * dim + t % dim]).sum()).collect();
         let y = targets_of(&truth);
-        let fit = fit_low_rank(x.clone(), n, |s| &y[s * dim..(s + 1) * dim], dim, 1e-6, 2).unwrap();
+        let fit = fit_low_rank(&x[..], n, |s| &y[s * dim..(s + 1) * dim], dim, 1e-6, 2).unwrap();
         assert_eq!((fit.embeddings.len(), fit.projection.len()), (n * 2, 2 * dim));
         for i in 0..n {
             for d in 0..dim {
@@ -728,7 +836,7 @@ mod tests {
         let full = rng.normal_vec(n * dim, 1.0);
         let y = targets_of(&full);
         let error = |rank: usize| -> f32 {
-            let fit = fit_low_rank(x.clone(), n, |s| &y[s * dim..(s + 1) * dim], dim, 1e-6, rank).unwrap();
+            let fit = fit_low_rank(&x[..], n, |s| &y[s * dim..(s + 1) * dim], dim, 1e-6, rank).unwrap();
             let w: Vec<f32> = (0..n * dim)
                 .map(|t| {
                     (0..rank)
