@@ -765,19 +765,24 @@ mod tests {
         assert!(norm(&shrunk) < 0.5 * norm(&truth));
     }
 
+    /// `count` sparse rows of up to `per_row` distinct features below `n`, positive values.
+    fn sparse_rows(rng: &mut SplitMix64, count: usize, n: usize, per_row: usize) -> Vec<Vec<(u32, f32)>> {
+        (0..count)
+            .map(|_| {
+                let mut ids: Vec<u32> = (0..per_row).map(|_| rng.below(n) as u32).collect();
+                ids.sort_unstable();
+                ids.dedup();
+                ids.into_iter().map(|id| (id, rng.next_f64() as f32 + 0.1)).collect()
+            })
+            .collect()
+    }
+
     #[test]
     fn blocked_normal_equations_are_one_pass_s_bit_for_bit() {
         // More rows than a block: the blocked sums must equal one pass over all rows.
         let (n, dim, count) = (40, 3, 2 * ROWS_PER_BLOCK + 123);
         let mut rng = SplitMix64::new(9, "ridge-blocks");
-        let rows: Vec<Vec<(u32, f32)>> = (0..count)
-            .map(|_| {
-                let mut ids: Vec<u32> = (0..6).map(|_| rng.below(n) as u32).collect();
-                ids.sort_unstable();
-                ids.dedup();
-                ids.into_iter().map(|id| (id, rng.next_f64() as f32 + 0.1)).collect()
-            })
-            .collect();
+        let rows = sparse_rows(&mut rng, count, n, 6);
         let y = rng.normal_vec(count * dim, 1.0);
         let target = |s: usize| &y[s * dim..(s + 1) * dim];
         let blocked = normal_equations(&rows[..], n, dim, target);
@@ -793,14 +798,7 @@ mod tests {
     fn low_rank_fit_recovers_a_low_rank_map_and_truncates_a_full_one() {
         let (n, dim, rows) = (40, 6, 500);
         let mut rng = SplitMix64::new(3, "low-rank");
-        let x: Vec<Vec<(u32, f32)>> = (0..rows)
-            .map(|_| {
-                let mut ids: Vec<u32> = (0..8).map(|_| rng.below(n) as u32).collect();
-                ids.sort_unstable();
-                ids.dedup();
-                ids.into_iter().map(|id| (id, rng.next_f64() as f32 + 0.1)).collect()
-            })
-            .collect();
+        let x = sparse_rows(&mut rng, rows, n, 8);
         let targets_of = |w: &[f32]| -> Vec<f32> {
             x.iter()
                 .flat_map(|row| {
